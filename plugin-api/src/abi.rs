@@ -1,0 +1,192 @@
+//! The exported module header and descriptor: the frozen part of the boundary.
+//!
+//! A plugin exports exactly one symbol, [`MODULE_SYMBOL`], a [`ModuleHeader`]. The header's own
+//! layout never changes: a magic number, the [`ABI_VERSION`], and two pointers. The host reads
+//! the magic and the version first, then checks the descriptor's layout against its own with
+//! abi_stable's layout checker, and only then reads the [`ModuleDescriptor`]. Everything the
+//! descriptor points at lives in the plugin's image, so the host copies what it needs (names,
+//! version strings) into its own memory before it ever unloads the plugin.
+//!
+//! Architecture invariant: no type here uses abi_stable's prefix types, non-exhaustive enums
+//! or extra checks. Checking those makes abi_stable remember metadata in process-wide maps,
+//! and that metadata would point into a library after it is unloaded.
+
+use std::ffi::c_void;
+
+use abi_stable::StableAbi;
+use abi_stable::std_types::{ROption, RStr, RString};
+use abi_stable::type_layout::TypeLayout;
+
+use crate::interface::Interface;
+
+/// The name of the one symbol a plugin exports: a `static` [`ModuleHeader`].
+pub const MODULE_SYMBOL: &str = "HOTCODE_MODULE";
+
+/// The magic bytes at the start of every [`ModuleHeader`].
+pub const MAGIC: [u8; 8] = *b"HOTCODE\0";
+
+/// The version of this boundary. Bumped on every incompatible change to the header, the
+/// descriptor, or the way function tables are called; the host refuses any other version.
+pub const ABI_VERSION: u32 = 1;
+
+/// What kind of module a plugin is, in OTP's words.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// A library module: a typed interface that threads call through a `Handle`.
+    Library,
+    /// A `gen_server`-like callback module run by a host process.
+    GenServer,
+    /// A supervisor callback module.
+    Supervisor,
+    /// An application callback module.
+    Application,
+}
+
+impl Behaviour {
+    /// The behaviour's name as OTP writes it (`library` for plain modules).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behaviour::Library => "library",
+            Behaviour::GenServer => "gen_server",
+            Behaviour::Supervisor => "supervisor",
+            Behaviour::Application => "application",
+        }
+    }
+}
+
+/// The frozen header behind [`MODULE_SYMBOL`].
+///
+/// Its layout is part of the contract forever: only [`ABI_VERSION`] changes say what the
+/// descriptor looks like.
+#[repr(C)]
+pub struct ModuleHeader {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 8],
+    /// The [`ABI_VERSION`] the plugin was built with.
+    pub abi_version: u32,
+    /// The layout of [`ModuleDescriptor`] as the plugin saw it when it was compiled.
+    pub descriptor_layout: &'static TypeLayout,
+    /// The module's descriptor; read only after `descriptor_layout` checked out.
+    pub descriptor: &'static ModuleDescriptor,
+}
+
+impl ModuleHeader {
+    /// Builds the header for a descriptor; used by [`export_module!`](crate::export_module).
+    pub const fn new(descriptor: &'static ModuleDescriptor) -> Self {
+        ModuleHeader {
+            magic: MAGIC,
+            abi_version: ABI_VERSION,
+            descriptor_layout: <ModuleDescriptor as StableAbi>::LAYOUT,
+            descriptor,
+        }
+    }
+}
+
+/// Everything the host needs to know about one module version.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct ModuleDescriptor {
+    /// The module's name; must equal the name the host loads it as.
+    pub name: RStr<'static>,
+    /// The module's version string (OTP's `-vsn`), passed to `code_change`.
+    pub vsn: RStr<'static>,
+    /// What kind of module this is.
+    pub behaviour: Behaviour,
+    /// Called by the host once, right after loading and checking the library, before any
+    /// other call. It prepares the plugin's own runtime (its panic hook).
+    pub on_load: extern "C" fn(),
+    /// The typed interface of a library module.
+    pub interface: ROption<InterfaceExport>,
+}
+
+/// A typed function table exported by a library module.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct InterfaceExport {
+    /// The interface's name (the Rust type name of its table, e.g. `Greeter`).
+    pub name: RStr<'static>,
+    /// The table's layout as the plugin compiled it.
+    pub layout: &'static TypeLayout,
+    /// The table itself, type-erased; the host casts it back only after checking `layout`.
+    pub table: TablePtr,
+}
+
+impl InterfaceExport {
+    /// Describes `table` as an export of interface `I`.
+    pub const fn new<I: Interface>(table: &'static I) -> Self {
+        InterfaceExport {
+            name: RStr::from_str(I::NAME),
+            layout: <I as StableAbi>::LAYOUT,
+            table: TablePtr(table as *const I as *const c_void),
+        }
+    }
+}
+
+/// A type-erased pointer to a function table in a plugin's static memory.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct TablePtr(*const c_void);
+
+impl TablePtr {
+    /// The raw pointer; only the host's loader casts it back to a table type.
+    pub fn as_ptr(self) -> *const c_void {
+        self.0
+    }
+}
+
+// SAFETY: a TablePtr only ever points at an immutable `static` table of `extern "C"` fn
+// pointers (see `InterfaceExport::new`), which is safe to read from any thread.
+unsafe impl Sync for TablePtr {}
+// SAFETY: as above; the pointee is immutable static data.
+unsafe impl Send for TablePtr {}
+
+/// How a plugin call failed, as it crosses the boundary.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginErrorKind {
+    /// The plugin panicked; the panic was caught on the plugin side.
+    Panic,
+    /// The plugin returned an error of its own.
+    Failed,
+}
+
+/// A plugin-side error as it crosses the boundary.
+///
+/// Its `RString` was allocated by the plugin and carries a vtable into the plugin, so the
+/// host turns it into a [`PluginError`] (copying the text) before the call returns.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct RPluginError {
+    /// What kind of failure this is.
+    pub kind: PluginErrorKind,
+    /// A human-readable message.
+    pub message: RString,
+}
+
+impl RPluginError {
+    /// Copies the error into host-owned memory.
+    pub fn into_host(self) -> PluginError {
+        PluginError { kind: self.kind, message: self.message.as_str().to_owned() }
+    }
+}
+
+/// A plugin-side error, owned by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    /// What kind of failure this is.
+    pub kind: PluginErrorKind,
+    /// A human-readable message; for a panic, `panicked at FILE:LINE:COL: MESSAGE`.
+    pub message: String,
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            PluginErrorKind::Panic => write!(f, "plugin {}", self.message),
+            PluginErrorKind::Failed => write!(f, "plugin error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for PluginError {}

@@ -1,0 +1,131 @@
+//! The plugin side: exporting a module and keeping panics inside the plugin.
+//!
+//! A plugin author writes one [`export_module!`](crate::export_module) invocation and plain
+//! Rust. The macro builds the descriptor and exports the header symbol; everything that runs
+//! on the plugin side of a call goes through [`guard`](crate::__private::guard), which
+//! catches a panic before it can unwind into an `extern "C"` frame and returns it as an
+//! error naming where it happened.
+//!
+//! Care is taken that the plugin's own runtime never registers a thread-local destructor:
+//! glibc keeps a library mapped after `dlclose` for as long as a thread that registered one
+//! is alive. So the panic hook installed at load time stores the panic's location in a
+//! `Copy` thread-local (no destructor), and the payload is dropped inside the plugin.
+
+/// Exports a module: its name, version, behaviour and function table.
+///
+/// A library module with a typed interface:
+///
+/// ```ignore
+/// struct V1;
+/// impl plugin_api::interfaces::GreeterImpl for V1 { /* plain Rust */ }
+///
+/// plugin_api::export_module! {
+///     name: "greeter",
+///     vsn: "1",
+///     library: plugin_api::interfaces::Greeter = V1,
+/// }
+/// ```
+///
+/// The macro expands to the one exported symbol, `HOTCODE_MODULE`; a crate must invoke it
+/// once, at its root.
+#[macro_export]
+macro_rules! export_module {
+    (
+        name: $name:literal,
+        vsn: $vsn:literal,
+        library: $iface:ty = $imp:ty $(,)?
+    ) => {
+        const _: () = {
+            static TABLE: $iface = <$iface>::table_for::<$imp>();
+            static DESCRIPTOR: $crate::ModuleDescriptor = $crate::ModuleDescriptor {
+                name: ::abi_stable::std_types::RStr::from_str($name),
+                vsn: ::abi_stable::std_types::RStr::from_str($vsn),
+                behaviour: $crate::Behaviour::Library,
+                on_load: $crate::__private::on_load,
+                interface: ::abi_stable::std_types::ROption::RSome($crate::InterfaceExport::new::<
+                    $iface,
+                >(&TABLE)),
+            };
+            /// The hotcode module header: the one symbol the host looks for.
+            #[unsafe(no_mangle)]
+            pub static HOTCODE_MODULE: $crate::ModuleHeader =
+                $crate::ModuleHeader::new(&DESCRIPTOR);
+        };
+    };
+}
+
+/// Support for the macros; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::cell::Cell;
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::Once;
+
+    use abi_stable::std_types::{RResult, RString};
+
+    use crate::abi::{PluginErrorKind, RPluginError};
+
+    /// How much of a panic's file name is kept; longer names keep their tail.
+    const FILE_CAP: usize = 120;
+
+    /// Where the last panic on this thread happened. `Copy`, so the thread-local that holds
+    /// it needs no destructor and never pins the library.
+    #[derive(Clone, Copy)]
+    struct PanicSite {
+        file: [u8; FILE_CAP],
+        len: usize,
+        line: u32,
+        column: u32,
+    }
+
+    thread_local! {
+        static LAST_PANIC: Cell<Option<PanicSite>> = const { Cell::new(None) };
+    }
+
+    /// Called by the host once after loading: installs this plugin's panic hook.
+    ///
+    /// The default hook would print to stderr and look up the thread's name, which
+    /// initialises a thread-local with a destructor inside this plugin's copy of std.
+    pub extern "C" fn on_load() {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            panic::set_hook(Box::new(|info| {
+                let site = info.location().map(|loc| {
+                    let bytes = loc.file().as_bytes();
+                    let tail = &bytes[bytes.len().saturating_sub(FILE_CAP)..];
+                    let mut file = [0u8; FILE_CAP];
+                    file[..tail.len()].copy_from_slice(tail);
+                    PanicSite { file, len: tail.len(), line: loc.line(), column: loc.column() }
+                });
+                LAST_PANIC.with(|last| last.set(site));
+            }));
+        });
+    }
+
+    /// Runs `f`, turning a panic into an [`RPluginError`] instead of unwinding.
+    pub fn guard<T>(f: impl FnOnce() -> T) -> RResult<T, RPluginError> {
+        match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => RResult::ROk(value),
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
+                // The payload's drop glue lives in this plugin: drop it here, not in the host.
+                drop(payload);
+                let message = match LAST_PANIC.with(|last| last.take()) {
+                    Some(site) => {
+                        let file = String::from_utf8_lossy(&site.file[..site.len]);
+                        format!("panicked at {file}:{}:{}: {what}", site.line, site.column)
+                    }
+                    None => format!("panicked: {what}"),
+                };
+                RResult::RErr(RPluginError {
+                    kind: PluginErrorKind::Panic,
+                    message: RString::from(message),
+                })
+            }
+        }
+    }
+}
