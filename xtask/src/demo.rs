@@ -1,0 +1,22 @@
+//! `cargo xtask demo [ARGS...]`: runs `dist`, then
+//! `cargo run --release --quiet -p hotcode --example demo -- <target/dist> [ARGS...]`
+//! (the dist path is absolute) and exits with the demo's exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::{cmd, dist};
+
+/// Entry point of the `demo` subcommand; `args` are passed to the demo after
+/// the dist path.
+pub fn run(args: &[String]) -> Result<ExitCode> {
+    let dist_dir = dist::dist()?;
+    let mut cargo = cmd::cargo();
+    cargo
+        .args(["run", "--release", "--quiet", "-p", "hotcode", "--example", "demo", "--"])
+        .arg(&dist_dir)
+        .args(args);
+    let status = cmd::status(&mut cargo)?;
+    Ok(cmd::exit_code(status))
+}

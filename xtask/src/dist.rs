@@ -1,0 +1,141 @@
+//! `cargo xtask dist`: release-builds the plugins and assembles the shared
+//! library pool `target/dist/lib/<app>-<vsn>/<module>.so` from every
+//! non-fixture plugin.
+//!
+//! `target/dist/lib` is removed and recreated on every run so stale files
+//! never linger; libraries are copied, not symlinked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::build::{self, count};
+use crate::plugins::{self, Plugin};
+use crate::project::{self, Profile};
+
+/// Entry point of the `dist` subcommand.
+pub fn run(args: &[String]) -> Result<ExitCode> {
+    if crate::wants_help(args) {
+        print!("{}", crate::USAGE);
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::no_args("dist", args)?;
+    dist()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the plugins in release mode and assembles the library pool.
+/// Returns the absolute path of the dist directory (`<target>/dist`).
+pub fn dist() -> Result<PathBuf> {
+    let plugins = plugins::discover()?;
+    // Check for clashes before spending time on a release build.
+    check_conflicts(&plugins)?;
+    let artifacts = build::build_plugins(&plugins, Profile::Release)?;
+
+    let dist_dir = project::target_dir().join("dist");
+    let lib_dir = dist_dir.join("lib");
+    if lib_dir.exists() {
+        fs::remove_dir_all(&lib_dir)
+            .with_context(|| format!("failed to remove {}", lib_dir.display()))?;
+    }
+    fs::create_dir_all(&lib_dir)
+        .with_context(|| format!("failed to create {}", lib_dir.display()))?;
+
+    let mut apps = BTreeSet::new();
+    let mut placed = 0;
+    let mut fixtures = 0;
+    for artifact in &artifacts {
+        let plugin = &artifact.plugin;
+        if plugin.fixture {
+            fixtures += 1;
+            continue;
+        }
+        let app_dir = lib_dir.join(plugin.app_dir_name());
+        fs::create_dir_all(&app_dir)
+            .with_context(|| format!("failed to create {}", app_dir.display()))?;
+        let dest = app_dir.join(plugin.shipped_file_name());
+        copy(&artifact.path, &dest)?;
+        eprintln!("xtask: placed {} (from {})", project::display(&dest), plugin.package);
+        apps.insert(plugin.app_dir_name());
+        placed += 1;
+    }
+    let skipped = match fixtures {
+        0 => String::new(),
+        n => format!("; {} skipped", count(n, "fixture")),
+    };
+    eprintln!(
+        "xtask: dist: {} in {} placed in {}{skipped}",
+        count(placed, "module"),
+        count(apps.len(), "application version"),
+        lib_dir.display(),
+    );
+    Ok(dist_dir)
+}
+
+/// Copies a built library into the pool (a real copy, never a symlink).
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .map(drop)
+        .with_context(|| format!("failed to copy {} to {}", from.display(), to.display()))
+}
+
+/// Fails if two non-fixture plugins would be placed at the same
+/// `<app>-<vsn>/<module>.so`, naming both packages.
+fn check_conflicts(plugins: &[Plugin]) -> Result<()> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for plugin in plugins.iter().filter(|p| !p.fixture) {
+        let slot = format!("{}/{}", plugin.app_dir_name(), plugin.shipped_file_name());
+        if let Some(first) = seen.insert(slot.clone(), &plugin.package) {
+            bail!(
+                "packages `{first}` and `{}` both claim lib/{slot} \
+                 (same app, vsn and module in [package.metadata.hotcode])",
+                plugin.package
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(package: &str, app: &str, vsn: &str, module: &str, fixture: bool) -> Plugin {
+        Plugin {
+            package: package.into(),
+            lib_name: package.replace('-', "_"),
+            module: module.into(),
+            app: app.into(),
+            vsn: vsn.into(),
+            fixture,
+            manifest_path: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn distinct_slots_are_fine() {
+        let plugins = [
+            plugin("greeter-v1", "greeter", "1", "greeter", false),
+            plugin("greeter-v2", "greeter", "2", "greeter", false),
+            plugin("counter", "greeter", "2", "counter", false),
+            // Fixtures never reach the pool, so they cannot clash.
+            plugin("bad-greeter", "greeter", "1", "greeter", true),
+        ];
+        check_conflicts(&plugins).unwrap();
+    }
+
+    #[test]
+    fn clash_names_both_packages() {
+        let plugins = [
+            plugin("greeter-v1", "greeter", "1", "greeter", false),
+            plugin("greeter-copy", "greeter", "1", "greeter", false),
+        ];
+        let msg = check_conflicts(&plugins).unwrap_err().to_string();
+        assert!(msg.contains("`greeter-v1`"), "{msg}");
+        assert!(msg.contains("`greeter-copy`"), "{msg}");
+        assert!(msg.contains("greeter-1/greeter"), "{msg}");
+    }
+}

@@ -1,0 +1,111 @@
+//! `cargo xtask`: project automation for hotcode.
+//!
+//! This is a plain binary crate following the cargo-xtask pattern: the
+//! workspace alias `cargo xtask` (see `.cargo/config.toml`) runs it, and each
+//! subcommand lives in its own module. Run `cargo xtask help` for the list.
+//!
+//! Plugins are discovered from `cargo metadata`: every workspace package with
+//! a `[package.metadata.hotcode]` table (see [`plugins`]).
+
+mod bench;
+mod build;
+mod cmd;
+mod demo;
+mod dist;
+mod plugins;
+mod project;
+mod test;
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Usage text printed by `cargo xtask help` and on argument errors.
+pub const USAGE: &str = "\
+cargo xtask: project automation for hotcode
+
+USAGE:
+    cargo xtask <COMMAND> [ARGS...]
+
+COMMANDS:
+    build [--release]   Build every plugin crate (fixtures included) with one `cargo build`
+    dist                Release-build the plugins and assemble target/dist/lib/<app>-<vsn>/<module>.so
+    test [ARGS...]      Build the plugins (debug), then `cargo test --workspace [ARGS...]`
+                        with HOTCODE_PLUGIN_DIR pointing at the prebuilt plugins
+    demo [ARGS...]      Run `dist`, then the hotcode `demo` example against target/dist
+    bench [ARGS...]     Run `cargo bench -p hotcode [ARGS...]`
+    help                Print this message
+
+Plugins are the workspace packages with a [package.metadata.hotcode] table
+(module, app, vsn, and optionally fixture = true for test-only plugins).
+
+ENVIRONMENT:
+    CARGO               cargo binary to use (default: `cargo`)
+    CARGO_TARGET_DIR    target directory (default: <workspace>/target)
+
+EXAMPLES:
+    cargo xtask build --release
+    cargo xtask test -- --nocapture
+";
+
+/// An error in the command line itself: reported with the usage text and
+/// exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Fails with a [`UsageError`] if `args` is not empty; `cmd` names the
+/// subcommand in the message.
+pub fn no_args(cmd: &str, args: &[String]) -> anyhow::Result<()> {
+    match args.first() {
+        None => Ok(()),
+        Some(arg) => Err(UsageError(format!("`{cmd}` takes no arguments (got `{arg}`)")).into()),
+    }
+}
+
+/// Returns true if `args` is exactly a request for help.
+pub fn wants_help(args: &[String]) -> bool {
+    matches!(args, [a] if a == "-h" || a == "--help")
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(usage) = err.downcast_ref::<UsageError>() {
+                eprintln!("xtask: error: {usage}\n");
+                eprint!("{USAGE}");
+                return ExitCode::from(2);
+            }
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line and dispatches to the subcommand.
+fn run() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    match cmd.as_str() {
+        "build" => build::run(rest),
+        "dist" => dist::run(rest),
+        "test" => test::run(rest),
+        "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(UsageError(format!("unknown subcommand `{other}`")).into()),
+    }
+}
