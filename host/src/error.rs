@@ -1,0 +1,163 @@
+//! Typed errors. Each names the file, module or version it is about, and each failure
+//! leaves the code server as it was.
+
+use std::path::PathBuf;
+
+use crate::code_server::Holder;
+
+/// Loading a module's object code failed; nothing was loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load module `{module}` from {}: {kind}", path.display())]
+pub struct LoadError {
+    /// The module that was asked for.
+    pub module: String,
+    /// The file that was asked for (not the private copy).
+    pub path: PathBuf,
+    /// What was wrong.
+    pub kind: LoadErrorKind,
+}
+
+/// What was wrong with a library file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadErrorKind {
+    /// The file does not exist.
+    #[error("no such file")]
+    NotFound,
+    /// The file could not be read or copied.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    /// The file is not an ELF shared object for this target.
+    #[error("not a shared object for this target: {0}")]
+    NotSharedObject(String),
+    /// The dynamic loader refused the file.
+    #[error("dlopen failed: {0}")]
+    Dlopen(String),
+    /// The library does not export the module header symbol.
+    #[error("it exports no `{}` symbol, so it is not a hotcode plugin", plugin_api::MODULE_SYMBOL)]
+    MissingSymbol,
+    /// The header's magic bytes are wrong.
+    #[error("the `{}` symbol is not a hotcode module header", plugin_api::MODULE_SYMBOL)]
+    BadMagic,
+    /// The plugin was built against another plugin-api ABI version.
+    #[error("plugin ABI version {found}, but this host speaks version {expected}")]
+    AbiVersion {
+        /// The plugin's version.
+        found: u32,
+        /// The host's version.
+        expected: u32,
+    },
+    /// A type at the boundary has another layout in the plugin than the host expects.
+    #[error("incompatible layout of {what} (built against an incompatible plugin-api?): {details}")]
+    LayoutMismatch {
+        /// Which type: the descriptor, or an interface.
+        what: String,
+        /// abi_stable's report, or a summary of it.
+        details: String,
+    },
+    /// The descriptor names another module.
+    #[error("the library is module `{found}`, not `{expected}`")]
+    NameMismatch {
+        /// The name asked for.
+        expected: String,
+        /// The name in the descriptor.
+        found: String,
+    },
+    /// A library module without a typed interface.
+    #[error("library module exports no interface")]
+    NoInterface,
+    /// The module exports another interface than the one its handles use.
+    #[error("it exports interface `{found}`, but `{expected}` is expected")]
+    WrongInterface {
+        /// The interface in use.
+        expected: String,
+        /// The interface the file exports.
+        found: String,
+    },
+    /// This behaviour cannot be loaded by this host yet.
+    #[error("behaviour `{0}` is not supported by this host")]
+    UnsupportedBehaviour(&'static str),
+}
+
+/// A code server operation was refused; the code server is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeServerError {
+    /// Loading object code failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// `load` of a module for which no object code was staged by `load_object_code`.
+    #[error("no object code staged for module `{module}`: load_object_code must come first")]
+    NoStagedCode {
+        /// The module.
+        module: String,
+    },
+    /// The module's old code is still in use, and the purge method was `soft_purge`.
+    #[error("old code of module `{module}` is still in use by {}", holders_list(.holders))]
+    OldProcesses {
+        /// The module.
+        module: String,
+        /// Who holds the old code.
+        holders: Vec<Holder>,
+    },
+    /// The module is unknown to this code server.
+    #[error("module `{module}` is not loaded")]
+    NotLoaded {
+        /// The module.
+        module: String,
+    },
+    /// A handle asked for another interface than the module exports.
+    #[error("module `{module}` exports interface `{found}`, not `{expected}`")]
+    WrongInterface {
+        /// The module.
+        module: String,
+        /// The interface asked for.
+        expected: String,
+        /// The interface the module exports.
+        found: String,
+    },
+    /// The private copy directory could not be made.
+    #[error("cannot create the scratch directory for private library copies: {0}")]
+    Scratch(#[source] std::io::Error),
+}
+
+fn holders_list(holders: &[Holder]) -> String {
+    let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+    names.join(", ")
+}
+
+/// A call through a handle failed. The module's state is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The module has no current version (never loaded, or removed).
+    #[error("module `{module}` is not loaded")]
+    NotLoaded {
+        /// The module.
+        module: String,
+    },
+    /// The plugin panicked or returned an error.
+    #[error("call into module `{module}` failed: {error}")]
+    Plugin {
+        /// The module.
+        module: String,
+        /// What the plugin reported.
+        #[source]
+        error: plugin_api::PluginError,
+    },
+    /// Calls nested deeper than the per-thread limit.
+    #[error(
+        "calls nest deeper than {} levels (entering module `{module}`)",
+        crate::hold::MAX_DEPTH
+    )]
+    TooDeep {
+        /// The module.
+        module: String,
+    },
+    /// The thread is exiting and can no longer enter plugin code.
+    #[error("the calling thread is exiting (entering module `{module}`)")]
+    ThreadExiting {
+        /// The module.
+        module: String,
+    },
+}

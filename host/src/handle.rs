@@ -1,0 +1,84 @@
+//! Versioned handles: the call path.
+//!
+//! [`Handle::call`] enters the module's *current* version at call time (OTP's fully
+//! qualified call), holds it until the closure returns, and lets nested calls hold each
+//! version they enter. Holding costs a TLS access, a store to this thread's own slot and
+//! a re-read of `current`: no lock, no reference count, no shared write (see [`crate::hold`]).
+//!
+//! The closure gets `&I`, the version's function table, for as long as the call lasts.
+//! It cannot keep it: the reference's lifetime ends with the call, the table's fields are
+//! private, and its methods return host-owned values.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use plugin_api::{Interface, PluginError};
+
+use crate::code_server::ModuleEntry;
+use crate::error::CallError;
+use crate::hold::{self, EnterError};
+
+/// A typed handle to a module, for calling its current version through interface `I`.
+///
+/// Cheap to clone and to send to other threads; every call goes to whatever version is
+/// current at the moment it starts.
+pub struct Handle<I: Interface> {
+    module: Arc<ModuleEntry>,
+    _interface: PhantomData<fn() -> I>,
+}
+
+impl<I: Interface> Clone for Handle<I> {
+    fn clone(&self) -> Self {
+        Handle { module: Arc::clone(&self.module), _interface: PhantomData }
+    }
+}
+
+impl<I: Interface> std::fmt::Debug for Handle<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handle<{}>({})", I::NAME, self.module.name)
+    }
+}
+
+impl<I: Interface> Handle<I> {
+    pub(crate) fn new(module: Arc<ModuleEntry>) -> Self {
+        Handle { module, _interface: PhantomData }
+    }
+
+    /// The module this handle calls.
+    pub fn module(&self) -> &str {
+        &self.module.name
+    }
+
+    /// Calls the current version: `f` runs with the version's table and the version stays
+    /// loaded until `f` returns. A plugin error or panic comes back as
+    /// [`CallError::Plugin`]; a module with no current version as [`CallError::NotLoaded`].
+    ///
+    /// ```ignore
+    /// let greeting = handle.call(|g| g.greet("joe".into()))?;
+    /// ```
+    #[inline]
+    pub fn call<R>(&self, f: impl FnOnce(&I) -> Result<R, PluginError>) -> Result<R, CallError> {
+        let held = match hold::enter(&self.module.current) {
+            Ok(held) => held,
+            Err(e) => return Err(self.enter_error(e)),
+        };
+        // SAFETY: the module's interface was checked against `I` (name and layout) when
+        // this handle was made, and every version loaded since was checked against it
+        // before it could become current; `held` keeps the version, and with it the table
+        // in its static memory, loaded until it drops after `f` returns.
+        let table = unsafe { &*(held.cell().table() as *const I) };
+        let result = f(table);
+        drop(held);
+        result.map_err(|error| CallError::Plugin { module: self.module.name.clone(), error })
+    }
+
+    #[cold]
+    fn enter_error(&self, e: EnterError) -> CallError {
+        let module = self.module.name.clone();
+        match e {
+            EnterError::NotLoaded => CallError::NotLoaded { module },
+            EnterError::TooDeep => CallError::TooDeep { module },
+            EnterError::ThreadExiting => CallError::ThreadExiting { module },
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Per-thread hold slots: which version each thread is inside, with no shared write.
+//!
+//! Every thread that calls plugin code owns a [`ThreadRecord`]: a small stack of slots, one
+//! per nesting level, each naming the [`VersionCell`] the thread entered at that level.
+//! Only the owning thread writes its slots; the code server reads them all when it needs to
+//! know who holds a version. The protocol:
+//!
+//! - **enter**: read `current`, store it in the next slot (relaxed), compiler fence, read
+//!   `current` again. If it changed, clear the slot (running the release check below) and
+//!   retry; if it is null the module is not loaded.
+//! - **release**: clear the slot (release), compiler fence, then read the version's
+//!   `reap` flag; if set, tell the reaper this thread let go.
+//! - **scan** (code server): publish the change first (new `current`, or the `reap` flag),
+//!   then [`membarrier::purger_fence`], then read every slot (acquire).
+//!
+//! The fence pairs make each side see the other's write (see [`membarrier`]): a caller
+//! that the scan missed re-reads `current` after the change and backs off; a releaser the
+//! scan still saw reads the `reap` flag after it was set and wakes the reaper. Version
+//! cells are type-stable (never freed, only recycled), so reading a cell through a stale
+//! pointer is always a read of valid memory; every decision is re-validated under the
+//! reaper's lock.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam::utils::CachePadded;
+
+use crate::membarrier;
+
+/// How deeply calls may nest on one thread (host → plugin → host → plugin ...).
+pub const MAX_DEPTH: usize = 32;
+
+/// The part of a loaded version that callers touch: type-stable, recycled, never freed.
+///
+/// `table` is the version's function table, set before the cell is published as current
+/// and cleared after the version is unloaded. `reap` asks the last releaser to wake the
+/// reaper. Aligned to its own cache-line pair: callers read it on every call, so no
+/// unrelated, written data may share its line.
+#[repr(align(128))]
+pub(crate) struct VersionCell {
+    table: AtomicPtr<c_void>,
+    reap: AtomicBool,
+    /// The id of the version using this cell, for logs; 0 when free.
+    id: AtomicU64,
+}
+
+static CELL_POOL: Mutex<Vec<&'static VersionCell>> = Mutex::new(Vec::new());
+
+impl VersionCell {
+    /// Takes a free cell (or makes one) for version `id` with function table `table`.
+    pub(crate) fn acquire(id: u64, table: *const c_void) -> &'static VersionCell {
+        let cell = lock(&CELL_POOL).pop().unwrap_or_else(|| {
+            Box::leak(Box::new(VersionCell {
+                table: AtomicPtr::new(ptr::null_mut()),
+                reap: AtomicBool::new(false),
+                id: AtomicU64::new(0),
+            }))
+        });
+        cell.table.store(table.cast_mut(), Ordering::Relaxed);
+        cell.reap.store(false, Ordering::Relaxed);
+        cell.id.store(id, Ordering::Relaxed);
+        cell
+    }
+
+    /// Returns a cell to the pool. The caller has established (by a scan after the cell
+    /// stopped being reachable as `current`) that no thread holds it.
+    pub(crate) fn recycle(&'static self) {
+        self.table.store(ptr::null_mut(), Ordering::Relaxed);
+        self.reap.store(false, Ordering::Relaxed);
+        self.id.store(0, Ordering::Relaxed);
+        lock(&CELL_POOL).push(self);
+    }
+
+    /// The function table; valid while the caller holds this cell.
+    #[inline(always)]
+    pub(crate) fn table(&self) -> *const c_void {
+        self.table.load(Ordering::Relaxed)
+    }
+
+    /// Asks whoever releases this cell last to wake the reaper. The caller must follow
+    /// with [`scan`] (which fences) before trusting that no releaser was missed.
+    pub(crate) fn request_reap(&self) {
+        self.reap.store(true, Ordering::SeqCst);
+    }
+
+    fn as_ptr(&'static self) -> *mut VersionCell {
+        self as *const VersionCell as *mut VersionCell
+    }
+}
+
+/// Who a thread is, for `holders` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadInfo {
+    /// The thread's name, or `<unnamed>`.
+    pub name: String,
+    /// The kernel thread id.
+    pub tid: i32,
+}
+
+/// One thread's hold slots, padded so no two threads share a cache line.
+pub(crate) struct ThreadRecord {
+    slots: CachePadded<[AtomicPtr<VersionCell>; MAX_DEPTH]>,
+    info: ThreadInfo,
+    /// Non-zero when the thread is a hotcode process: its process id.
+    process: AtomicU64,
+}
+
+impl ThreadRecord {
+    pub(crate) fn info(&self) -> &ThreadInfo {
+        &self.info
+    }
+    pub(crate) fn process(&self) -> Option<u64> {
+        match self.process.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+}
+
+/// Every live thread that has ever called through a handle.
+static REGISTRY: Mutex<Vec<Arc<ThreadRecord>>> = Mutex::new(Vec::new());
+
+/// The calling thread's view: its record and current nesting depth. Const-initialised and
+/// free of drop glue, so reaching it is a plain TLS access with no lazy-init check beyond
+/// the null test.
+struct Local {
+    record: Cell<*const ThreadRecord>,
+    depth: Cell<usize>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local { record: Cell::new(ptr::null()), depth: Cell::new(0) }
+    };
+    /// Owns this thread's registration; its destructor unregisters the thread at exit.
+    static REGISTRATION: RefCell<Option<Registration>> = const { RefCell::new(None) };
+}
+
+struct Registration(Arc<ThreadRecord>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|local| local.record.set(ptr::null()));
+        lock(&REGISTRY).retain(|r| !Arc::ptr_eq(r, &self.0));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data half-updated (each critical
+    // section is a single push, retain or scan), so a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a thread could not enter a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnterError {
+    /// The module has no current version.
+    NotLoaded,
+    /// Calls nest deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// The thread is exiting and can no longer hold versions.
+    ThreadExiting,
+}
+
+#[cold]
+fn register() -> Result<*const ThreadRecord, EnterError> {
+    membarrier::init();
+    let thread = std::thread::current();
+    let record = Arc::new(ThreadRecord {
+        slots: CachePadded::new(std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut()))),
+        info: ThreadInfo {
+            name: thread.name().unwrap_or("<unnamed>").to_owned(),
+            // SAFETY: gettid has no preconditions.
+            tid: unsafe { libc::gettid() },
+        },
+        process: AtomicU64::new(0),
+    });
+    let raw = Arc::as_ptr(&record);
+    REGISTRATION
+        .try_with(|reg| {
+            lock(&REGISTRY).push(Arc::clone(&record));
+            *reg.borrow_mut() = Some(Registration(record));
+        })
+        .map_err(|_| EnterError::ThreadExiting)?;
+    LOCAL.with(|local| local.record.set(raw));
+    Ok(raw)
+}
+
+/// A held version: while it lives, the thread is inside `cell`'s version and the version
+/// cannot be unloaded. Not `Send`: it describes the thread that made it.
+pub(crate) struct Hold {
+    slot: *const AtomicPtr<VersionCell>,
+    cell: &'static VersionCell,
+    depth: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Hold {
+    /// The held cell.
+    #[inline(always)]
+    pub(crate) fn cell(&self) -> &'static VersionCell {
+        self.cell
+    }
+}
+
+/// Enters the version `current` points at, holding it until the returned [`Hold`] drops.
+#[inline]
+pub(crate) fn enter(current: &AtomicPtr<VersionCell>) -> Result<Hold, EnterError> {
+    let (mut record, depth) = LOCAL.with(|local| (local.record.get(), local.depth.get()));
+    if record.is_null() {
+        record = register()?;
+    }
+    if depth >= MAX_DEPTH {
+        return Err(EnterError::TooDeep);
+    }
+    // SAFETY: `record` is this thread's own record, kept alive by its registration until
+    // the thread exits; `depth < MAX_DEPTH` was checked above.
+    let slot = unsafe { (*record).slots.get_unchecked(depth) };
+    loop {
+        let cell = current.load(Ordering::Acquire);
+        if cell.is_null() {
+            return Err(EnterError::NotLoaded);
+        }
+        slot.store(cell, Ordering::Relaxed);
+        membarrier::caller_fence();
+        if current.load(Ordering::Acquire) == cell {
+            LOCAL.with(|local| local.depth.set(depth + 1));
+            // SAFETY: cells are leaked and never freed (type-stable), so the pointer read
+            // from `current` is valid for 'static; `current` only ever holds cell pointers.
+            let cell: &'static VersionCell = unsafe { &*cell };
+            return Ok(Hold { slot, cell, depth, _not_send: PhantomData });
+        }
+        // `current` moved between our read and our publication: back off. A purger may
+        // have seen our slot and be waiting for us, so release the same way a call does.
+        // SAFETY: as above, cell pointers are always valid.
+        release(slot, unsafe { &*cell });
+    }
+}
+
+#[inline(always)]
+fn release(slot: &AtomicPtr<VersionCell>, cell: &'static VersionCell) {
+    slot.store(ptr::null_mut(), Ordering::Release);
+    membarrier::caller_fence();
+    if cell.reap.load(Ordering::Relaxed) {
+        crate::reaper::on_release(cell);
+    }
+}
+
+impl Drop for Hold {
+    #[inline(always)]
+    fn drop(&mut self) {
+        LOCAL.with(|local| local.depth.set(self.depth));
+        // SAFETY: the slot lives in this thread's record, alive until thread exit; a Hold
+        // never leaves the thread that made it.
+        release(unsafe { &*self.slot }, self.cell);
+    }
+}
+
+/// One thread found holding a version.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// Which of the scanned cells it holds (index into the `cells` argument).
+    pub(crate) which: usize,
+    pub(crate) thread: ThreadInfo,
+    pub(crate) process: Option<u64>,
+}
+
+/// Finds every thread holding any of `cells`, after making every earlier publication of
+/// the caller visible (see the module docs). Each (thread, cell) pair appears once.
+pub(crate) fn scan(cells: &[&'static VersionCell]) -> Vec<Found> {
+    membarrier::init();
+    membarrier::purger_fence();
+    let wanted: Vec<*mut VersionCell> = cells.iter().map(|c| c.as_ptr()).collect();
+    let mut found = Vec::new();
+    for record in lock(&REGISTRY).iter() {
+        for (which, want) in wanted.iter().enumerate() {
+            if record.slots.iter().any(|s| s.load(Ordering::Acquire) == *want) {
+                found.push(Found {
+                    which,
+                    thread: record.info().clone(),
+                    process: record.process(),
+                });
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,263 @@
+//! The only module that opens and closes libraries.
+//!
+//! Loading a version: check the file is an ELF shared object for this target, copy it to a
+//! private, uniquely named path (glibc hands back the already-loaded object for a path, or
+//! an inode, it has seen, so two versions must never share either), `dlopen` the copy,
+//! find the header symbol, check the magic, the ABI version and the descriptor's layout,
+//! and only then read the descriptor and copy what the host keeps of it.
+//!
+//! Unloading a version: `dlclose`, then look in `/proc/self/maps`. A library that is still
+//! mapped is *leaked*: typically a thread that ran its code registered a TLS destructor,
+//! and glibc keeps the object until that thread exits. A leaked library is retried later
+//! with `RTLD_NOLOAD` + `dlclose`, which lets glibc finish the unload once the pin is gone.
+//!
+//! Architecture invariant: nothing outside this module calls `dlopen`, `dlsym` or `dlclose`.
+
+use std::ffi::c_void;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use abi_stable::StableAbi;
+use abi_stable::type_layout::TypeLayout;
+use libloading::os::unix::{Library, RTLD_LAZY, RTLD_LOCAL, RTLD_NOW};
+use plugin_api::{ABI_VERSION, Behaviour, MAGIC, MODULE_SYMBOL, ModuleDescriptor, ModuleHeader};
+
+use crate::error::{LoadError, LoadErrorKind};
+use crate::maps;
+
+/// A library that passed every check, open and mapped at `copy`.
+pub(crate) struct Opened {
+    lib: Library,
+    /// The private copy that was opened.
+    pub(crate) copy: PathBuf,
+    /// The module name (host-owned copy of the descriptor's).
+    pub(crate) name: String,
+    /// The module's vsn (host-owned copy).
+    pub(crate) vsn: String,
+    /// The module's behaviour.
+    pub(crate) behaviour: Behaviour,
+    /// The typed interface, for library modules.
+    pub(crate) interface: Option<ExportedInterface>,
+}
+
+/// A library module's interface, as exported. `layout` and `table` point into the library
+/// and are valid only while it stays loaded.
+#[derive(Clone, Copy)]
+pub(crate) struct ExportedInterface {
+    pub(crate) name: &'static str,
+    pub(crate) layout: &'static TypeLayout,
+    pub(crate) table: *const c_void,
+}
+
+/// What happened when a library was closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// Gone from the address space; its private copy is deleted.
+    Unmapped,
+    /// Still mapped after `dlclose` (or the check could not be made): kept for a retry.
+    Leaked(String),
+}
+
+/// ELF constants for the header check.
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+const ET_DYN: u16 = 3;
+#[cfg(target_arch = "x86_64")]
+const EM_HOST: u16 = 62;
+#[cfg(target_arch = "aarch64")]
+const EM_HOST: u16 = 183;
+#[cfg(target_pointer_width = "64")]
+const ELF_CLASS_HOST: u8 = 2;
+#[cfg(target_pointer_width = "32")]
+const ELF_CLASS_HOST: u8 = 1;
+#[cfg(target_endian = "little")]
+const ELF_DATA_HOST: u8 = 1;
+#[cfg(target_endian = "big")]
+const ELF_DATA_HOST: u8 = 2;
+
+/// Checks that `path` is an ELF shared object for this target, reading only its header.
+pub(crate) fn check_elf(path: &Path) -> Result<(), LoadErrorKind> {
+    let mut file = File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadErrorKind::NotFound,
+        _ => LoadErrorKind::Io(e),
+    })?;
+    let mut header = [0u8; 20];
+    let mut filled = 0;
+    while filled < header.len() {
+        match file.read(&mut header[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LoadErrorKind::Io(e)),
+        }
+    }
+    let not = |why: &str| Err(LoadErrorKind::NotSharedObject(why.to_owned()));
+    if filled < header.len() || &header[..4] != ELF_MAGIC {
+        return not("no ELF header");
+    }
+    if header[4] != ELF_CLASS_HOST || header[5] != ELF_DATA_HOST {
+        return not("ELF class or byte order of another target");
+    }
+    let read_u16 = |at: usize| {
+        let bytes = [header[at], header[at + 1]];
+        if ELF_DATA_HOST == 1 { u16::from_le_bytes(bytes) } else { u16::from_be_bytes(bytes) }
+    };
+    if read_u16(16) != ET_DYN {
+        return not("an ELF file, but not a shared object");
+    }
+    if read_u16(18) != EM_HOST {
+        return not("a shared object for another machine architecture");
+    }
+    Ok(())
+}
+
+/// Opens `source` as version `serial` of `module`, through a private copy in `scratch`.
+pub(crate) fn open(
+    module: &str,
+    source: &Path,
+    scratch: &Path,
+    serial: u64,
+) -> Result<Opened, LoadError> {
+    let fail = |kind| LoadError { module: module.to_owned(), path: source.to_owned(), kind };
+    check_elf(source).map_err(fail)?;
+    let copy = scratch.join(format!("{module}-{serial}.so"));
+    std::fs::copy(source, &copy).map_err(|e| fail(LoadErrorKind::Io(e)))?;
+    match open_copy(module, &copy) {
+        Ok(opened) => Ok(opened),
+        Err(kind) => {
+            // Everything opened was closed by `open_copy`; the copy is ours to delete.
+            let _ = std::fs::remove_file(&copy);
+            Err(fail(kind))
+        }
+    }
+}
+
+fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {
+    // SAFETY: opening a library runs its initialisers. The file passed the ELF checks and
+    // is a private copy nobody else writes; hotcode plugins are Rust cdylibs whose only
+    // initialisers are the standard library's. RTLD_LOCAL keeps its symbols out of the
+    // global namespace, so versions cannot interpose on each other.
+    let lib = unsafe { Library::open(Some(copy), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| LoadErrorKind::Dlopen(e.to_string()))?;
+    match read_descriptor(module, &lib) {
+        Ok((name, vsn, behaviour, interface)) => {
+            Ok(Opened { lib, copy: copy.to_owned(), name, vsn, behaviour, interface })
+        }
+        Err(kind) => {
+            // Nothing from the library escaped `read_descriptor` (errors are host strings).
+            let _ = lib.close();
+            Err(kind)
+        }
+    }
+}
+
+type Descriptor = (String, String, Behaviour, Option<ExportedInterface>);
+
+fn read_descriptor(module: &str, lib: &Library) -> Result<Descriptor, LoadErrorKind> {
+    // SAFETY: the symbol is looked up as a data address; it is only dereferenced below
+    // after the magic bytes, which every hotcode plugin puts first, have been checked.
+    let header: *const ModuleHeader = unsafe { lib.get::<*const ModuleHeader>(MODULE_SYMBOL) }
+        .map(|sym| *sym)
+        .map_err(|_| LoadErrorKind::MissingSymbol)?;
+    if header.is_null() {
+        return Err(LoadErrorKind::MissingSymbol);
+    }
+    // SAFETY: the symbol names a static of the library, at least as large as the magic
+    // field (every ModuleHeader starts with it); it stays mapped while `lib` is open.
+    let magic = unsafe { std::ptr::read_unaligned(header as *const [u8; 8]) };
+    if magic != MAGIC {
+        return Err(LoadErrorKind::BadMagic);
+    }
+    // SAFETY: the magic matches, so this is a ModuleHeader, whose layout is frozen for all
+    // ABI versions; it lives in the library's static memory while `lib` is open.
+    let header: &ModuleHeader = unsafe { &*header };
+    if header.abi_version != ABI_VERSION {
+        return Err(LoadErrorKind::AbiVersion { found: header.abi_version, expected: ABI_VERSION });
+    }
+    check_layout(
+        "the module descriptor",
+        <ModuleDescriptor as StableAbi>::LAYOUT,
+        header.descriptor_layout,
+    )?;
+    let descriptor: &ModuleDescriptor = header.descriptor;
+    let name = descriptor.name.as_str().to_owned();
+    if name != module {
+        return Err(LoadErrorKind::NameMismatch { expected: module.to_owned(), found: name });
+    }
+    let interface = descriptor.interface.as_ref().into_option().map(|export| ExportedInterface {
+        name: export.name.as_str(),
+        layout: export.layout,
+        table: export.table.as_ptr(),
+    });
+    match descriptor.behaviour {
+        Behaviour::Library if interface.is_none() => return Err(LoadErrorKind::NoInterface),
+        Behaviour::Library => {}
+        other => return Err(LoadErrorKind::UnsupportedBehaviour(other.as_str())),
+    }
+    // The descriptor is trusted now: let the plugin set up its runtime.
+    (descriptor.on_load)();
+    Ok((name, descriptor.vsn.as_str().to_owned(), descriptor.behaviour, interface))
+}
+
+/// Checks that `found` (from a library) is compatible with `expected`, reporting the
+/// difference as a host-owned string (abi_stable's error borrows the library's layouts).
+pub(crate) fn check_layout(
+    what: &str,
+    expected: &'static TypeLayout,
+    found: &'static TypeLayout,
+) -> Result<(), LoadErrorKind> {
+    match abi_stable::abi_stability::check_layout_compatibility(expected, found).into_result() {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let full = error.to_string();
+            // abi_stable's report is long; keep the first lines, which name the mismatch.
+            let details: Vec<&str> =
+                full.lines().filter(|l| !l.trim().is_empty()).take(12).collect();
+            Err(LoadErrorKind::LayoutMismatch {
+                what: what.to_owned(),
+                details: details.join(" | "),
+            })
+        }
+    }
+}
+
+impl Opened {
+    /// Closes the library and checks that it left the address space.
+    pub(crate) fn close(self) -> Closed {
+        let Opened { lib, copy, .. } = self;
+        if let Err(e) = lib.close() {
+            return Closed::Leaked(format!("dlclose failed: {e}"));
+        }
+        verify_gone(&copy)
+    }
+}
+
+/// Retries a leaked library at `copy`: if it is still known to the dynamic loader, take a
+/// new reference with `RTLD_NOLOAD` and drop it, which lets glibc unload an object whose
+/// TLS destructors have all run since.
+pub(crate) fn retry_leaked(copy: &Path) -> Closed {
+    // SAFETY: RTLD_NOLOAD never maps or initialises anything: it only returns a new
+    // reference to an object that is already loaded (or fails).
+    match unsafe { Library::open(Some(copy), RTLD_LAZY | RTLD_LOCAL | libc::RTLD_NOLOAD) } {
+        Ok(lib) => {
+            if let Err(e) = lib.close() {
+                return Closed::Leaked(format!("dlclose failed: {e}"));
+            }
+        }
+        Err(_) => { /* The loader already forgot it; the maps check below decides. */ }
+    }
+    verify_gone(copy)
+}
+
+fn verify_gone(copy: &Path) -> Closed {
+    match maps::is_mapped(copy) {
+        Ok(false) => {
+            if let Err(e) = std::fs::remove_file(copy) {
+                log::warn!("cannot delete private copy {}: {e}", copy.display());
+            }
+            Closed::Unmapped
+        }
+        Ok(true) => Closed::Leaked("still mapped after dlclose".to_owned()),
+        Err(e) => Closed::Leaked(format!("cannot read /proc/self/maps: {e}")),
+    }
+}
