@@ -10,17 +10,35 @@
 //! Architecture invariant: no type here uses abi_stable's prefix types, non-exhaustive enums
 //! or extra checks. Checking those makes abi_stable remember metadata in process-wide maps,
 //! and that metadata would point into a library after it is unloaded.
+//!
+//! Symbol naming contract: [`MODULE_SYMBOL`] is the only symbol the host reads through. A
+//! module with `apply` functions also exports one marker symbol per function, named
+//! [`APPLY_SYMBOL_PREFIX`] followed by the function's name, so that a file can be checked
+//! without loading it.
 
 use std::ffi::c_void;
 
 use abi_stable::StableAbi;
-use abi_stable::std_types::{ROption, RStr, RString};
+use abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use abi_stable::type_layout::TypeLayout;
 
 use crate::interface::Interface;
+use crate::term::{RTerm, RTermRef, Term};
 
 /// The name of the one symbol a plugin exports: a `static` [`ModuleHeader`].
 pub const MODULE_SYMBOL: &str = "HOTCODE_MODULE";
+
+/// The prefix of the dynamic symbols that name a module's `apply` functions.
+///
+/// Besides [`MODULE_SYMBOL`], [`export_module!`](crate::export_module) exports one symbol
+/// per function listed under `functions`: `hotcode_apply_<name>`, where `<name>` is `F` of
+/// `{apply, {M, F, Args}}` exactly as written in the macro. They let a relup check list a
+/// module file's `apply` functions from its dynamic symbol table without loading the file
+/// (SPEC §5.1: "every `apply` target exists"). They are names, not an entry point: the host
+/// calls the functions only through [`ModuleDescriptor::functions`] of a loaded, checked
+/// module. The macro spells this prefix out in a `concat!`, which cannot read a constant;
+/// the host's tests check that the two agree.
+pub const APPLY_SYMBOL_PREFIX: &str = "hotcode_apply_";
 
 /// The magic bytes at the start of every [`ModuleHeader`].
 pub const MAGIC: [u8; 8] = *b"HOTCODE\0";
@@ -96,8 +114,22 @@ pub struct ModuleDescriptor {
     /// Called by the host once, right after loading and checking the library, before any
     /// other call. It prepares the plugin's own runtime (its panic hook).
     pub on_load: extern "C" fn(),
-    /// The typed interface of a library module.
+    /// The function table: a library module's typed interface, or the callback table of
+    /// its behaviour (`GenServer`, `Supervisor`, `Application`).
     pub interface: ROption<InterfaceExport>,
+    /// Functions exported for `{apply, {M, F, Args}}`.
+    pub functions: RSlice<'static, ExportedFn>,
+}
+
+/// A function a module exports for `apply`: takes the argument list, returns a term.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct ExportedFn {
+    /// The function's name (`F` in `{apply, {M, F, Args}}`).
+    pub name: RStr<'static>,
+    /// The function, wrapped so that a panic or an error comes back as [`RPluginError`].
+    pub call:
+        extern "C" fn(args: RTermRef<'_>) -> abi_stable::std_types::RResult<RTerm, RPluginError>,
 }
 
 /// A typed function table exported by a library module.
@@ -162,22 +194,51 @@ pub struct RPluginError {
     pub kind: PluginErrorKind,
     /// A human-readable message.
     pub message: RString,
+    /// For [`PluginErrorKind::Failed`]: the reason term the plugin gave (OTP's `Reason`).
+    pub reason: ROption<RTerm>,
 }
 
 impl RPluginError {
+    /// A failure with a reason term, as a plugin returns `{error, Reason}` or `{stop, Reason}`.
+    pub fn failed(reason: &Term) -> RPluginError {
+        RPluginError {
+            kind: PluginErrorKind::Failed,
+            message: RString::from(reason.to_string()),
+            reason: ROption::RSome(RTerm::from_term(reason)),
+        }
+    }
+
     /// Copies the error into host-owned memory.
     pub fn into_host(self) -> PluginError {
-        PluginError { kind: self.kind, message: self.message.as_str().to_owned() }
+        let reason = self.reason.as_ref().into_option().map(|r| {
+            r.decode().unwrap_or_else(|e| {
+                Term::tuple([Term::atom("undecodable_reason"), Term::Str(e.to_string())])
+            })
+        });
+        PluginError { kind: self.kind, message: self.message.as_str().to_owned(), reason }
     }
 }
 
 /// A plugin-side error, owned by the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginError {
     /// What kind of failure this is.
     pub kind: PluginErrorKind,
     /// A human-readable message; for a panic, `panicked at FILE:LINE:COL: MESSAGE`.
     pub message: String,
+    /// The reason term of a [`PluginErrorKind::Failed`] error.
+    pub reason: Option<Term>,
+}
+
+impl PluginError {
+    /// The OTP exit reason this error stands for: the plugin's reason term, or for a panic
+    /// `{panic, Message}`.
+    pub fn exit_reason(&self) -> Term {
+        match &self.reason {
+            Some(reason) => reason.clone(),
+            None => Term::tuple([Term::atom("panic"), Term::Str(self.message.clone())]),
+        }
+    }
 }
 
 impl std::fmt::Display for PluginError {

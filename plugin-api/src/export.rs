@@ -11,45 +11,105 @@
 //! is alive. So the panic hook installed at load time stores the panic's location in a
 //! `Copy` thread-local (no destructor), and the payload is dropped inside the plugin.
 
-/// Exports a module: its name, version, behaviour and function table.
+/// Exports a module: its name, version, behaviour, function table and `apply` functions.
 ///
-/// A library module with a typed interface:
+/// One invocation per plugin crate, at its root. The forms:
 ///
 /// ```ignore
-/// struct V1;
-/// impl plugin_api::interfaces::GreeterImpl for V1 { /* plain Rust */ }
-///
+/// // A library module with a typed interface:
+/// plugin_api::export_module! { name: "greeter", vsn: "1", library: Greeter = V1 }
+/// // A gen_server, a supervisor, an application callback module:
+/// plugin_api::export_module! { name: "ch3", vsn: "1", gen_server: Ch3 }
+/// plugin_api::export_module! { name: "ch_sup", vsn: "1", supervisor: ChSup }
+/// plugin_api::export_module! { name: "ch_app", vsn: "1", application: ChApp }
+/// // Any form may end with functions for `{apply, {M, F, Args}}`:
 /// plugin_api::export_module! {
-///     name: "greeter",
-///     vsn: "1",
-///     library: plugin_api::interfaces::Greeter = V1,
+///     name: "ch3", vsn: "1", gen_server: Ch3,
+///     functions: { "reset" => reset },   // fn reset(args: Vec<Term>) -> Result<Term, Term>
 /// }
 /// ```
 ///
-/// The macro expands to the one exported symbol, `HOTCODE_MODULE`; a crate must invoke it
-/// once, at its root.
+/// The macro expands to the one exported symbol, `HOTCODE_MODULE`, and, for each function
+/// `"name" => path` under `functions`, to one more dynamic symbol, `hotcode_apply_<name>`
+/// ([`APPLY_SYMBOL_PREFIX`](crate::APPLY_SYMBOL_PREFIX) followed by the name exactly as
+/// written). Those symbols are there so that a relup check can see which functions a module
+/// file exports for `apply` by reading its dynamic symbol table, without loading it (SPEC
+/// §5.1). The host never calls through them: it calls the `functions` table of the
+/// descriptor, whose entries are the same shims. Two functions with the same name in one
+/// module clash as duplicate symbols, so such a plugin does not link.
 #[macro_export]
 macro_rules! export_module {
     (
         name: $name:literal,
         vsn: $vsn:literal,
-        library: $iface:ty = $imp:ty $(,)?
+        library: $iface:ty = $imp:ty
+        $(, functions: { $($fname:literal => $fpath:path),* $(,)? })? $(,)?
     ) => {
+        $crate::export_module!(@module $name, $vsn, Library, $iface, <$iface>::table_for::<$imp>(),
+            [$($($fname => $fpath),*)?]);
+    };
+    (
+        name: $name:literal,
+        vsn: $vsn:literal,
+        gen_server: $imp:ty
+        $(, functions: { $($fname:literal => $fpath:path),* $(,)? })? $(,)?
+    ) => {
+        $crate::export_module!(@module $name, $vsn, GenServer, $crate::behaviour::GenServerTable,
+            $crate::behaviour::GenServerTable::table_for::<$imp>(), [$($($fname => $fpath),*)?]);
+    };
+    (
+        name: $name:literal,
+        vsn: $vsn:literal,
+        supervisor: $imp:ty
+        $(, functions: { $($fname:literal => $fpath:path),* $(,)? })? $(,)?
+    ) => {
+        $crate::export_module!(@module $name, $vsn, Supervisor, $crate::behaviour::SupervisorTable,
+            $crate::behaviour::SupervisorTable::table_for::<$imp>(), [$($($fname => $fpath),*)?]);
+    };
+    (
+        name: $name:literal,
+        vsn: $vsn:literal,
+        application: $imp:ty
+        $(, functions: { $($fname:literal => $fpath:path),* $(,)? })? $(,)?
+    ) => {
+        $crate::export_module!(@module $name, $vsn, Application, $crate::behaviour::ApplicationTable,
+            $crate::behaviour::ApplicationTable::table_for::<$imp>(), [$($($fname => $fpath),*)?]);
+    };
+    (@module $name:literal, $vsn:literal, $behaviour:ident, $table_ty:ty, $table:expr,
+        [$($fname:literal => $fpath:path),*]) => {
         const _: () = {
-            static TABLE: $iface = <$iface>::table_for::<$imp>();
+            static TABLE: $table_ty = $table;
+            static FUNCTIONS: &[$crate::ExportedFn] = &[
+                $(
+                    $crate::ExportedFn {
+                        name: ::abi_stable::std_types::RStr::from_str($fname),
+                        call: {
+                            // The dynamic symbol lets a checker read this function's name
+                            // from the file without loading it; see the macro's docs.
+                            #[unsafe(export_name = concat!("hotcode_apply_", $fname))]
+                            extern "C" fn shim(
+                                args: $crate::RTermRef<'_>,
+                            ) -> ::abi_stable::std_types::RResult<$crate::RTerm, $crate::RPluginError> {
+                                $crate::behaviour::apply_shim(args, $fpath)
+                            }
+                            shim
+                        },
+                    },
+                )*
+            ];
             static DESCRIPTOR: $crate::ModuleDescriptor = $crate::ModuleDescriptor {
                 name: ::abi_stable::std_types::RStr::from_str($name),
                 vsn: ::abi_stable::std_types::RStr::from_str($vsn),
-                behaviour: $crate::Behaviour::Library,
+                behaviour: $crate::Behaviour::$behaviour,
                 on_load: $crate::__private::on_load,
-                interface: ::abi_stable::std_types::ROption::RSome($crate::InterfaceExport::new::<
-                    $iface,
-                >(&TABLE)),
+                interface: ::abi_stable::std_types::ROption::RSome(
+                    $crate::InterfaceExport::new::<$table_ty>(&TABLE),
+                ),
+                functions: ::abi_stable::std_types::RSlice::from_slice(FUNCTIONS),
             };
             /// The hotcode module header: the one symbol the host looks for.
             #[unsafe(no_mangle)]
-            pub static HOTCODE_MODULE: $crate::ModuleHeader =
-                $crate::ModuleHeader::new(&DESCRIPTOR);
+            pub static HOTCODE_MODULE: $crate::ModuleHeader = $crate::ModuleHeader::new(&DESCRIPTOR);
         };
     };
 }
@@ -124,6 +184,7 @@ pub mod __private {
                 RResult::RErr(RPluginError {
                     kind: PluginErrorKind::Panic,
                     message: RString::from(message),
+                    reason: abi_stable::std_types::ROption::RNone,
                 })
             }
         }

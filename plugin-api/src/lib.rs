@@ -10,6 +10,7 @@
 //! - [`interface!`]: declare a typed interface (table + safe host methods + plugin trait);
 //! - [`export_module!`]: the one macro a plugin author writes;
 //! - [`term`]: [`Term`], the version-independent value that carries state and messages;
+//! - [`behaviour`]: gen_server, supervisor and application callbacks (OTP behaviours);
 //! - [`callback`]: lending a host closure to a plugin for the length of one call.
 //!
 //! Architecture invariant: this crate knows nothing of the host. It has no loader, no
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod abi;
+pub mod behaviour;
 pub mod callback;
 pub mod export;
 pub mod interface;
@@ -38,8 +40,8 @@ pub mod interfaces;
 pub mod term;
 
 pub use abi::{
-    ABI_VERSION, Behaviour, InterfaceExport, MAGIC, MODULE_SYMBOL, ModuleDescriptor, ModuleHeader,
-    PluginError, PluginErrorKind, RPluginError, TablePtr,
+    ABI_VERSION, APPLY_SYMBOL_PREFIX, Behaviour, ExportedFn, InterfaceExport, MAGIC, MODULE_SYMBOL,
+    ModuleDescriptor, ModuleHeader, PluginError, PluginErrorKind, RPluginError, TablePtr,
 };
 pub use callback::Callback;
 pub use export::__private;
