@@ -1,0 +1,32 @@
+//! Release files: reading OTP's relup, `.app`, `.rel` and RELEASES files, and writing
+//! RELEASES.
+//!
+//! OTP describes releases and the way between them in plain term files, and hotcode keeps
+//! those files as they are (SPEC §5, §6) so that what people know from OTP carries over.
+//! This module only reads and writes them; it loads nothing and evaluates nothing.
+//!
+//! Parsing has two stages. [`terms`] turns text into raw terms that remember their line and
+//! column; [`relup`] and [`files`] check those against each file's shape and return typed
+//! values ([`Relup`] with its [`Instruction`]s, [`AppSpec`], [`RelSpec`],
+//! [`ReleaseEntry`]). Every failure is a [`ParseError`] that names the file and, where it
+//! has one, the position: `path:line:col: message`, as `hotcode check` prints it.
+//!
+//! **Invariant:** this layer knows nothing of libraries, the code server or processes: a
+//! relup is read and checked the same whether or not its release is on disk or running.
+
+pub mod error;
+pub mod files;
+pub mod relup;
+mod shape;
+pub mod terms;
+
+pub use error::{ParseError, ParseErrorKind};
+pub use files::{
+    AppSpec, RelApp, RelSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, parse_releases,
+    read_releases, render_releases, write_atomically, write_releases_atomically,
+};
+pub use relup::{
+    Direction, Instruction, Relup, RelupEntry, Timeout, check_script, parse_relup, read_relup,
+    script_problems,
+};
+pub use terms::{Pos, RawTerm, Spanned, parse_terms, read_terms};

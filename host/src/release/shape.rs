@@ -1,0 +1,104 @@
+//! Checking raw terms against the shape a file requires: the tools of the second stage.
+//!
+//! Every reader of a release file does the same few things: this must be a tuple of three,
+//! that an atom, this a list of atoms. Doing them through one [`Form`] keeps the error
+//! messages uniform: a term whose structure is wrong is reported at its own position as
+//! `expected <form>, found <term>`, and a single wrong value inside a well-formed term is
+//! reported at the value, saying what it should be and in which form.
+
+use std::path::Path;
+
+use super::error::{ParseError, ParseErrorKind};
+use super::terms::{RawTerm, Spanned};
+
+/// A term and the form it must have, written as in the SPEC (`{load, {Module, PrePurge,
+/// PostPurge}}`).
+pub(crate) struct Form<'a> {
+    path: &'a Path,
+    whole: &'a Spanned<RawTerm>,
+    expected: &'a str,
+}
+
+impl<'a> Form<'a> {
+    /// Starts checking `whole`, from the file at `path`, against `expected`.
+    pub(crate) fn new(path: &'a Path, whole: &'a Spanned<RawTerm>, expected: &'a str) -> Self {
+        Form { path, whole, expected }
+    }
+
+    /// The term as a whole does not have the form.
+    pub(crate) fn mismatch(&self) -> ParseError {
+        ParseError::at(
+            self.path,
+            self.whole.pos,
+            ParseErrorKind::Shape {
+                expected: self.expected.to_owned(),
+                found: self.whole.value.describe(),
+                detail: None,
+            },
+        )
+    }
+
+    /// One part of the term, `part`, is not what `wanted` says (for example "an atom for
+    /// Module").
+    pub(crate) fn bad_part(&self, part: &Spanned<RawTerm>, wanted: &str) -> ParseError {
+        ParseError::at(
+            self.path,
+            part.pos,
+            ParseErrorKind::Shape {
+                expected: wanted.to_owned(),
+                found: part.value.describe(),
+                detail: Some(format!("in {}", self.expected)),
+            },
+        )
+    }
+
+    /// An error of another kind at `part`.
+    pub(crate) fn error_at(&self, part: &Spanned<RawTerm>, kind: ParseErrorKind) -> ParseError {
+        ParseError::at(self.path, part.pos, kind)
+    }
+
+    /// The elements of `term`, which must be a tuple of `arity` elements for the form to hold.
+    pub(crate) fn tuple(
+        &self,
+        term: &'a Spanned<RawTerm>,
+        arity: usize,
+    ) -> Result<&'a [Spanned<RawTerm>], ParseError> {
+        match term.value.as_tuple() {
+            Some(items) if items.len() == arity => Ok(items),
+            _ => Err(self.mismatch()),
+        }
+    }
+
+    /// The elements of `term`, which must be a list for the form to hold.
+    pub(crate) fn list(
+        &self,
+        term: &'a Spanned<RawTerm>,
+    ) -> Result<&'a [Spanned<RawTerm>], ParseError> {
+        term.value.as_list().ok_or_else(|| self.mismatch())
+    }
+
+    /// The name of `term`, which must be an atom; `name` says what it stands for.
+    pub(crate) fn atom(&self, term: &Spanned<RawTerm>, name: &str) -> Result<String, ParseError> {
+        match term.value.as_atom() {
+            Some(atom) => Ok(atom.to_owned()),
+            None => Err(self.bad_part(term, &format!("an atom for {name}"))),
+        }
+    }
+
+    /// The text of `term`, which must be a string; `name` says what it stands for.
+    pub(crate) fn string(&self, term: &Spanned<RawTerm>, name: &str) -> Result<String, ParseError> {
+        match term.value.as_str() {
+            Some(text) => Ok(text.to_owned()),
+            None => Err(self.bad_part(term, &format!("a string for {name}"))),
+        }
+    }
+
+    /// The names in `term`, which must be a list of atoms; `name` says what each stands for.
+    pub(crate) fn atoms(
+        &self,
+        term: &'a Spanned<RawTerm>,
+        name: &str,
+    ) -> Result<Vec<String>, ParseError> {
+        self.list(term)?.iter().map(|item| self.atom(item, name)).collect()
+    }
+}
