@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use abi_stable::StableAbi;
+use abi_stable::std_types::RResult;
 use abi_stable::type_layout::TypeLayout;
 use crossbeam::utils::CachePadded;
-use plugin_api::Interface;
+use plugin_api::{Interface, RTerm, Term};
 
-use crate::error::{CodeServerError, LoadError, LoadErrorKind};
+use crate::error::{ApplyError, CodeServerError, LoadError, LoadErrorKind};
 use crate::handle::Handle;
 use crate::hold::{self, ThreadInfo, VersionCell};
 use crate::loader;
@@ -466,6 +467,79 @@ impl CodeServer {
         let old = next(module_state.old.is_some());
         let detached = (0..detached.len()).filter_map(|_| next(true)).collect();
         Ok(ModuleHolders { current, old, detached })
+    }
+
+    /// Whether the current version of `module` exports `function` for `apply`.
+    pub fn exports(&self, module: &str, function: &str) -> bool {
+        let state = self.lock();
+        state
+            .modules
+            .get(module)
+            .and_then(|m| m.current.as_ref())
+            .is_some_and(|v| v.function(function).is_some())
+    }
+
+    /// Calls `module:function(Args)` in the module's current version: a function the
+    /// plugin exported for `{apply, {M, F, Args}}`.
+    pub fn apply(&self, module: &str, function: &str, args: Vec<Term>) -> Result<Term, ApplyError> {
+        let not_loaded = || ApplyError::NotLoaded { module: module.to_owned() };
+        let (entry, version) = {
+            let state = self.lock();
+            let m = state.modules.get(module).ok_or_else(not_loaded)?;
+            (Arc::clone(&m.entry), m.current.clone().ok_or_else(not_loaded)?)
+        };
+        let held = hold::enter(&entry.current).map_err(|_| not_loaded())?;
+        if !ptr::eq(held.cell(), version.cell) {
+            // Another version became current meanwhile: call that one instead.
+            drop(held);
+            return self.apply(module, function, args);
+        }
+        let Some(f) = version.function(function) else {
+            return Err(ApplyError::Undefined {
+                module: module.to_owned(),
+                function: function.to_owned(),
+                exported: version.function_names().join(", "),
+            });
+        };
+        let args = RTerm::from_term(&Term::List(args));
+        // `held` keeps the version loaded while the function runs and while its result,
+        // allocated by the plugin, is copied into host memory and dropped.
+        let result = match f(args.as_ref()) {
+            RResult::ROk(t) => t.decode().map_err(|e| plugin_api::PluginError {
+                kind: plugin_api::PluginErrorKind::Failed,
+                message: format!("undecodable result: {e}"),
+                reason: None,
+            }),
+            RResult::RErr(e) => Err(e.into_host()),
+        };
+        drop(held);
+        result.map_err(|error| ApplyError::Failed {
+            module: module.to_owned(),
+            function: function.to_owned(),
+            error,
+        })
+    }
+
+    /// The behaviour of the current version of `module`, if it has one.
+    pub fn behaviour(&self, module: &str) -> Option<plugin_api::Behaviour> {
+        self.lock().modules.get(module).and_then(|m| m.current.as_ref()).map(|v| v.behaviour)
+    }
+
+    /// The vsn of whichever version of this server uses `cell` (current, old or detached).
+    pub(crate) fn vsn_of(&self, cell: &'static VersionCell) -> Option<String> {
+        let state = self.lock();
+        let found = state
+            .modules
+            .values()
+            .flat_map(|m| m.current.iter().chain(m.old.iter()))
+            .find(|v| std::ptr::eq(v.cell, cell))
+            .map(|v| v.vsn.clone());
+        found.or_else(|| {
+            reaper::detached(self.id)
+                .iter()
+                .find(|v| std::ptr::eq(v.cell, cell))
+                .map(|v| v.vsn.clone())
+        })
     }
 
     /// The vsn of the current version of `module`, if it has one.

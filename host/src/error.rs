@@ -74,9 +74,6 @@ pub enum LoadErrorKind {
         /// The interface the file exports.
         found: String,
     },
-    /// This behaviour cannot be loaded by this host yet.
-    #[error("behaviour `{0}` is not supported by this host")]
-    UnsupportedBehaviour(&'static str),
 }
 
 /// A code server operation was refused; the code server is unchanged.
@@ -159,5 +156,40 @@ pub enum CallError {
     ThreadExiting {
         /// The module.
         module: String,
+    },
+}
+
+/// An `apply` of a plugin-exported function failed. Nothing changed on the host side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The module has no current version.
+    #[error("module `{module}` is not loaded")]
+    NotLoaded {
+        /// The module.
+        module: String,
+    },
+    /// The module exports no such function.
+    #[error(
+        "module `{module}` exports no function `{function}` for apply (it exports: {exported})"
+    )]
+    Undefined {
+        /// The module.
+        module: String,
+        /// The function.
+        function: String,
+        /// What it does export, comma-separated.
+        exported: String,
+    },
+    /// The function returned an error or panicked.
+    #[error("{module}:{function} failed: {error}")]
+    Failed {
+        /// The module.
+        module: String,
+        /// The function.
+        function: String,
+        /// What the plugin reported.
+        #[source]
+        error: plugin_api::PluginError,
     },
 }

@@ -72,6 +72,12 @@ impl<I: Interface> Handle<I> {
         result.map_err(|error| CallError::Plugin { module: self.module.name.clone(), error })
     }
 
+    /// Enters the current version and returns the hold (for the process runtime, which
+    /// needs to know *which* version it entered).
+    pub(crate) fn hold(&self) -> Result<hold::Hold, CallError> {
+        hold::enter(&self.module.current).map_err(|e| self.enter_error(e))
+    }
+
     #[cold]
     fn enter_error(&self, e: EnterError) -> CallError {
         let module = self.module.name.clone();

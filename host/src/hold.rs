@@ -87,7 +87,7 @@ impl VersionCell {
         self.reap.store(true, Ordering::SeqCst);
     }
 
-    fn as_ptr(&'static self) -> *mut VersionCell {
+    pub(crate) fn as_ptr(&'static self) -> *mut VersionCell {
         self as *const VersionCell as *mut VersionCell
     }
 }
@@ -104,6 +104,10 @@ pub struct ThreadInfo {
 /// One thread's hold slots, padded so no two threads share a cache line.
 pub(crate) struct ThreadRecord {
     slots: CachePadded<[AtomicPtr<VersionCell>; MAX_DEPTH]>,
+    /// The version whose state this thread's process keeps: a process whose state was made
+    /// by a version holds that version (OTP's check_process_code would say so), between
+    /// calls as well as during them.
+    pinned: AtomicPtr<VersionCell>,
     info: ThreadInfo,
     /// Non-zero when the thread is a hotcode process: its process id.
     process: AtomicU64,
@@ -172,6 +176,7 @@ fn register() -> Result<*const ThreadRecord, EnterError> {
     let thread = std::thread::current();
     let record = Arc::new(ThreadRecord {
         slots: CachePadded::new(std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut()))),
+        pinned: AtomicPtr::new(ptr::null_mut()),
         info: ThreadInfo {
             name: thread.name().unwrap_or("<unnamed>").to_owned(),
             // SAFETY: gettid has no preconditions.
@@ -190,6 +195,76 @@ fn register() -> Result<*const ThreadRecord, EnterError> {
     Ok(raw)
 }
 
+fn own_record() -> Result<*const ThreadRecord, EnterError> {
+    let record = LOCAL.with(|local| local.record.get());
+    if record.is_null() { register() } else { Ok(record) }
+}
+
+/// Marks the calling thread as hotcode process `pid` in `holders` reports.
+pub(crate) fn set_current_process(pid: u64) {
+    if let Ok(record) = own_record() {
+        // SAFETY: the record is owned by this thread's registration, alive until thread exit.
+        unsafe { &*record }.process.store(pid, Ordering::Relaxed);
+    }
+}
+
+/// Pins `hold`'s version as the one this thread's process state belongs to, replacing any
+/// earlier pin. The thread must be holding that version (so there is no instant at which
+/// neither the hold nor the pin covers it).
+pub(crate) fn pin_state(hold: &Hold) {
+    if let Ok(record) = own_record() {
+        // SAFETY: this thread's own record, alive until thread exit.
+        unsafe { &*record }.pinned.store(hold.cell.as_ptr(), Ordering::Relaxed);
+        membarrier::caller_fence();
+    }
+}
+
+/// Drops this thread's state pin (after its state was dropped), waking the reaper if the
+/// pinned version was waiting for it.
+pub(crate) fn unpin_state() {
+    let Ok(record) = own_record() else { return };
+    // SAFETY: this thread's own record, alive until thread exit.
+    let pinned = unsafe { &(*record).pinned };
+    let cell = pinned.load(Ordering::Relaxed);
+    if !cell.is_null() {
+        // SAFETY: cells are type-stable; the pointer is always to a valid cell.
+        release(pinned, unsafe { &*cell });
+    }
+}
+
+/// Enters the version this thread's process state is pinned to, which need not be current.
+/// `None` if the thread has no pin.
+pub(crate) fn enter_pinned() -> Option<Hold> {
+    let record = own_record().ok()?;
+    let (depth, _) = LOCAL.with(|local| (local.depth.get(), ()));
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    // SAFETY: this thread's own record, alive until thread exit.
+    let record = unsafe { &*record };
+    let cell = record.pinned.load(Ordering::Relaxed);
+    if cell.is_null() {
+        return None;
+    }
+    // No re-check against `current` is needed: the pin already keeps the version loaded
+    // and visible to every scan, and the hold is published before the pin can move.
+    // SAFETY: `depth < MAX_DEPTH` was checked; cells are type-stable.
+    let slot = unsafe { record.slots.get_unchecked(depth) };
+    slot.store(cell, Ordering::Relaxed);
+    LOCAL.with(|local| local.depth.set(depth + 1));
+    // SAFETY: cells are leaked and never freed.
+    Some(Hold { slot, cell: unsafe { &*cell }, depth, _not_send: PhantomData })
+}
+
+/// The cell this thread's process state is pinned to, if any.
+pub(crate) fn pinned_cell() -> Option<&'static VersionCell> {
+    let record = own_record().ok()?;
+    // SAFETY: this thread's own record; cells are type-stable.
+    let cell = unsafe { &*record }.pinned.load(Ordering::Relaxed);
+    // SAFETY: cells are leaked and never freed.
+    (!cell.is_null()).then(|| unsafe { &*cell })
+}
+
 /// A held version: while it lives, the thread is inside `cell`'s version and the version
 /// cannot be unloaded. Not `Send`: it describes the thread that made it.
 pub(crate) struct Hold {
@@ -204,6 +279,16 @@ impl Hold {
     #[inline(always)]
     pub(crate) fn cell(&self) -> &'static VersionCell {
         self.cell
+    }
+
+    /// The held version's function table, as `I`.
+    ///
+    /// # Safety
+    /// The held version must export `I` (its layout checked against `I` at load).
+    pub(crate) unsafe fn table<I>(&self) -> &I {
+        // SAFETY: the caller's contract; the table lives in the library's static memory,
+        // which stays mapped at least as long as this hold.
+        unsafe { &*(self.cell.table() as *const I) }
     }
 }
 
@@ -278,7 +363,8 @@ pub(crate) fn scan(cells: &[&'static VersionCell]) -> Vec<Found> {
     let mut found = Vec::new();
     for record in lock(&REGISTRY).iter() {
         for (which, want) in wanted.iter().enumerate() {
-            if record.slots.iter().any(|s| s.load(Ordering::Acquire) == *want) {
+            let pinned = record.pinned.load(Ordering::Acquire) == *want;
+            if pinned || record.slots.iter().any(|s| s.load(Ordering::Acquire) == *want) {
                 found.push(Found {
                     which,
                     thread: record.info().clone(),

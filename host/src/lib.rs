@@ -24,6 +24,7 @@
 //! `reaper` (unloading retired versions when their last holder leaves), [`code_server`]
 //! (current/old slots and OTP's load/remove/purge), [`handle`] (the call path).
 
+pub mod application;
 pub mod code_server;
 pub mod error;
 pub mod handle;
@@ -31,14 +32,21 @@ mod hold;
 pub mod loader;
 pub mod maps;
 mod membarrier;
+pub mod node;
+pub mod process;
 mod reaper;
+pub mod release;
+pub mod supervisor;
 mod version;
 
+pub use application::{AppError, RestartType, RunningApp};
 pub use code_server::{
     CodeServer, Config, HeldVersion, Holder, ModuleHolders, ModuleStatus, PurgeMethod, Purged,
     Status, VersionInfo,
 };
-pub use error::{CallError, CodeServerError, LoadError, LoadErrorKind};
+pub use error::{ApplyError, CallError, CodeServerError, LoadError, LoadErrorKind};
 pub use handle::Handle;
 pub use hold::{MAX_DEPTH, ThreadInfo};
+pub use node::{Abandoned, Monitor, Node};
+pub use process::{ChangeMode, Dest, Pid, ProcessError, ProcessInfo, ProcessKind};
 pub use reaper::LeakedLibrary;

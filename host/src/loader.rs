@@ -21,7 +21,11 @@ use std::path::{Path, PathBuf};
 use abi_stable::StableAbi;
 use abi_stable::type_layout::TypeLayout;
 use libloading::os::unix::{Library, RTLD_LAZY, RTLD_LOCAL, RTLD_NOW};
-use plugin_api::{ABI_VERSION, Behaviour, MAGIC, MODULE_SYMBOL, ModuleDescriptor, ModuleHeader};
+use plugin_api::behaviour::{ApplicationTable, GenServerTable, SupervisorTable};
+use plugin_api::{
+    ABI_VERSION, Behaviour, Interface, MAGIC, MODULE_SYMBOL, ModuleDescriptor, ModuleHeader, RTerm,
+    RTermRef,
+};
 
 use crate::error::{LoadError, LoadErrorKind};
 use crate::maps;
@@ -37,8 +41,10 @@ pub(crate) struct Opened {
     pub(crate) vsn: String,
     /// The module's behaviour.
     pub(crate) behaviour: Behaviour,
-    /// The typed interface, for library modules.
+    /// The function table: a typed interface, or a behaviour's callback table.
     pub(crate) interface: Option<ExportedInterface>,
+    /// Functions exported for `apply` (pointers valid while the library is open).
+    pub(crate) functions: Vec<(String, ExportedFnPtr)>,
 }
 
 /// A library module's interface, as exported. `layout` and `table` point into the library
@@ -140,9 +146,15 @@ fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {
     let lib = unsafe { Library::open(Some(copy), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| LoadErrorKind::Dlopen(e.to_string()))?;
     match read_descriptor(module, &lib) {
-        Ok((name, vsn, behaviour, interface)) => {
-            Ok(Opened { lib, copy: copy.to_owned(), name, vsn, behaviour, interface })
-        }
+        Ok(d) => Ok(Opened {
+            lib,
+            copy: copy.to_owned(),
+            name: d.name,
+            vsn: d.vsn,
+            behaviour: d.behaviour,
+            interface: d.interface,
+            functions: d.functions,
+        }),
         Err(kind) => {
             // Nothing from the library escaped `read_descriptor` (errors are host strings).
             let _ = lib.close();
@@ -151,7 +163,18 @@ fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {
     }
 }
 
-type Descriptor = (String, String, Behaviour, Option<ExportedInterface>);
+/// An exported function for `apply`, as a pointer into the library.
+pub(crate) type ExportedFnPtr =
+    extern "C" fn(RTermRef<'_>) -> abi_stable::std_types::RResult<RTerm, plugin_api::RPluginError>;
+
+/// What the host keeps of a descriptor (the pointers are valid while the library is open).
+struct Descriptor {
+    name: String,
+    vsn: String,
+    behaviour: Behaviour,
+    interface: Option<ExportedInterface>,
+    functions: Vec<(String, ExportedFnPtr)>,
+}
 
 fn read_descriptor(module: &str, lib: &Library) -> Result<Descriptor, LoadErrorKind> {
     // SAFETY: the symbol is looked up as a data address; it is only dereferenced below
@@ -189,14 +212,49 @@ fn read_descriptor(module: &str, lib: &Library) -> Result<Descriptor, LoadErrorK
         layout: export.layout,
         table: export.table.as_ptr(),
     });
-    match descriptor.behaviour {
-        Behaviour::Library if interface.is_none() => return Err(LoadErrorKind::NoInterface),
-        Behaviour::Library => {}
-        other => return Err(LoadErrorKind::UnsupportedBehaviour(other.as_str())),
-    }
+    check_behaviour(descriptor.behaviour, interface)?;
+    let functions = descriptor
+        .functions
+        .as_slice()
+        .iter()
+        .map(|f| (f.name.as_str().to_owned(), f.call))
+        .collect();
     // The descriptor is trusted now: let the plugin set up its runtime.
     (descriptor.on_load)();
-    Ok((name, descriptor.vsn.as_str().to_owned(), descriptor.behaviour, interface))
+    Ok(Descriptor {
+        name,
+        vsn: descriptor.vsn.as_str().to_owned(),
+        behaviour: descriptor.behaviour,
+        interface,
+        functions,
+    })
+}
+
+/// Checks that a behaviour module exports the host's callback table for its behaviour,
+/// with a compatible layout; a library module must export some interface.
+fn check_behaviour(
+    behaviour: Behaviour,
+    interface: Option<ExportedInterface>,
+) -> Result<(), LoadErrorKind> {
+    let expected: Option<(&'static str, &'static TypeLayout)> = match behaviour {
+        Behaviour::Library => None,
+        Behaviour::GenServer => Some((GenServerTable::NAME, <GenServerTable as StableAbi>::LAYOUT)),
+        Behaviour::Supervisor => {
+            Some((SupervisorTable::NAME, <SupervisorTable as StableAbi>::LAYOUT))
+        }
+        Behaviour::Application => {
+            Some((ApplicationTable::NAME, <ApplicationTable as StableAbi>::LAYOUT))
+        }
+    };
+    let Some(found) = interface else { return Err(LoadErrorKind::NoInterface) };
+    let Some((name, layout)) = expected else { return Ok(()) };
+    if found.name != name {
+        return Err(LoadErrorKind::WrongInterface {
+            expected: name.to_owned(),
+            found: found.name.to_owned(),
+        });
+    }
+    check_layout(&format!("the {} callback table", behaviour.as_str()), layout, found.layout)
 }
 
 /// Checks that `found` (from a library) is compatible with `expected`, reporting the

@@ -14,10 +14,10 @@ pub fn mapped_files() -> io::Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string("/proc/self/maps")?;
     let mut paths: Vec<PathBuf> = Vec::new();
     for line in text.lines() {
-        if let Some(path) = path_of(line) {
-            if paths.last().map(|p| p.as_path()) != Some(path) {
-                paths.push(path.to_path_buf());
-            }
+        if let Some(path) = path_of(line)
+            && paths.last().map(|p| p.as_path()) != Some(path)
+        {
+            paths.push(path.to_path_buf());
         }
     }
     paths.sort();

@@ -66,6 +66,21 @@ impl Version {
         self.library().take()
     }
 
+    /// The exported function `name` for `apply`, while the library is open.
+    pub(crate) fn function(&self, name: &str) -> Option<crate::loader::ExportedFnPtr> {
+        self.library()
+            .as_ref()
+            .and_then(|o| o.functions.iter().find(|(n, _)| n == name).map(|(_, f)| *f))
+    }
+
+    /// The names of the functions exported for `apply`.
+    pub(crate) fn function_names(&self) -> Vec<String> {
+        self.library()
+            .as_ref()
+            .map(|o| o.functions.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The exported interface's layout, while the library is open.
     pub(crate) fn interface_layout(&self) -> Option<&'static TypeLayout> {
         self.library().as_ref().and_then(|o| o.interface.map(|i| i.layout))

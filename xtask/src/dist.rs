@@ -59,7 +59,9 @@ pub fn dist() -> Result<PathBuf> {
         let dest = app_dir.join(plugin.shipped_file_name());
         copy(&artifact.path, &dest)?;
         eprintln!("xtask: placed {} (from {})", project::display(&dest), plugin.package);
-        apps.insert(plugin.app_dir_name());
+        if apps.insert(plugin.app_dir_name()) {
+            place_app_file(plugin, &app_dir)?;
+        }
         placed += 1;
     }
     let skipped = match fixtures {
@@ -73,6 +75,27 @@ pub fn dist() -> Result<PathBuf> {
         lib_dir.display(),
     );
     Ok(dist_dir)
+}
+
+/// Places the application's `.app` file, which lives beside the application's module
+/// crates (`plugins/<app>-<vsn>/<app>.app`), in the application's library directory.
+fn place_app_file(plugin: &Plugin, app_dir: &Path) -> Result<()> {
+    let name = format!("{}.app", plugin.app);
+    let crate_dir = plugin.manifest_path.parent().unwrap_or(Path::new("."));
+    let source = crate_dir.parent().unwrap_or(crate_dir).join(&name);
+    if !source.exists() {
+        anyhow::bail!(
+            "application {} {} has no {} beside its module crates (expected {})",
+            plugin.app,
+            plugin.vsn,
+            name,
+            source.display()
+        );
+    }
+    let dest = app_dir.join(&name);
+    copy(&source, &dest)?;
+    eprintln!("xtask: placed {}", project::display(&dest));
+    Ok(())
 }
 
 /// Copies a built library into the pool (a real copy, never a symlink).

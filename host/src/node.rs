@@ -1,0 +1,575 @@
+//! The node: a code server, the processes running on it, and their supervision.
+//!
+//! [`Node`] is what an embedder holds. It owns the [`CodeServer`], the process table
+//! (pids, registered names, mailboxes) and the application controller, and offers the OTP
+//! operations on them: `gen_server:call/cast`, `sys:suspend/resume/change_code/get_state`,
+//! `supervisor:which_children/restart_child/terminate_child/delete_child`,
+//! `application:load/unload/start/stop/which_applications`, and finding the processes that
+//! run a module by walking the running applications' supervision trees.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crossbeam::channel::{self, Sender};
+use plugin_api::Term;
+
+use crate::application::AppController;
+use crate::code_server::{CodeServer, Purged};
+use crate::error::CodeServerError;
+use crate::process::{
+    ChangeMode, Dest, ExitSignal, Msg, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
+    ProcessKind, SysMsg, spawn_gen_server,
+};
+use crate::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
+
+/// A process that would not stop: its thread is still inside plugin code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    /// The process.
+    pub pid: Pid,
+    /// Its callback module.
+    pub module: String,
+}
+
+#[derive(Default)]
+struct Procs {
+    table: HashMap<Pid, ProcEntry>,
+    names: HashMap<String, Pid>,
+    abandoned: Vec<Abandoned>,
+}
+
+/// Shared by the [`Node`] handle and every process thread.
+pub(crate) struct NodeInner {
+    pub(crate) code: CodeServer,
+    procs: Mutex<Procs>,
+    next_pid: AtomicU64,
+    pub(crate) apps: Mutex<AppController>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections below keep the tables consistent at every step.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NodeInner {
+    pub(crate) fn register(&self, entry: ProcEntry) -> Result<Pid, Term> {
+        let mut procs = lock(&self.procs);
+        if let Some(name) = &entry.name
+            && procs.names.contains_key(name)
+        {
+            return Err(Term::tuple([Term::atom("already_registered"), Term::atom(name.as_str())]));
+        }
+        let pid = Pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
+        if let Some(name) = &entry.name {
+            procs.names.insert(name.clone(), pid);
+        }
+        procs.table.insert(pid, entry);
+        Ok(pid)
+    }
+
+    /// Removes `pid` from the tables and signals its exit.
+    pub(crate) fn unregister(&self, pid: Pid, reason: Term) {
+        let mut procs = lock(&self.procs);
+        procs.abandoned.retain(|a| a.pid != pid);
+        if let Some(entry) = procs.table.remove(&pid) {
+            if let Some(name) = &entry.name {
+                procs.names.remove(name);
+            }
+            drop(procs);
+            entry.exit.set(reason);
+        }
+    }
+
+    /// Called by a process thread as its very last act.
+    pub(crate) fn exited(&self, pid: Pid, parent: &Parent, reason: Term) {
+        self.unregister(pid, reason.clone());
+        match parent {
+            Parent::None => {}
+            Parent::Supervisor(sup) => {
+                if let Some(tx) = self.sender(*sup) {
+                    let _ = tx.send(Msg::ChildExit { pid, reason });
+                }
+            }
+            Parent::Application(app) => {
+                lock(&self.apps).top_supervisor_exited(app, pid, &reason);
+            }
+        }
+    }
+
+    fn sender(&self, pid: Pid) -> Option<Sender<Msg>> {
+        lock(&self.procs).table.get(&pid).map(|e| e.tx.clone())
+    }
+
+    pub(crate) fn resolve(&self, dest: &Dest) -> Option<Pid> {
+        let procs = lock(&self.procs);
+        match dest {
+            Dest::Pid(p) => procs.table.contains_key(p).then_some(*p),
+            Dest::Name(n) => procs.names.get(n).copied(),
+        }
+    }
+
+    fn entry<R>(
+        &self,
+        dest: &Dest,
+        f: impl FnOnce(Pid, &ProcEntry) -> R,
+    ) -> Result<R, ProcessError> {
+        let procs = lock(&self.procs);
+        let pid = match dest {
+            Dest::Pid(p) => Some(*p),
+            Dest::Name(n) => procs.names.get(n).copied(),
+        };
+        match pid.and_then(|p| procs.table.get(&p).map(|e| (p, e))) {
+            Some((p, e)) => Ok(f(p, e)),
+            None => Err(ProcessError::NoProc { dest: dest.to_string() }),
+        }
+    }
+
+    fn send(&self, dest: &Dest, msg: Msg) -> Result<(), ProcessError> {
+        let tx = self.entry(dest, |_, e| e.tx.clone())?;
+        tx.send(msg).map_err(|_| ProcessError::NoProc { dest: dest.to_string() })
+    }
+
+    /// Stops a child the way its shutdown spec says; abandons it if it will not stop.
+    pub(crate) fn stop_child(&self, pid: Pid, shutdown: Shutdown) {
+        let Some((tx, exit, kill, module)) = lock(&self.procs)
+            .table
+            .get(&pid)
+            .map(|e| (e.tx.clone(), e.exit.clone(), e.kill.clone(), e.module.clone()))
+        else {
+            return;
+        };
+        let kill_now = || {
+            kill.store(true, Ordering::SeqCst);
+            let _ = tx.send(Msg::Sys(SysMsg::Kill));
+        };
+        let grace = match shutdown {
+            Shutdown::BrutalKill => {
+                kill_now();
+                Some(KILL_GRACE)
+            }
+            Shutdown::Infinity => {
+                let _ = tx.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
+                None
+            }
+            Shutdown::Timeout(t) => {
+                let _ = tx.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
+                Some(t)
+            }
+        };
+        if exit.wait(grace).is_some() {
+            return;
+        }
+        // It did not stop in time: kill it at its next message boundary, wait a little more.
+        kill_now();
+        let extra = grace.map_or(KILL_GRACE, |g| g.max(Duration::from_millis(100)));
+        if exit.wait(Some(extra)).is_some() {
+            return;
+        }
+        log::error!(
+            "{pid} ({module}) did not stop within its shutdown time; abandoning it: the code \
+             versions it holds stay loaded until its thread returns"
+        );
+        let mut procs = lock(&self.procs);
+        if procs.table.contains_key(&pid) && !procs.abandoned.iter().any(|a| a.pid == pid) {
+            procs.abandoned.push(Abandoned { pid, module });
+        }
+    }
+
+    /// Waits up to `timeout` for `pid` to exit; `noproc` if it is not alive.
+    pub(crate) fn wait_exit(&self, pid: Pid, timeout: Duration) -> Option<Term> {
+        let exit = lock(&self.procs).table.get(&pid).map(|e| e.exit.clone());
+        match exit {
+            Some(exit) => exit.wait(Some(timeout)),
+            None => Some(Term::atom("noproc")),
+        }
+    }
+
+    /// Every process whose supervisor spec lists `module`, found by walking the running
+    /// applications' trees; the top supervisors of applications count for their module.
+    pub(crate) fn processes_running(&self, module: &str) -> Vec<Pid> {
+        let tops = lock(&self.apps).top_supervisors();
+        let mut found = Vec::new();
+        let mut stack: Vec<Pid> = Vec::new();
+        {
+            let procs = lock(&self.procs);
+            for top in tops {
+                if procs.table.get(&top).is_some_and(|e| e.module == module) {
+                    found.push(top);
+                }
+                stack.push(top);
+            }
+        }
+        while let Some(sup) = stack.pop() {
+            let children = lock(&self.procs)
+                .table
+                .get(&sup)
+                .and_then(|e| e.children.clone())
+                .map(|c| lock(&c).clone())
+                .unwrap_or_default();
+            for child in children {
+                let Some(pid) = child.pid else { continue };
+                if child.modules.iter().any(|m| m == module) {
+                    found.push(pid);
+                }
+                if child.kind == crate::supervisor::ChildType::Supervisor {
+                    stack.push(pid);
+                }
+            }
+        }
+        found.sort();
+        found.dedup();
+        found
+    }
+}
+
+/// A monitor on a process (OTP's `erlang:monitor(process, Pid)`): learns its exit reason,
+/// even if the process exits before anyone waits.
+#[derive(Clone)]
+pub struct Monitor {
+    pid: Pid,
+    exit: Arc<ExitSignal>,
+}
+
+impl Monitor {
+    /// The monitored process.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Waits up to `timeout` for the exit; its reason, or `None` if it is still running.
+    pub fn wait(&self, timeout: Duration) -> Option<Term> {
+        self.exit.wait(Some(timeout))
+    }
+}
+
+/// How long a killed process gets to reach its next message boundary.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// A hotcode node. See the [module docs](self).
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// A node with a fresh code server.
+    pub fn new() -> Result<Node, CodeServerError> {
+        Ok(Node::with_code_server(CodeServer::new()?))
+    }
+
+    /// A node around `code`.
+    pub fn with_code_server(code: CodeServer) -> Node {
+        Node {
+            inner: Arc::new(NodeInner {
+                code,
+                procs: Mutex::default(),
+                next_pid: AtomicU64::new(100),
+                apps: Mutex::new(AppController::default()),
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<NodeInner> {
+        &self.inner
+    }
+
+    /// The node's code server.
+    pub fn code(&self) -> &CodeServer {
+        &self.inner.code
+    }
+
+    /// Starts a gen_server running `module` (`gen_server:start`): `init(args)` runs in the
+    /// module's current version before this returns.
+    pub fn start_gen_server(
+        &self,
+        module: &str,
+        args: Term,
+        name: Option<&str>,
+    ) -> Result<Pid, ProcessError> {
+        spawn_gen_server(&self.inner, module, args, name.map(str::to_owned), Parent::None)
+    }
+
+    /// Starts a supervisor running `module` (`supervisor:start_link`), with its children.
+    pub fn start_supervisor(
+        &self,
+        module: &str,
+        args: Term,
+        name: Option<&str>,
+    ) -> Result<Pid, ProcessError> {
+        spawn_supervisor(&self.inner, module, args, name.map(str::to_owned), Parent::None)
+    }
+
+    /// `gen_server:call(Dest, Request, Timeout)`.
+    pub fn call(
+        &self,
+        dest: impl Into<Dest>,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        let dest = dest.into();
+        let (tx, rx) = channel::bounded(1);
+        let (exit, kind) = self.inner.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        if kind != ProcessKind::GenServer {
+            return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
+        }
+        self.inner.send(&dest, Msg::Call { request, reply: tx })?;
+        match rx.recv_timeout(timeout) {
+            Ok(reply) => Ok(reply),
+            Err(channel::RecvTimeoutError::Timeout) => {
+                Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+            }
+            Err(channel::RecvTimeoutError::Disconnected) => Err(ProcessError::Exited {
+                dest: dest.to_string(),
+                reason: exit.wait(Some(Duration::from_secs(1))).unwrap_or(Term::atom("noproc")),
+            }),
+        }
+    }
+
+    /// `gen_server:cast(Dest, Message)`: fails only if there is no such process.
+    pub fn cast(&self, dest: impl Into<Dest>, message: Term) -> Result<(), ProcessError> {
+        self.inner.send(&dest.into(), Msg::Cast(message))
+    }
+
+    /// `Dest ! Message`: delivered to `handle_info`.
+    pub fn send(&self, dest: impl Into<Dest>, message: Term) -> Result<(), ProcessError> {
+        self.inner.send(&dest.into(), Msg::Info(message))
+    }
+
+    /// The pid registered as `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner.resolve(&Dest::Name(name.to_owned()))
+    }
+
+    /// Monitors `pid`; `None` if it is not alive.
+    pub fn monitor(&self, pid: Pid) -> Option<Monitor> {
+        let exit = lock(&self.inner.procs).table.get(&pid).map(|e| e.exit.clone())?;
+        Some(Monitor { pid, exit })
+    }
+
+    /// Whether `pid` is alive.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.inner.resolve(&Dest::Pid(pid)).is_some()
+    }
+
+    /// Every live process.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let procs = lock(&self.inner.procs);
+        let mut list: Vec<ProcessInfo> = procs
+            .table
+            .iter()
+            .map(|(pid, e)| ProcessInfo {
+                pid: *pid,
+                module: e.module.clone(),
+                kind: e.kind,
+                name: e.name.clone(),
+            })
+            .collect();
+        list.sort_by_key(|p| p.pid);
+        list
+    }
+
+    /// Processes that would not stop and were abandoned.
+    pub fn abandoned(&self) -> Vec<Abandoned> {
+        lock(&self.inner.procs).abandoned.clone()
+    }
+
+    /// `sys:suspend(Dest, Timeout)`: after it, the process handles only system messages.
+    pub fn suspend(&self, dest: impl Into<Dest>, timeout: Duration) -> Result<(), ProcessError> {
+        let dest = dest.into();
+        let (tx, rx) = channel::bounded(1);
+        self.inner.send(&dest, Msg::Sys(SysMsg::Suspend(tx)))?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+    }
+
+    /// `sys:resume(Dest)`.
+    pub fn resume(&self, dest: impl Into<Dest>) -> Result<(), ProcessError> {
+        self.inner.send(&dest.into(), Msg::Sys(SysMsg::Resume))
+    }
+
+    /// `sys:change_code(Dest, Module, OldVsn | {down, Vsn}, Extra)`: the process moves its
+    /// state into its module's current version. A gen_server whose `code_change` fails
+    /// crashes (its supervisor acts); a supervisor keeps its old specs.
+    pub fn change_code(
+        &self,
+        dest: impl Into<Dest>,
+        mode: ChangeMode,
+        extra: Term,
+        timeout: Duration,
+    ) -> Result<(), ProcessError> {
+        let dest = dest.into();
+        let (tx, rx) = channel::bounded(1);
+        self.inner.send(&dest, Msg::Sys(SysMsg::ChangeCode { mode, extra, ack: tx }))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(ProcessError::CodeChange { dest: dest.to_string(), reason }),
+            Err(channel::RecvTimeoutError::Timeout) => {
+                Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+            }
+            Err(channel::RecvTimeoutError::Disconnected) => Err(ProcessError::CodeChange {
+                dest: dest.to_string(),
+                reason: Term::atom("exited"),
+            }),
+        }
+    }
+
+    /// `sys:get_state(Dest)`: the state, exported as a term by the version that made it.
+    pub fn get_state(
+        &self,
+        dest: impl Into<Dest>,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        let dest = dest.into();
+        let (tx, rx) = channel::bounded(1);
+        self.inner.send(&dest, Msg::Sys(SysMsg::GetState(tx)))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(reason)) => Err(ProcessError::Exited { dest: dest.to_string(), reason }),
+            Err(_) => Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout }),
+        }
+    }
+
+    /// Stops a process: `terminate(Reason, State)` runs; waits up to `timeout` for the exit.
+    /// Returns the exit reason.
+    pub fn stop(
+        &self,
+        dest: impl Into<Dest>,
+        reason: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        let dest = dest.into();
+        let exit = self.inner.entry(&dest, |_, e| e.exit.clone())?;
+        self.inner.send(&dest, Msg::Sys(SysMsg::Terminate(reason)))?;
+        exit.wait(Some(timeout))
+            .ok_or(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+    }
+
+    /// `supervisor:which_children(Sup)`.
+    pub fn which_children(&self, sup: impl Into<Dest>) -> Result<Vec<ChildInfo>, ProcessError> {
+        let dest = sup.into();
+        let children = self.inner.entry(&dest, |_, e| e.children.clone())?;
+        match children {
+            Some(c) => Ok(lock(&c).clone()),
+            None => Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "supervisor" }),
+        }
+    }
+
+    fn sup_request<T>(
+        &self,
+        sup: Dest,
+        make: impl FnOnce(Sender<Result<T, Term>>) -> SupRequest,
+    ) -> Result<T, ProcessError> {
+        let kind = self.inner.entry(&sup, |_, e| e.kind)?;
+        if kind != ProcessKind::Supervisor {
+            return Err(ProcessError::WrongKind { dest: sup.to_string(), expected: "supervisor" });
+        }
+        let (tx, rx) = channel::bounded(1);
+        self.inner.send(&sup, Msg::Sup(make(tx)))?;
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(reason)) => Err(ProcessError::Child { sup: sup.to_string(), reason }),
+            Err(_) => Err(ProcessError::NoProc { dest: sup.to_string() }),
+        }
+    }
+
+    /// `supervisor:restart_child(Sup, Id)`: starts a child whose spec is kept but that is
+    /// not running.
+    pub fn restart_child(&self, sup: impl Into<Dest>, id: &str) -> Result<Pid, ProcessError> {
+        self.sup_request(sup.into(), |reply| SupRequest::RestartChild { id: id.to_owned(), reply })
+    }
+
+    /// `supervisor:terminate_child(Sup, Id)`: stops the child, keeping its spec.
+    pub fn terminate_child(&self, sup: impl Into<Dest>, id: &str) -> Result<(), ProcessError> {
+        self.sup_request(sup.into(), |reply| SupRequest::TerminateChild {
+            id: id.to_owned(),
+            reply,
+        })
+    }
+
+    /// `supervisor:delete_child(Sup, Id)`: forgets a stopped child's spec.
+    pub fn delete_child(&self, sup: impl Into<Dest>, id: &str) -> Result<(), ProcessError> {
+        self.sup_request(sup.into(), |reply| SupRequest::DeleteChild { id: id.to_owned(), reply })
+    }
+
+    /// The processes that run `module`, found the way release handling finds them.
+    pub fn processes_running(&self, module: &str) -> Vec<Pid> {
+        self.inner.processes_running(module)
+    }
+
+    /// `{purge, [M]}` with processes: purges the old code of `module`; processes whose
+    /// state belongs to it are killed (their supervisors restart them in the current
+    /// version), and the old code goes as soon as the last of them is gone.
+    pub fn purge(&self, module: &str) -> Purged {
+        let purged = self.inner.code.purge(module);
+        if let Purged::Pending { holders } = &purged {
+            for pid in holders.iter().filter_map(|h| h.process) {
+                let pid = Pid(pid);
+                log::info!("purge {module}: killing {pid}, which runs old code");
+                self.inner.stop_child(pid, Shutdown::BrutalKill);
+            }
+        }
+        purged
+    }
+
+    /// `{load, {M, PrePurge, PostPurge}}` with processes: a brutal pre-purge kills the
+    /// processes still running old code of `module` before the new version pushes it out.
+    pub fn load_module(
+        &self,
+        module: &str,
+        pre: crate::PurgeMethod,
+        post: crate::PurgeMethod,
+    ) -> Result<Purged, CodeServerError> {
+        if pre == crate::PurgeMethod::BrutalPurge {
+            self.purge(module);
+        }
+        self.inner.code.load(module, pre, post)
+    }
+
+    /// `{remove, {M, PrePurge, PostPurge}}` with processes (see [`load_module`](Self::load_module)).
+    pub fn remove_module(
+        &self,
+        module: &str,
+        pre: crate::PurgeMethod,
+        post: crate::PurgeMethod,
+    ) -> Result<Purged, CodeServerError> {
+        if pre == crate::PurgeMethod::BrutalPurge {
+            self.purge(module);
+        }
+        self.inner.code.remove(module, pre, post)
+    }
+
+    /// Finds the supervisor `name` names: a registered name, or else the one supervisor
+    /// process running module `name` (OTP code names supervisors by their registered name,
+    /// which is usually their module).
+    pub fn find_supervisor(&self, name: &str) -> Option<Pid> {
+        if let Some(pid) = self.whereis(name) {
+            return Some(pid);
+        }
+        let procs = lock(&self.inner.procs);
+        let mut found = procs
+            .table
+            .iter()
+            .filter(|(_, e)| e.kind == ProcessKind::Supervisor && e.module == name)
+            .map(|(pid, _)| *pid);
+        match (found.next(), found.next()) {
+            (Some(pid), None) => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Stops every process: applications first (in reverse start order), then the rest.
+    pub fn shutdown(&self) {
+        crate::application::stop_all(&self.inner);
+        let pids: Vec<Pid> = lock(&self.inner.procs).table.keys().copied().collect();
+        for pid in pids.into_iter().rev() {
+            self.inner.stop_child(pid, Shutdown::Timeout(Duration::from_secs(5)));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
