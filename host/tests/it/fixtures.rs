@@ -13,9 +13,19 @@ use std::sync::OnceLock;
 const PLUGINS: &[&str] = &[
     "greeter-v1",
     "greeter-v2",
+    "ch_app-v1",
+    "ch_sup-v1",
+    "ch3-v1",
+    "prim_app-v1",
+    "prim_sup-v1",
+    "prim_app-v2",
+    "prim_sup-v2",
     "fixture-no-symbol",
     "fixture-layout-mismatch",
     "fixture-tls-pin",
+    "fixture-ch3-v2",
+    "fixture-stubborn",
+    "fixture-flaky-sup",
 ];
 
 fn plugin_dir() -> &'static Path {
@@ -55,4 +65,21 @@ pub fn greeter_v1() -> PathBuf {
 /// greeter version 2.
 pub fn greeter_v2() -> PathBuf {
     plugin("greeter-v2")
+}
+
+/// The workspace root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+}
+
+/// The `.app` file of application version `app_vsn` (e.g. `prim_app-1`), from the source tree.
+pub fn app_file(app_vsn: &str) -> PathBuf {
+    let app = app_vsn.rsplit_once('-').map_or(app_vsn, |(a, _)| a);
+    root().join("plugins").join(app_vsn).join(format!("{app}.app"))
+}
+
+/// The built library of `module` in application version `app_vsn` (package `<module>-v<vsn>`).
+pub fn module_lib(app_vsn: &str, module: &str) -> PathBuf {
+    let vsn = app_vsn.rsplit_once('-').map_or("", |(_, v)| v);
+    plugin(&format!("{module}-v{vsn}"))
 }

@@ -1,9 +1,12 @@
 //! Integration tests for the hotcode host, on real plugin libraries built from `plugins/`.
 
+mod applications;
 mod bad_input;
 mod code_server;
 mod concurrency;
 mod fixtures;
+mod processes;
+mod supervisors;
 mod unloading;
 
 use hotcode::{CodeServer, Handle, PurgeMethod};
@@ -37,4 +40,47 @@ pub fn answering(handle: &Handle<Greeter>) -> u32 {
 /// Whether the private copy of `info` is mapped in this process.
 pub fn mapped(info: &hotcode::VersionInfo) -> bool {
     hotcode::maps::is_mapped(&info.copy).expect("read /proc/self/maps")
+}
+
+/// A node with these modules loaded and current: `(module, library)` pairs.
+pub fn node_with(modules: &[(&str, std::path::PathBuf)]) -> hotcode::Node {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let node = hotcode::Node::new().expect("node");
+    for (module, lib) in modules {
+        node.code().load_object_code(module, lib).expect("load_object_code");
+        node.code().load(module, SoftPurge, SoftPurge).expect("load");
+    }
+    node
+}
+
+/// Loads every module of application version `app_vsn` and loads its `.app` spec, as a
+/// boot script would; returns the spec.
+pub fn boot_app(node: &hotcode::Node, app_vsn: &str) -> hotcode::release::files::AppSpec {
+    let spec = hotcode::release::files::AppSpec::read(&fixtures::app_file(app_vsn)).expect(".app");
+    for module in &spec.modules {
+        node.code()
+            .load_object_code(module, fixtures::module_lib(app_vsn, module))
+            .expect("load_object_code");
+        node.code().load(module, SoftPurge, SoftPurge).expect("load");
+    }
+    node.load_application(spec.clone()).expect("application:load");
+    spec
+}
+
+/// Stages `lib` as the new version of `module` and makes it current (brutal pre-purge).
+pub fn load_version(node: &hotcode::Node, module: &str, lib: std::path::PathBuf) {
+    node.code().load_object_code(module, lib).expect("load_object_code");
+    node.code().load(module, BrutalPurge, BrutalPurge).expect("load");
+}
+
+/// A generous timeout for calls that must succeed.
+pub const LONG: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until a `stubborn` process is blocked inside its `block` call (inside plugin code).
+pub fn until_blocked(node: &hotcode::Node) {
+    while node.code().apply("stubborn", "waiting", vec![]).expect("waiting/0")
+        != plugin_api::Term::Int(1)
+    {
+        std::thread::yield_now();
+    }
 }
