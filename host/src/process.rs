@@ -388,17 +388,11 @@ impl Server {
             }
             let outcome = match msg {
                 Msg::Call { request, reply } => self.call(request, reply),
-                Msg::Cast(m) => {
-                    let state = self.state;
-                    // SAFETY: `state` was made by the version `with_current` hands us (it
-                    // migrates the state first when the current version changed).
-                    self.with_current(|t| unsafe { t.handle_cast(state, &m) })
-                }
-                Msg::Info(m) => {
-                    let state = self.state;
-                    // SAFETY: as above.
-                    self.with_current(|t| unsafe { t.handle_info(state, &m) })
-                }
+                // SAFETY: `with_current` hands over the state only after migrating it into
+                // the version whose table it passes.
+                Msg::Cast(m) => self.with_current(|t, state| unsafe { t.handle_cast(state, &m) }),
+                // SAFETY: as above.
+                Msg::Info(m) => self.with_current(|t, state| unsafe { t.handle_info(state, &m) }),
                 Msg::Sys(SysMsg::Suspend(ack)) => {
                     suspended = true;
                     let _ = ack.send(());
@@ -438,17 +432,21 @@ impl Server {
     }
 
     fn call(&mut self, request: Term, reply: Sender<Term>) -> Result<Option<Term>, Term> {
-        let state = self.state;
-        // SAFETY: `state` belongs to the version `with_current` hands us.
-        let (answer, stop) = self.with_current(|t| unsafe { t.handle_call(state, &request) })?;
+        // SAFETY: `with_current` hands over the state only after migrating it into the
+        // version whose table it passes.
+        let (answer, stop) =
+            self.with_current(|t, state| unsafe { t.handle_call(state, &request) })?;
         let _ = reply.send(answer);
         Ok(stop)
     }
 
-    /// Runs `f` in the current version, migrating the state into it first if it changed.
+    /// Runs `f` in the current version with the state, migrating the state into that
+    /// version first if it changed. The state is passed in (rather than read by the caller
+    /// beforehand) because migration replaces it: a copy taken earlier would be the old
+    /// version's state, already dropped.
     fn with_current<R>(
         &mut self,
-        f: impl FnOnce(&GenServerTable) -> Result<R, PluginError>,
+        f: impl FnOnce(&GenServerTable, StatePtr) -> Result<R, PluginError>,
     ) -> Result<R, Term> {
         let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
         if hold::pinned_cell().map(|c| std::ptr::eq(c, held.cell())) != Some(true) {
@@ -461,7 +459,7 @@ impl Server {
         }
         // SAFETY: the handle is for GenServerTable (checked for every version at load).
         let table = unsafe { held.table::<GenServerTable>() };
-        f(table).map_err(|e| e.exit_reason())
+        f(table, self.state).map_err(|e| e.exit_reason())
     }
 
     /// Moves the state from its pinned version into the version `new` holds.

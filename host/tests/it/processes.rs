@@ -94,6 +94,42 @@ fn a_downgrade_code_change_before_the_load_waits_for_it_as_systools_orders_it() 
 }
 
 #[test]
+fn the_first_callback_after_an_implicit_migration_gets_the_migrated_state() {
+    // Regression: the state must be read after the migration, not before (a copy taken
+    // before it is the old version's state, already dropped). Each first call after a
+    // version change here uses the state. The migrations are v1 → v2, then v2 → a fresh
+    // load of v2: implicit ones that each version can read (an implicit v2 → v1 is not:
+    // that process would crash, as a downgrade needs an explicit down code_change).
+    let node = ch3_node();
+    node.start_gen_server("ch3", Term::List(vec![]), Some("ch3")).unwrap();
+    call(&node, "ch3", Term::atom("alloc"));
+    for round in 0..6 {
+        load_version(&node, "ch3", fixtures::plugin("fixture-ch3-v2"));
+        assert_eq!(
+            call(&node, "ch3", Term::atom("alloc")),
+            Term::Int(round + 2),
+            "round {round}: the allocation sees every earlier one"
+        );
+    }
+}
+
+#[test]
+fn an_impossible_implicit_migration_crashes_the_process_instead_of_misreading_state() {
+    let node = ch3_node();
+    let pid = node.start_gen_server("ch3", Term::List(vec![]), Some("ch3")).unwrap();
+    load_version(&node, "ch3", fixtures::plugin("fixture-ch3-v2"));
+    call(&node, "ch3", Term::atom("alloc"));
+    // Back to v1 without a down code_change: v1 cannot read v2's exported state.
+    load_version(&node, "ch3", fixtures::module_lib("ch_app-1", "ch3"));
+    match node.call(pid, Term::atom("alloc"), LONG) {
+        Err(ProcessError::Exited { reason, .. }) => {
+            assert!(reason.to_string().contains("bad_state"), "{reason}")
+        }
+        other => panic!("expected the process to crash, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_suspended_process_answers_only_system_messages_until_resumed() {
     let node = ch3_node();
     node.start_gen_server("ch3", Term::List(vec![]), Some("ch3")).unwrap();
