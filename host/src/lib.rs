@@ -26,6 +26,8 @@
 
 pub mod application;
 pub mod code_server;
+pub mod control;
+pub mod elf;
 pub mod error;
 pub mod handle;
 mod hold;
@@ -36,6 +38,8 @@ pub mod node;
 pub mod process;
 mod reaper;
 pub mod release;
+pub mod release_handler;
+pub mod service;
 pub mod supervisor;
 mod version;
 
@@ -47,6 +51,6 @@ pub use code_server::{
 pub use error::{ApplyError, CallError, CodeServerError, LoadError, LoadErrorKind};
 pub use handle::Handle;
 pub use hold::{MAX_DEPTH, ThreadInfo};
-pub use node::{Abandoned, Monitor, Node};
+pub use node::{Abandoned, Monitor, Node, NodeRef};
 pub use process::{ChangeMode, Dest, Pid, ProcessError, ProcessInfo, ProcessKind};
 pub use reaper::LeakedLibrary;

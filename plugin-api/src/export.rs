@@ -86,6 +86,9 @@ macro_rules! export_module {
                         call: {
                             // The dynamic symbol lets a checker read this function's name
                             // from the file without loading it; see the macro's docs.
+                            // SAFETY: no other symbol of a plugin has a name with this
+                            // prefix (two functions of one name fail to link), so this one
+                            // replaces or shadows nothing.
                             #[unsafe(export_name = concat!("hotcode_apply_", $fname))]
                             extern "C" fn shim(
                                 args: $crate::RTermRef<'_>,
