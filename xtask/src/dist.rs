@@ -1,9 +1,12 @@
-//! `cargo xtask dist`: release-builds the plugins and assembles the shared
-//! library pool `target/dist/lib/<app>-<vsn>/<module>.so` from every
-//! non-fixture plugin.
+//! `cargo xtask dist`: release-builds the plugins, assembles the shared
+//! library pool `target/dist/lib/<app>-<vsn>/` (each application version's
+//! `.app` and `<module>.so` files, from every non-fixture plugin), and then the
+//! example release roots `target/dist/<root>/` listed in `relups/examples.txt`
+//! (see [`examples`](crate::examples)), each ready for `hotcode boot` (SPEC §7).
 //!
-//! `target/dist/lib` is removed and recreated on every run so stale files
-//! never linger; libraries are copied, not symlinked.
+//! `target/dist/lib` and each root are removed and recreated on every run so
+//! stale files never linger; files are copied, not symlinked, so that each
+//! root is self-contained.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -13,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use crate::build::{self, count};
+use crate::examples;
 use crate::plugins::{self, Plugin};
 use crate::project::{self, Profile};
 
@@ -27,12 +31,18 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the plugins in release mode and assembles the library pool.
-/// Returns the absolute path of the dist directory (`<target>/dist`).
+/// Builds the plugins in release mode and assembles the library pool and the
+/// example release roots. Returns the absolute path of the dist directory
+/// (`<target>/dist`).
 pub fn dist() -> Result<PathBuf> {
-    let plugins = plugins::discover()?;
-    // Check for clashes before spending time on a release build.
+    let metadata = plugins::metadata()?;
+    let plugins = plugins::discover_in(&metadata)?;
+    let hotcode_vsn = plugins::package_version(&metadata, "hotcode")?;
+    let manifest = project::root().join(examples::MANIFEST);
+    // Check for clashes and slips in the release data before spending time on a
+    // release build.
     check_conflicts(&plugins)?;
+    examples::check(&manifest, &hotcode_vsn)?;
     let artifacts = build::build_plugins(&plugins, Profile::Release)?;
 
     let dist_dir = project::target_dir().join("dist");
@@ -73,6 +83,14 @@ pub fn dist() -> Result<PathBuf> {
         count(placed, "module"),
         count(apps.len(), "application version"),
         lib_dir.display(),
+    );
+
+    let roots = examples::assemble(&manifest, &dist_dir, &hotcode_vsn)?;
+    eprintln!(
+        "xtask: dist: {} assembled in {} (from {})",
+        count(roots.len(), "example root"),
+        dist_dir.display(),
+        examples::MANIFEST,
     );
     Ok(dist_dir)
 }

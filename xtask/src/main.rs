@@ -12,8 +12,10 @@ mod build;
 mod cmd;
 mod demo;
 mod dist;
+mod examples;
 mod plugins;
 mod project;
+mod terms;
 mod test;
 
 use std::fmt;
@@ -28,7 +30,8 @@ USAGE:
 
 COMMANDS:
     build [--release]   Build every plugin crate (fixtures included) with one `cargo build`
-    dist                Release-build the plugins and assemble target/dist/lib/<app>-<vsn>/<module>.so
+    dist                Release-build the plugins, assemble target/dist/lib/<app>-<vsn>/ and the
+                        example release roots target/dist/<root>/ listed in relups/examples.txt
     test [ARGS...]      Build the plugins (debug), then `cargo test --workspace [ARGS...]`
                         with HOTCODE_PLUGIN_DIR pointing at the prebuilt plugins
     demo [ARGS...]      Run `dist`, then the hotcode `demo` example against target/dist

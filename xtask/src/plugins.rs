@@ -74,18 +74,39 @@ pub struct Discovery {
 /// Runs `cargo metadata --format-version 1 --no-deps` for the workspace and
 /// returns its plugins, printing any warnings.
 pub fn discover() -> Result<Vec<Plugin>> {
+    discover_in(&metadata()?)
+}
+
+/// Runs `cargo metadata --format-version 1 --no-deps` for the workspace and returns its
+/// output.
+pub fn metadata() -> Result<Value> {
     let mut cargo = cmd::cargo();
     cargo
         .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
         .arg(project::root().join("Cargo.toml"));
     let stdout = cmd::output(&mut cargo)?;
-    let metadata: Value =
-        serde_json::from_slice(&stdout).context("`cargo metadata` printed invalid JSON")?;
-    let discovery = parse(&metadata, &project::root().join("plugins"))?;
+    serde_json::from_slice(&stdout).context("`cargo metadata` printed invalid JSON")
+}
+
+/// Returns the plugins of the workspace described by `metadata` (`cargo metadata`
+/// output), printing any warnings.
+pub fn discover_in(metadata: &Value) -> Result<Vec<Plugin>> {
+    let discovery = parse(metadata, &project::root().join("plugins"))?;
     for warning in &discovery.warnings {
         eprintln!("xtask: warning: {warning}");
     }
     Ok(discovery.plugins)
+}
+
+/// The version of workspace package `package`, from `cargo metadata` output.
+pub fn package_version(metadata: &Value, package: &str) -> Result<String> {
+    metadata
+        .get("packages")
+        .and_then(Value::as_array)
+        .and_then(|packages| packages.iter().find(|p| str_field(p, "name") == Some(package)))
+        .and_then(|p| str_field(p, "version"))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("`cargo metadata` lists no package `{package}` with a version"))
 }
 
 /// Extracts the plugins from `cargo metadata` output. `plugins_dir` is where
@@ -264,6 +285,17 @@ mod tests {
             assert!(msg.contains("package `p`"), "{msg}");
             assert!(msg.contains(expected), "{msg} should mention {expected}");
         }
+    }
+
+    #[test]
+    fn package_version_is_read_from_metadata() {
+        let metadata = json!({ "packages": [
+            { "name": "xtask", "version": "0.0.1" },
+            { "name": "hotcode", "version": "0.1.0" },
+        ] });
+        assert_eq!(package_version(&metadata, "hotcode").unwrap(), "0.1.0");
+        let err = package_version(&metadata, "nope").unwrap_err().to_string();
+        assert!(err.contains("no package `nope`"), "{err}");
     }
 
     #[test]
