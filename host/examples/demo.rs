@@ -1,18 +1,25 @@
-//! The hotcode demo: hot-swapping a library module under load, narrated.
+//! The hotcode demo: OTP release handling for native code, narrated.
 //!
-//! Run with `cargo xtask demo` (which builds the plugins into `target/dist` first), or
-//! `cargo run --example demo -- target/dist`.
+//! Run with `cargo xtask demo`, which builds every plugin and assembles the example release
+//! roots under `target/dist` first (`cargo run --example demo -- target/dist` afterwards).
+//!
+//! Part 1 is the included-application example of the seed documents: release A runs
+//! `prim_app` 1; release B includes `ch_app` (channel allocator `ch3` under `ch_sup`) in
+//! `prim_app` 2. The node goes A → B → A with each of the two seed relup scripts, verbatim.
+//! Part 2 swaps a library module back and forth while threads call it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use hotcode::{CodeServer, PurgeMethod, Purged};
-use plugin_api::Callback;
+use hotcode::release_handler::{ErrorAction, ReleaseHandler};
+use hotcode::{CodeServer, PurgeMethod, Purged, VersionInfo};
 use plugin_api::interfaces::Greeter;
+use plugin_api::{Callback, Term};
 
-const SWAPS: u32 = 20;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     match run() {
@@ -32,45 +39,151 @@ fn step(title: &str) {
     println!("\n== {title}");
 }
 
+fn run() -> Result<()> {
+    let dist = std::env::args().nth(1).map(PathBuf::from).ok_or("usage: demo DIST_DIR")?;
+    for script in ["included-app-restart", "included-app-supervisor"] {
+        included_app(&dist.join(script), script)?;
+    }
+    library_under_load(&dist)?;
+    println!("\nok: the demo ran to the end");
+    Ok(())
+}
+
+/// Copies a dist root to a scratch directory, so the demo leaves `target/dist` as built.
+fn scratch_root(root: &Path) -> Result<tempfile::TempDir> {
+    let tmp = tempfile::Builder::new().prefix("hotcode-demo-").tempdir()?;
+    copy_dir(root, tmp.path())?;
+    Ok(tmp)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        let dest = to.join(item.file_name());
+        if item.file_type()?.is_dir() {
+            copy_dir(&item.path(), &dest)?;
+        } else {
+            std::fs::copy(item.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn show_apps(h: &ReleaseHandler) {
+    for app in h.node().which_applications() {
+        let top = app.top.map(|p| format!(", top supervisor {p}")).unwrap_or_default();
+        say(format!("application {} {} running{top}", app.name, app.vsn));
+    }
+}
+
+fn show_releases(h: &ReleaseHandler) {
+    for r in h.which_releases() {
+        let apps: Vec<String> = r.apps.iter().map(|(a, v)| format!("{a}-{v}")).collect();
+        say(format!(
+            "release {} {:<2} {:<10} [{}]",
+            r.name,
+            r.vsn,
+            r.status.as_str(),
+            apps.join(", ")
+        ));
+    }
+}
+
+fn module_version(h: &ReleaseHandler, module: &str) -> Option<VersionInfo> {
+    h.node().code().status().modules.into_iter().find(|m| m.name == module).and_then(|m| m.current)
+}
+
+fn included_app(root: &Path, script: &str) -> Result<()> {
+    step(&format!("Included application, by relups/{script}.relup"));
+    let tmp = scratch_root(root)?;
+    let h = ReleaseHandler::boot(tmp.path(), ErrorAction::Return)?;
+    say(format!("$ hotcode boot {}   (booted release {})", root.display(), h.current()));
+    show_releases(&h);
+    show_apps(&h);
+
+    say(format!("$ hotcode ctl {} install B", root.display()));
+    let up = h.install("B")?;
+    say(format!("installed B, upgrading from {}: {:?}", up.from, up.direction));
+    show_apps(&h);
+    let ch3 = *h.node().processes_running("ch3").first().ok_or("ch3 is not running")?;
+    let mut channels = Vec::new();
+    for _ in 0..3 {
+        channels.push(h.node().call(ch3, Term::atom("alloc"), Duration::from_secs(5))?);
+    }
+    say(format!("ch3 {ch3} allocates channels: {}", Term::list(channels.clone())));
+    for ch in channels {
+        h.node().call(ch3, Term::tuple([Term::atom("free"), ch]), Duration::from_secs(5))?;
+    }
+    say(format!(
+        "and frees them: count = {}",
+        h.node().call(ch3, Term::atom("count"), Duration::from_secs(5))?
+    ));
+    let ch_libs: Vec<(String, VersionInfo)> = ["ch_sup", "ch3"]
+        .iter()
+        .filter_map(|m| module_version(&h, m).map(|v| (m.to_string(), v)))
+        .collect();
+    for (m, v) in &ch_libs {
+        say(format!("{m} vsn {} mapped from {}", v.vsn, v.copy.display()));
+    }
+    h.make_permanent("B")?;
+    say("$ hotcode ctl ROOT make-permanent B");
+    show_releases(&h);
+
+    say("$ hotcode ctl ROOT install A   (downgrade)");
+    let down = h.install("A")?;
+    say(format!("installed A, downgrading from {}: {:?}", down.from, down.direction));
+    show_apps(&h);
+    say(format!("processes running ch3: {}", h.node().processes_running("ch3").len()));
+    let mut all_gone = true;
+    for (m, v) in &ch_libs {
+        let mapped = hotcode::maps::is_mapped(&v.copy)?;
+        all_gone &= !mapped;
+        say(format!("{m} still in the node's memory map: {mapped}"));
+    }
+    h.make_permanent("A")?;
+    show_releases(&h);
+    if !all_gone {
+        return Err("ch_app's libraries stayed mapped after the downgrade".into());
+    }
+    Ok(())
+}
+
 fn lib(dist: &Path, vsn: u32) -> PathBuf {
     dist.join(format!("lib/greeter-{vsn}/greeter.so"))
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let dist = std::env::args().nth(1).map(PathBuf::from).ok_or("usage: demo DIST_DIR")?;
-    let server = CodeServer::new()?;
+const SWAPS: u32 = 20;
 
-    step("Load greeter version 1 and call it");
-    let v1 = server.load_object_code("greeter", lib(&dist, 1))?;
-    say(format!("load_object_code: {} (private copy {})", v1.source.display(), v1.copy.display()));
+fn library_under_load(dist: &Path) -> Result<()> {
+    step(&format!("A library module swapped v1 <-> v2 {SWAPS} times while 2 threads call it"));
+    let server = CodeServer::new()?;
+    server.load_object_code("greeter", lib(dist, 1))?;
     server.load("greeter", PurgeMethod::SoftPurge, PurgeMethod::SoftPurge)?;
     let greeter = server.handle::<Greeter>("greeter")?;
     say(format!(
         "greeter:greet(\"newcomer\") -> {:?}",
         greeter.call(|g| g.greet("newcomer".into()))?
     ));
-
-    step(&format!("Swap v1 <-> v2 {SWAPS} times while 2 threads call in a loop"));
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let failed = Arc::new(AtomicU64::new(0));
     let callers: Vec<_> = (0..2)
         .map(|n| {
-            let (greeter, stop, counts, failed) =
-                (greeter.clone(), stop.clone(), counts.clone(), failed.clone());
+            let (greeter, stop, counts) = (greeter.clone(), stop.clone(), counts.clone());
             std::thread::Builder::new().name(format!("caller-{n}")).spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match greeter.call(|g| g.version()) {
-                        Ok(v @ 1..=2) => counts[v as usize].fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    let slot = match greeter.call(|g| g.version()) {
+                        Ok(v @ 1..=2) => v as usize,
+                        _ => 0,
                     };
+                    counts[slot].fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<std::result::Result<_, _>>()?;
     for swap in 0..SWAPS {
         let vsn = if swap % 2 == 0 { 2 } else { 1 };
-        server.load_object_code("greeter", lib(&dist, vsn))?;
+        server.load_object_code("greeter", lib(dist, vsn))?;
         let old = server.load("greeter", PurgeMethod::BrutalPurge, PurgeMethod::SoftPurge)?;
         if swap < 2 || swap == SWAPS - 1 {
             say(format!("swap {:>2}: v{vsn} current; old version: {}", swap + 1, describe(&old)));
@@ -82,20 +195,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for c in callers {
         c.join().map_err(|_| "a caller thread panicked")?;
     }
-    let (n1, n2) = (counts[1].load(Ordering::Relaxed), counts[2].load(Ordering::Relaxed));
-    say(format!(
-        "calls answered by v1: {n1}, by v2: {n2}, failed: {}",
-        failed.load(Ordering::Relaxed)
-    ));
-    server.post_purge("greeter");
-    let mapped = hotcode::maps::mapped_files_under(server.scratch_dir())?;
-    say(format!("greeter copies still mapped: {} (the current version)", mapped.len()));
+    let [failed, n1, n2] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
+    say(format!("calls answered by v1: {n1}, by v2: {n2}, failed: {failed}"));
 
-    step("A thread parked inside v1 keeps it mapped through an upgrade and a purge");
     let current = server.status().modules[0].current.clone().ok_or("greeter not current")?;
-    say(format!("current: greeter vsn {} ({})", current.vsn, current.copy.display()));
     let barrier = Barrier::new(2);
-    std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+    std::thread::scope(|s| -> Result<()> {
         let parked = std::thread::Builder::new().name("parked".into()).spawn_scoped(s, || {
             greeter.call(|g| {
                 g.park(Callback::new(&|| {
@@ -106,9 +211,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             })
         })?;
         barrier.wait();
-        server.load_object_code("greeter", lib(&dist, 2))?;
+        server.load_object_code("greeter", lib(dist, 2))?;
         server.load("greeter", PurgeMethod::BrutalPurge, PurgeMethod::SoftPurge)?;
-        say(format!("purge greeter -> {}", describe(&server.purge("greeter"))));
+        say(format!(
+            "a thread parked inside v{}; upgrade, then purge -> {}",
+            current.vsn,
+            describe(&server.purge("greeter"))
+        ));
         say(format!(
             "v{} still mapped while held: {}",
             current.vsn,
@@ -123,22 +232,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         current.vsn,
         hotcode::maps::is_mapped(&current.copy)?
     ));
-
-    step("Summary");
-    let status = server.status();
-    for m in &status.modules {
-        say(format!(
-            "{}: current {}, old {}",
-            m.name,
-            m.current.as_ref().map_or("none".into(), |v| format!("vsn {}", v.vsn)),
-            m.old.as_ref().map_or("none".into(), |v| format!("vsn {}", v.vsn))
-        ));
+    if failed != 0 || n1 == 0 || n2 == 0 || !server.status().leaked.is_empty() {
+        return Err("the library swap did not go as it should (see above)".into());
     }
-    say(format!("detached: {}, leaked: {}", status.detached.len(), status.leaked.len()));
-    if failed.load(Ordering::Relaxed) != 0 || n1 == 0 || n2 == 0 || !status.leaked.is_empty() {
-        return Err("the demo did not go as it should (see above)".into());
-    }
-    println!("\nok: {} calls, 0 failed, both versions served", n1 + n2);
     Ok(())
 }
 

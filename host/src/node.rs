@@ -177,6 +177,30 @@ impl NodeInner {
         }
     }
 
+    pub(crate) fn call(
+        &self,
+        dest: Dest,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        let (tx, rx) = channel::bounded(1);
+        let (exit, kind) = self.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        if kind != ProcessKind::GenServer {
+            return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
+        }
+        self.send(&dest, Msg::Call { request, reply: tx })?;
+        match rx.recv_timeout(timeout) {
+            Ok(reply) => Ok(reply),
+            Err(channel::RecvTimeoutError::Timeout) => {
+                Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+            }
+            Err(channel::RecvTimeoutError::Disconnected) => Err(ProcessError::Exited {
+                dest: dest.to_string(),
+                reason: exit.wait(Some(Duration::from_secs(1))).unwrap_or(Term::atom("noproc")),
+            }),
+        }
+    }
+
     /// Waits up to `timeout` for `pid` to exit; `noproc` if it is not alive.
     pub(crate) fn wait_exit(&self, pid: Pid, timeout: Duration) -> Option<Term> {
         let exit = lock(&self.procs).table.get(&pid).map(|e| e.exit.clone());
@@ -244,6 +268,30 @@ impl Monitor {
     }
 }
 
+/// A non-owning reference to a node, for threads that call its processes. See
+/// [`Node::reference`].
+#[derive(Clone)]
+pub struct NodeRef {
+    inner: Arc<NodeInner>,
+}
+
+impl NodeRef {
+    /// `gen_server:call(Dest, Request, Timeout)`.
+    pub fn call(
+        &self,
+        dest: impl Into<Dest>,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        self.inner.call(dest.into(), request, timeout)
+    }
+
+    /// The processes that run `module`, found the way release handling finds them.
+    pub fn processes_running(&self, module: &str) -> Vec<Pid> {
+        self.inner.processes_running(module)
+    }
+}
+
 /// How long a killed process gets to reach its next message boundary.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -307,23 +355,13 @@ impl Node {
         request: Term,
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
-        let dest = dest.into();
-        let (tx, rx) = channel::bounded(1);
-        let (exit, kind) = self.inner.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
-        if kind != ProcessKind::GenServer {
-            return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
-        }
-        self.inner.send(&dest, Msg::Call { request, reply: tx })?;
-        match rx.recv_timeout(timeout) {
-            Ok(reply) => Ok(reply),
-            Err(channel::RecvTimeoutError::Timeout) => {
-                Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
-            }
-            Err(channel::RecvTimeoutError::Disconnected) => Err(ProcessError::Exited {
-                dest: dest.to_string(),
-                reason: exit.wait(Some(Duration::from_secs(1))).unwrap_or(Term::atom("noproc")),
-            }),
-        }
+        self.inner.call(dest.into(), request, timeout)
+    }
+
+    /// A cheap, cloneable reference for threads that call processes on this node (a TCP
+    /// front end's pool, say). It does not own the node: dropping it stops nothing.
+    pub fn reference(&self) -> NodeRef {
+        NodeRef { inner: Arc::clone(&self.inner) }
     }
 
     /// `gen_server:cast(Dest, Message)`: fails only if there is no such process.
@@ -537,6 +575,16 @@ impl Node {
             self.purge(module);
         }
         self.inner.code.remove(module, pre, post)
+    }
+
+    /// The supervisor of `pid` and its child id there, if `pid` is a supervised child.
+    pub fn supervisor_of(&self, pid: Pid) -> Option<(Pid, String)> {
+        let procs = lock(&self.inner.procs);
+        procs.table.iter().find_map(|(sup, e)| {
+            let children = e.children.as_ref()?;
+            let children = lock(children);
+            children.iter().find(|c| c.pid == Some(pid)).map(|c| (*sup, c.id.clone()))
+        })
     }
 
     /// Finds the supervisor `name` names: a registered name, or else the one supervisor

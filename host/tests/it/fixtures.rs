@@ -20,6 +20,12 @@ const PLUGINS: &[&str] = &[
     "prim_sup-v1",
     "prim_app-v2",
     "prim_sup-v2",
+    "svc_app-v1",
+    "svc_sup-v1",
+    "svc_handler-v1",
+    "svc_app-v2",
+    "svc_sup-v2",
+    "svc_handler-v2",
     "fixture-no-symbol",
     "fixture-layout-mismatch",
     "fixture-tls-pin",
@@ -82,4 +88,80 @@ pub fn app_file(app_vsn: &str) -> PathBuf {
 pub fn module_lib(app_vsn: &str, module: &str) -> PathBuf {
     let vsn = app_vsn.rsplit_once('-').map_or("", |(_, v)| v);
     plugin(&format!("{module}-v{vsn}"))
+}
+
+/// One application version of an example release: `(app, vsn, modules)`.
+type AppVersion = (&'static str, &'static str, &'static [&'static str]);
+
+const PRIM_1: AppVersion = ("prim_app", "1", &["prim_app", "prim_sup"]);
+const PRIM_2: AppVersion = ("prim_app", "2", &["prim_app", "prim_sup"]);
+const CH_1: AppVersion = ("ch_app", "1", &["ch_app", "ch_sup", "ch3"]);
+
+const SVC_1: AppVersion = ("svc", "1", &["svc_app", "svc_sup", "svc_handler"]);
+const SVC_2: AppVersion = ("svc", "2", &["svc_app", "svc_sup", "svc_handler"]);
+
+/// A release root of the included-application example, as `cargo xtask dist` lays it out
+/// (SPEC §6), made from the test build: release A (prim_app 1) permanent, release B
+/// (prim_app 2, ch_app 1) unpacked with `relups/<script>.relup` as its relup.
+pub fn release_root(script: &str) -> tempfile::TempDir {
+    build_root("prim", &[("A", &[PRIM_1]), ("B", &[PRIM_2, CH_1])], script)
+}
+
+/// The service example's root: release 1 (svc 1) permanent, release 2 (svc 2) unpacked
+/// with `relups/service.relup`.
+pub fn service_root() -> tempfile::TempDir {
+    build_root("svc", &[("1", &[SVC_1]), ("2", &[SVC_2])], "service")
+}
+
+/// Lays out a root with `releases` (the first permanent, the others unpacked; the last one
+/// gets `relups/<script>.relup` as its relup).
+fn build_root(name: &str, releases: &[(&str, &[AppVersion])], script: &str) -> tempfile::TempDir {
+    let root = tempfile::Builder::new().prefix("hotcode-root-").tempdir().expect("temp root");
+    let r = root.path();
+    for (_, apps) in releases {
+        for (app, vsn, modules) in apps.iter() {
+            let app_vsn = format!("{app}-{vsn}");
+            let dir = r.join("lib").join(&app_vsn);
+            if dir.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&dir).expect("lib dir");
+            std::fs::copy(app_file(&app_vsn), dir.join(format!("{app}.app"))).expect(".app");
+            for m in modules.iter() {
+                std::fs::copy(module_lib(&app_vsn, m), dir.join(format!("{m}.so"))).expect(".so");
+            }
+        }
+    }
+    let host = env!("CARGO_PKG_VERSION");
+    let mut entries = Vec::new();
+    for (i, (vsn, apps)) in releases.iter().enumerate() {
+        let rel_apps: Vec<String> =
+            apps.iter().map(|(a, v, _)| format!("{{{a}, \"{v}\"}}")).collect();
+        let dir = r.join("releases").join(vsn);
+        std::fs::create_dir_all(&dir).expect("release dir");
+        let rel = format!(
+            "{{release, {{\"{name}\", \"{vsn}\"}}, {{hotcode, \"{host}\"}}, [{}]}}.\n",
+            rel_apps.join(", ")
+        );
+        std::fs::write(dir.join(format!("{name}.rel")), rel).expect(".rel");
+        let lib_apps: Vec<String> =
+            apps.iter().map(|(a, v, _)| format!("{{{a}, \"{v}\", \"lib/{a}-{v}\"}}")).collect();
+        let status = if i == 0 { "permanent" } else { "unpacked" };
+        entries.push(format!(
+            "{{release, \"{name}\", \"{vsn}\", \"{host}\", [{}], {status}}}",
+            lib_apps.join(", ")
+        ));
+    }
+    let (last, _) = releases.last().expect("a release");
+    std::fs::copy(root_dir_relup(script), r.join("releases").join(last).join("relup"))
+        .expect("relup");
+    std::fs::write(r.join("releases/RELEASES"), format!("[{}].\n", entries.join(",\n ")))
+        .expect("RELEASES");
+    std::fs::create_dir_all(r.join("run")).expect("run dir");
+    root
+}
+
+/// `relups/<name>.relup`, one of the project's seed scripts.
+pub fn root_dir_relup(name: &str) -> PathBuf {
+    root().join("relups").join(format!("{name}.relup"))
 }

@@ -4,8 +4,12 @@ mod applications;
 mod bad_input;
 mod code_server;
 mod concurrency;
+mod dist_layout;
+mod elf;
 mod fixtures;
 mod processes;
+mod release_handler;
+mod service;
 mod supervisors;
 mod unloading;
 

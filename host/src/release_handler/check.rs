@@ -1,0 +1,248 @@
+//! Checking an install before touching anything (SPEC §5.1).
+//!
+//! Stricter than OTP's check: nothing is loaded and nothing is applied. Files are inspected
+//! as files (ELF header and dynamic symbols), apply targets are looked up among the
+//! builtins and the functions the target files export, and every module an instruction
+//! names must exist. Each problem names its place in the script as `path:line:col`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::code_server::PurgeMethod;
+use crate::elf;
+use crate::release::files::ReleaseEntry;
+use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
+
+use super::{ReleaseError, ReleaseHandler, State};
+
+/// A checked install: which script entry leads where.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The target release.
+    pub vsn: String,
+    /// The current release.
+    pub from: String,
+    /// Upgrade or downgrade.
+    pub direction: Direction,
+    /// The relup file the entry comes from.
+    pub script: PathBuf,
+    /// The entry to evaluate.
+    pub entry: RelupEntry,
+    pub(crate) target: ReleaseEntry,
+    pub(crate) current: ReleaseEntry,
+}
+
+impl Plan {
+    /// Where application `app` at `app_vsn` lives: the target release's library, else
+    /// the current release's, else `lib/<app>-<vsn>` if it exists.
+    pub(crate) fn lib_dir(&self, h: &ReleaseHandler, app: &str, app_vsn: &str) -> Option<PathBuf> {
+        [&self.target, &self.current]
+            .iter()
+            .flat_map(|r| r.apps.iter())
+            .find(|a| a.name == app && a.vsn == app_vsn)
+            .map(|a| h.lib_dir(a))
+            .or_else(|| {
+                let dir = h.root.join("lib").join(format!("{app}-{app_vsn}"));
+                dir.is_dir().then_some(dir)
+            })
+    }
+
+    /// The `.app` file of `app` as the target release has it (else the current release).
+    pub(crate) fn app_file(&self, h: &ReleaseHandler, app: &str) -> Option<PathBuf> {
+        [&self.target, &self.current]
+            .iter()
+            .flat_map(|r| r.apps.iter())
+            .find(|a| a.name == app)
+            .map(|a| h.lib_dir(a).join(format!("{app}.app")))
+    }
+}
+
+/// The builtin apply targets and their arities.
+pub(crate) fn builtin_arity(module: &str, function: &str) -> Option<&'static [usize]> {
+    match (module, function) {
+        ("application", "load" | "unload" | "stop") => Some(&[1]),
+        ("application", "start") => Some(&[1, 2]),
+        ("supervisor", "restart_child" | "terminate_child" | "delete_child") => Some(&[2]),
+        _ => None,
+    }
+}
+
+fn read(path: PathBuf) -> Result<Option<Relup>, ReleaseError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(read_relup(&path)?))
+}
+
+/// Finds the script as OTP does and checks it against the root and the running node.
+pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan, ReleaseError> {
+    let target = h
+        .entry(&state.releases, vsn)
+        .ok_or_else(|| ReleaseError::UnknownRelease { vsn: vsn.to_owned() })?;
+    if state.current == vsn {
+        return Err(ReleaseError::AlreadyCurrent { vsn: vsn.to_owned() });
+    }
+    super::check_host_vsn(vsn, &target.host_vsn)?;
+    let current = h
+        .entry(&state.releases, &state.current)
+        .ok_or_else(|| ReleaseError::UnknownRelease { vsn: state.current.clone() })?;
+    let up = h.root.join("releases").join(vsn).join("relup");
+    let down = h.root.join("releases").join(&state.current).join("relup");
+    let (direction, script, entry) = if let Some(entry) =
+        read(up.clone())?.and_then(|r| r.entry_for(&state.current, Direction::Up).cloned())
+    {
+        (Direction::Up, up, entry)
+    } else if let Some(entry) =
+        read(down.clone())?.and_then(|r| r.entry_for(vsn, Direction::Down).cloned())
+    {
+        (Direction::Down, down, entry)
+    } else {
+        return Err(ReleaseError::NoScript {
+            from: state.current.clone(),
+            to: vsn.to_owned(),
+            up,
+            down,
+        });
+    };
+    let plan = Plan {
+        vsn: vsn.to_owned(),
+        from: state.current.clone(),
+        direction,
+        script,
+        entry,
+        target,
+        current,
+    };
+    let problems = problems(h, &plan);
+    if !problems.is_empty() {
+        return Err(ReleaseError::Check { vsn: vsn.to_owned(), problems });
+    }
+    Ok(plan)
+}
+
+fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
+    let script = &plan.script;
+    let mut problems: Vec<String> = script_problems(script, &plan.entry.instructions)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
+    let node = &h.node;
+    let code = node.code();
+    let loaded: BTreeSet<String> = code
+        .status()
+        .modules
+        .into_iter()
+        .filter(|m| m.current.is_some() || m.old.is_some())
+        .map(|m| m.name)
+        .collect();
+    // Modules the script stages, with the functions their files export for apply.
+    let mut staged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let has_point =
+        plan.entry.instructions.iter().any(|i| matches!(i.value, Instruction::PointOfNoReturn));
+    let mut seen_point = false;
+    for spanned in &plan.entry.instructions {
+        let at = format!("{}:{}", script.display(), spanned.pos);
+        let mut problem = |msg: String| problems.push(format!("{at}: {msg}"));
+        let known = |m: &str, staged: &BTreeMap<String, Vec<String>>| {
+            loaded.contains(m) || staged.contains_key(m)
+        };
+        match &spanned.value {
+            Instruction::PointOfNoReturn => seen_point = true,
+            Instruction::LoadObjectCode { app, app_vsn, modules } => {
+                let Some(dir) = plan.lib_dir(h, app, app_vsn) else {
+                    problem(format!(
+                        "application {app} {app_vsn} is in neither release {} nor {} (no lib/{app}-{app_vsn})",
+                        plan.vsn, plan.from
+                    ));
+                    continue;
+                };
+                for module in modules {
+                    let file = dir.join(format!("{module}.so"));
+                    match elf::inspect_plugin(&file) {
+                        Ok(found) => {
+                            staged.insert(module.clone(), found.apply_functions);
+                        }
+                        Err(kind) => {
+                            problem(format!("module {module}: {}: {kind}", file.display()))
+                        }
+                    }
+                }
+            }
+            other if has_point && !seen_point => {
+                problem(format!(
+                    "{} before point_of_no_return: only load_object_code may come before it",
+                    other.name()
+                ));
+            }
+            Instruction::Load { module, pre, .. } | Instruction::Remove { module, pre, .. } => {
+                if *pre == PurgeMethod::SoftPurge && !loaded_old_is_free(h, module) {
+                    problem(format!("old_processes {module}: its old code is in use (soft_purge)"));
+                }
+            }
+            Instruction::Purge(modules)
+            | Instruction::Resume(modules)
+            | Instruction::Stop(modules)
+            | Instruction::Start(modules) => {
+                for m in modules.iter().filter(|m| !known(m, &staged)) {
+                    problem(format!("unknown module {m}"));
+                }
+            }
+            Instruction::Suspend(list) => {
+                for (m, _) in list.iter().filter(|(m, _)| !known(m, &staged)) {
+                    problem(format!("unknown module {m}"));
+                }
+            }
+            Instruction::CodeChange { changes, .. } => {
+                for (m, _) in changes.iter().filter(|(m, _)| !known(m, &staged)) {
+                    problem(format!("unknown module {m}"));
+                }
+            }
+            Instruction::Apply { module, function, args } => {
+                if let Some(arities) = builtin_arity(module, function) {
+                    if !arities.contains(&args.len()) {
+                        problem(format!(
+                            "{module}:{function} takes {arities:?} arguments, not {}",
+                            args.len()
+                        ));
+                    } else if module == "application" && function == "load" {
+                        match args[0].as_atom() {
+                            Some(app) if plan.app_file(h, app).is_some_and(|f| f.exists()) => {}
+                            Some(app) if node.is_application_loaded(app) => {}
+                            Some(app) => problem(format!(
+                                "application:load: no {app}.app in release {} or {}",
+                                plan.vsn, plan.from
+                            )),
+                            None => {
+                                problem(format!("application:load needs an atom, got {}", args[0]))
+                            }
+                        }
+                    }
+                } else if let Some(functions) = staged.get(module.as_str()) {
+                    if !functions.iter().any(|f| f == function) {
+                        problem(format!(
+                            "unknown apply target {module}:{function}: the staged {module} exports [{}]",
+                            functions.join(", ")
+                        ));
+                    }
+                } else if !code.exports(module, function) {
+                    problem(format!("unknown apply target {module}:{function}"));
+                }
+            }
+            Instruction::RestartNewEmulator | Instruction::RestartEmulator => problem(format!(
+                "{} is not supported: hotcode restarts a node through its service manager",
+                spanned.value.name()
+            )),
+            // sync_nodes is reported by the structural checks.
+            Instruction::SyncNodes { .. } => {}
+        }
+    }
+    problems
+}
+
+/// True if module `m` has no old code, or nobody holds it.
+fn loaded_old_is_free(h: &ReleaseHandler, m: &str) -> bool {
+    match h.node.code().holders(m) {
+        Ok(holders) => holders.old.is_none_or(|old| old.holders.is_empty()),
+        Err(_) => true,
+    }
+}
