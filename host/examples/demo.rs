@@ -6,7 +6,9 @@
 //! Part 1 is the included-application example of the seed documents: release A runs
 //! `prim_app` 1; release B includes `ch_app` (channel allocator `ch3` under `ch_sup`) in
 //! `prim_app` 2. The node goes A → B → A with each of the two seed relup scripts, verbatim.
-//! Part 2 swaps a library module back and forth while threads call it.
+//! Part 2 is the service example: a TCP counter service on 127.0.0.1 whose request handler
+//! is a plugin, upgraded and downgraded again and again while clients hammer it.
+//! Part 3 swaps a library module back and forth while threads call it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +46,7 @@ fn run() -> Result<()> {
     for script in ["included-app-restart", "included-app-supervisor"] {
         included_app(&dist.join(script), script)?;
     }
+    service(&dist.join("service"))?;
     library_under_load(&dist)?;
     println!("\nok: the demo ran to the end");
     Ok(())
@@ -145,6 +148,66 @@ fn included_app(root: &Path, script: &str) -> Result<()> {
     show_releases(&h);
     if !all_gone {
         return Err("ch_app's libraries stayed mapped after the downgrade".into());
+    }
+    Ok(())
+}
+
+const SERVICE_CYCLES: usize = 25;
+
+fn service(root: &Path) -> Result<()> {
+    step(&format!("The service example: {SERVICE_CYCLES} upgrade/downgrade cycles under load"));
+    let tmp = scratch_root(root)?;
+    let h = ReleaseHandler::boot(tmp.path(), ErrorAction::Return)?;
+    show_apps(&h);
+    let server =
+        hotcode::service::LineServer::start(h.node().reference(), "127.0.0.1:0", "svc_handler", 4)?;
+    say(format!(
+        "service listening on {} (request handler: gen_server svc_handler)",
+        server.addr()
+    ));
+    let load = hotcode::service::LoadGen::start(server.addr(), 2, "demo")?;
+    say("2 client threads send `INCR <own key>` in a loop and check every answer");
+    let mut windows = Vec::new();
+    let mut install_ms = Vec::new();
+    for cycle in 0..SERVICE_CYCLES {
+        for vsn in ["2", "1"] {
+            let before = load.answered();
+            let started = std::time::Instant::now();
+            let done = h.install(vsn)?;
+            install_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            windows.extend(done.suspend_window);
+            if cycle == 0 {
+                let window = done.suspend_window.map_or("-".into(), |w| format!("{w:?}"));
+                say(format!(
+                    "install {vsn}: {:?} from {}, handler suspended for {window}",
+                    done.direction, done.from
+                ));
+            }
+            // Let the clients make progress in each version before the next change.
+            while load.answered() < before + 5 {
+                std::thread::yield_now();
+            }
+        }
+        if cycle == 1 {
+            say("...");
+        }
+    }
+    let report = load.finish();
+    windows.sort();
+    install_ms.sort_by(f64::total_cmp);
+    let p50 = windows.get(windows.len() / 2).copied().unwrap_or_default();
+    let max = windows.last().copied().unwrap_or_default();
+    say(format!(
+        "summary: {} requests, {} failed, answered by v1: {}, by v2: {}",
+        report.requests, report.failed, report.by_version[0], report.by_version[1]
+    ));
+    say(format!(
+        "suspend window: median {p50:?}, max {max:?}; install: median {:.1} ms; slowest request {} us",
+        install_ms[install_ms.len() / 2],
+        report.max_latency_us
+    ));
+    if report.failed != 0 || report.by_version.contains(&0) {
+        return Err(format!("the service lost requests: {:?}", report.problems).into());
     }
     Ok(())
 }

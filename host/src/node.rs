@@ -421,6 +421,73 @@ impl Node {
             .map_err(|_| ProcessError::Timeout { dest: dest.to_string(), after: timeout })
     }
 
+    /// Suspends many processes at once: every request is sent before any answer is awaited,
+    /// so the cost is one round trip, not one per process. Returns, per pid, whether it
+    /// answered within `timeout` (measured from the start).
+    pub fn suspend_many(
+        &self,
+        pids: &[Pid],
+        timeout: Duration,
+    ) -> Vec<(Pid, Result<(), ProcessError>)> {
+        let deadline = std::time::Instant::now() + timeout;
+        let pending: Vec<(Pid, Result<channel::Receiver<()>, ProcessError>)> = pids
+            .iter()
+            .map(|&pid| {
+                let (tx, rx) = channel::bounded(1);
+                (pid, self.inner.send(&Dest::Pid(pid), Msg::Sys(SysMsg::Suspend(tx))).map(|()| rx))
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|(pid, rx)| {
+                let answer = rx.and_then(|rx| {
+                    rx.recv_deadline(deadline).map_err(|_| ProcessError::Timeout {
+                        dest: pid.to_string(),
+                        after: timeout,
+                    })
+                });
+                (pid, answer)
+            })
+            .collect()
+    }
+
+    /// `change_code` of many (suspended) processes at once, in the way of
+    /// [`suspend_many`](Self::suspend_many).
+    pub fn change_code_many(
+        &self,
+        pids: &[Pid],
+        mode: ChangeMode,
+        extra: &Term,
+        timeout: Duration,
+    ) -> Vec<(Pid, Result<(), ProcessError>)> {
+        let deadline = std::time::Instant::now() + timeout;
+        let pending: Vec<_> = pids
+            .iter()
+            .map(|&pid| {
+                let (tx, rx) = channel::bounded(1);
+                let msg = Msg::Sys(SysMsg::ChangeCode { mode, extra: extra.clone(), ack: tx });
+                (pid, self.inner.send(&Dest::Pid(pid), msg).map(|()| rx))
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|(pid, rx)| {
+                let dest = pid.to_string();
+                let answer = rx.and_then(|rx| match rx.recv_deadline(deadline) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(reason)) => Err(ProcessError::CodeChange { dest, reason }),
+                    Err(channel::RecvTimeoutError::Timeout) => {
+                        Err(ProcessError::Timeout { dest, after: timeout })
+                    }
+                    Err(channel::RecvTimeoutError::Disconnected) => {
+                        Err(ProcessError::CodeChange { dest, reason: Term::atom("exited") })
+                    }
+                });
+                (pid, answer)
+            })
+            .collect()
+    }
+
     /// `sys:resume(Dest)`.
     pub fn resume(&self, dest: impl Into<Dest>) -> Result<(), ProcessError> {
         self.inner.send(&dest.into(), Msg::Sys(SysMsg::Resume))

@@ -5,7 +5,7 @@
 //! and the first error is returned as [`ReleaseError::AfterPointOfNoReturn`], which the
 //! handler turns into its error action.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plugin_api::Term;
 
@@ -29,9 +29,14 @@ struct Ctx {
     suspended: Vec<(String, Pid)>,
     /// Children stopped by `stop`, to be started again by `start`: (module, supervisor, id).
     stopped: Vec<(String, Pid, String)>,
+    /// When the first process was suspended, while any is.
+    suspended_since: Option<Instant>,
+    /// The longest stretch during which some process was suspended.
+    suspend_window: Option<Duration>,
 }
 
-pub(crate) fn run(h: &ReleaseHandler, plan: &Plan) -> Result<(), ReleaseError> {
+/// Runs the entry; returns the suspend window (first suspend to last resume), if any.
+pub(crate) fn run(h: &ReleaseHandler, plan: &Plan) -> Result<Option<Duration>, ReleaseError> {
     let instructions = &plan.entry.instructions;
     let point = instructions.iter().position(|i| matches!(i.value, Instruction::PointOfNoReturn));
     let (before, after) = match point {
@@ -71,7 +76,7 @@ pub(crate) fn run(h: &ReleaseHandler, plan: &Plan) -> Result<(), ReleaseError> {
             });
         }
     }
-    Ok(())
+    Ok(ctx.suspend_window)
 }
 
 /// At the point of no return, the loaded specs of the target release's applications
@@ -115,7 +120,10 @@ fn eval(
                 let timeout = timeout.duration().unwrap_or(FOREVER);
                 for pid in node.processes_running(module) {
                     match node.suspend(pid, timeout) {
-                        Ok(()) => ctx.suspended.push((module.clone(), pid)),
+                        Ok(()) => {
+                            ctx.suspended_since.get_or_insert_with(Instant::now);
+                            ctx.suspended.push((module.clone(), pid));
+                        }
                         Err(ProcessError::Timeout { .. }) => {
                             // OTP leaves it out and makes sure it does not stay suspended.
                             log::warn!(
@@ -138,6 +146,12 @@ fn eval(
                     true
                 }
             });
+            if ctx.suspended.is_empty()
+                && let Some(since) = ctx.suspended_since.take()
+            {
+                let window = since.elapsed();
+                ctx.suspend_window = Some(ctx.suspend_window.map_or(window, |w| w.max(window)));
+            }
             Ok(())
         }
         Instruction::CodeChange { mode, changes } => {
@@ -146,9 +160,11 @@ fn eval(
                 Direction::Down => ChangeMode::Down,
             };
             for (module, extra) in changes {
-                for (_, pid) in ctx.suspended.iter().filter(|(m, _)| m == module) {
-                    node.change_code(*pid, mode, extra.clone(), CODE_CHANGE_TIMEOUT)
-                        .map_err(|e| format!("code_change of {pid} ({module}): {e}"))?;
+                let pids: Vec<Pid> =
+                    ctx.suspended.iter().filter(|(m, _)| m == module).map(|(_, p)| *p).collect();
+                for (pid, answer) in node.change_code_many(&pids, mode, extra, CODE_CHANGE_TIMEOUT)
+                {
+                    answer.map_err(|e| format!("code_change of {pid} ({module}): {e}"))?;
                 }
             }
             Ok(())

@@ -198,6 +198,8 @@ pub struct Installed {
     pub direction: Direction,
     /// The relup entry's description.
     pub descr: Term,
+    /// How long processes were suspended (first suspend to last resume), if any were.
+    pub suspend_window: Option<std::time::Duration>,
 }
 
 struct State {
@@ -353,8 +355,8 @@ impl ReleaseHandler {
             plan.entry.instructions.len(),
             plan.script.display()
         );
-        match eval::run(self, &plan) {
-            Ok(()) => {}
+        let suspend_window = match eval::run(self, &plan) {
+            Ok(window) => window,
             Err(e @ ReleaseError::AfterPointOfNoReturn { .. }) => {
                 if self.error_action == ErrorAction::Restart {
                     log::error!("{e}; exiting so that the node restarts on the permanent release");
@@ -364,10 +366,15 @@ impl ReleaseHandler {
                 return Err(e);
             }
             Err(e) => return Err(e),
-        }
+        };
         let from = std::mem::replace(&mut state.current, vsn.to_owned());
         log::info!("release {vsn} installed (from {from}); make it permanent to keep it");
-        Ok(Installed { from, direction: plan.direction, descr: plan.entry.descr.clone() })
+        Ok(Installed {
+            from,
+            direction: plan.direction,
+            descr: plan.entry.descr.clone(),
+            suspend_window,
+        })
     }
 
     fn write(&self, releases: &[ReleaseEntry]) -> Result<(), ReleaseError> {
