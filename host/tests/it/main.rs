@@ -2,6 +2,7 @@
 
 mod applications;
 mod bad_input;
+mod cli;
 mod code_server;
 mod concurrency;
 mod dist_layout;

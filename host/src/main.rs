@@ -1,0 +1,310 @@
+//! `hotcode`: run a node, talk to a running node, check a relup script (SPEC §7).
+//!
+//! The binary is a thin shell over the library: `boot` is [`ReleaseHandler::boot`] plus the
+//! control socket ([`hotcode::control`]) and signal handling; `ctl` is one
+//! [`hotcode::control::request`]; `check` is the relup parser and [`Relup::problems`], with
+//! [`hotcode::elf::inspect_plugin`] for the object code when a root is given. Everything a
+//! person might want to script against has a stable exit code: 0 ok, 1 a refused operation
+//! or bad input (with a message on stderr), 2 usage (clap's own code for a bad command line).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use hotcode::control::{self, Control, ServeExit};
+use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
+use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
+
+const BOOT_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode boot target/dist/included-app-restart
+    RUST_LOG=debug hotcode boot target/dist/included-app-restart --error-action return
+
+The node runs the permanent release of ROOT and listens on ROOT/run/hotcode.sock (mode
+0600, peers of another uid refused) until SIGTERM or SIGINT, then stops its applications in
+reverse start order and exits 0. After `hotcode ctl ROOT reboot-old VSN` it exits 3 so that
+the service manager restarts it on the release that is permanent now.";
+
+const CTL_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode ctl target/dist/included-app-restart which-releases
+    hotcode ctl target/dist/included-app-restart check-install B
+    hotcode ctl target/dist/included-app-restart install B
+    hotcode ctl target/dist/included-app-restart status
+    hotcode ctl target/dist/included-app-restart make-permanent B
+    hotcode ctl target/dist/included-app-restart install A
+
+Exit status: 0 ok, 1 the node refused the operation (the reason is on stderr) or no node is
+running, 2 usage.";
+
+const CHECK_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode check relups/included-app-restart.relup
+    hotcode check relups/included-app-restart.relup --root target/dist/included-app-restart
+
+Each problem is printed as `path:line:col: message`; the exit status is 1 if there is any,
+else 0.";
+
+/// Erlang/OTP-style hot code upgrades for native Rust plugins.
+#[derive(Debug, Parser)]
+#[command(name = "hotcode", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node from the permanent release of ROOT until SIGTERM or SIGINT.
+    #[command(after_help = BOOT_EXAMPLES)]
+    Boot {
+        /// The release root (SPEC §6): lib/, releases/RELEASES, ...
+        root: PathBuf,
+        /// What to do when a relup instruction fails after the point of no return: exit
+        /// with code 3 so that the service manager restarts the node on the permanent
+        /// release, or report the error to the client and keep running.
+        #[arg(long, value_enum, default_value_t = Action::Restart)]
+        error_action: Action,
+    },
+    /// Send one release-handling request to the node running on ROOT.
+    #[command(after_help = CTL_EXAMPLES)]
+    Ctl {
+        /// The release root the node runs on.
+        root: PathBuf,
+        #[command(subcommand)]
+        op: CtlOp,
+    },
+    /// Check a relup script offline: syntax, instruction shapes, the rules between
+    /// instructions, and with --root the object code it loads.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check {
+        /// The relup file.
+        relup: PathBuf,
+        /// A release root whose lib/<App>-<AppVsn>/<Module>.so files must be hotcode
+        /// plugins for every load_object_code.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Action {
+    /// Exit with code 3 (the service manager restarts the node on the permanent release).
+    Restart,
+    /// Return the error to the client; the node keeps running.
+    Return,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlOp {
+    /// List the releases: name, version, status, applications.
+    WhichReleases,
+    /// Show the running release, applications, modules, processes and leaks.
+    Status,
+    /// Add the release laid out as a root in directory PATH (releases/<vsn>/, lib/).
+    Unpack {
+        /// The directory holding the release.
+        path: PathBuf,
+    },
+    /// Check everything an install would, without changing the node.
+    CheckInstall {
+        /// The release to install.
+        vsn: String,
+    },
+    /// Upgrade or downgrade the node to release VSN with its relup.
+    Install {
+        /// The release to install.
+        vsn: String,
+    },
+    /// Make the installed release VSN the one the node boots.
+    MakePermanent {
+        /// The current release.
+        vsn: String,
+    },
+    /// Make old release VSN permanent again and restart the node on it.
+    RebootOld {
+        /// The old release.
+        vsn: String,
+    },
+    /// Delete release VSN and the libraries no other release uses.
+    Remove {
+        /// The release to remove.
+        vsn: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hotcode: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Boot { root, error_action } => boot(&root, error_action),
+        Command::Ctl { root, op } => ctl(&root, op),
+        Command::Check { relup, root } => check(&relup, root.as_deref()),
+    }
+}
+
+fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Registered before anything else, so that a SIGTERM during boot is not lost: the node
+    // then shuts down as soon as it is up. A second signal while shutting down ends the
+    // process at once (conditional_shutdown acts only when the flag is set already).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing the signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handlers")?;
+    }
+    // The socket first: it refuses a second node on the same root before that node starts
+    // anything, and it exists before "node up" is printed.
+    let control = Control::bind(root).context("cannot open the control socket")?;
+    let error_action = match action {
+        Action::Restart => ErrorAction::Restart,
+        Action::Return => ErrorAction::Return,
+    };
+    let handler = ReleaseHandler::boot(root, error_action)
+        .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
+    let current = handler.current();
+    let name = handler
+        .which_releases()
+        .into_iter()
+        .find(|r| r.vsn == current)
+        .map_or_else(|| "?".to_owned(), |r| r.name);
+    println!("hotcode: node up on {}, release {name} {current}", root.display());
+    std::io::stdout().flush().context("writing to stdout")?;
+    let exit = control.serve(&handler, &stop).context("serving the control socket")?;
+    log::info!("shutting down: stopping applications");
+    handler.node().shutdown();
+    drop(control);
+    Ok(match exit {
+        ServeExit::Stopped => {
+            log::info!("node stopped");
+            ExitCode::SUCCESS
+        }
+        ServeExit::Restart => {
+            log::info!("node stopped; exiting with {EXIT_RESTART} to be restarted");
+            ExitCode::from(u8::try_from(EXIT_RESTART).unwrap_or(1))
+        }
+    })
+}
+
+fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
+    let fields: Vec<String> = match op {
+        CtlOp::WhichReleases => vec!["which-releases".into()],
+        CtlOp::Status => vec!["status".into()],
+        CtlOp::Unpack { path } => {
+            // The node runs in another directory: send it a path that means the same there.
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("cannot make {} absolute", path.display()))?;
+            let Some(path) = path.to_str() else {
+                bail!(
+                    "{}: the path is not UTF-8, which the control protocol carries",
+                    path.display()
+                );
+            };
+            vec!["unpack".into(), path.to_owned()]
+        }
+        CtlOp::CheckInstall { vsn } => vec!["check-install".into(), vsn],
+        CtlOp::Install { vsn } => vec!["install".into(), vsn],
+        CtlOp::MakePermanent { vsn } => vec!["make-permanent".into(), vsn],
+        CtlOp::RebootOld { vsn } => vec!["reboot-old".into(), vsn],
+        CtlOp::Remove { vsn } => vec!["remove".into(), vsn],
+    };
+    let (lines, code) = control::request(root, &fields)?;
+    if code == 0 {
+        let mut out = std::io::stdout().lock();
+        for line in &lines {
+            writeln!(out, "{line}").context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")?;
+    } else {
+        let mut lines = lines.iter();
+        let first = lines.next().map_or("the node refused the request", String::as_str);
+        eprintln!("hotcode: error: {first}");
+        for line in lines {
+            eprintln!("{line}");
+        }
+    }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn check(path: &Path, root: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if let Some(root) = root
+        && !root.is_dir()
+    {
+        bail!("{}: not a directory (--root must be a release root)", root.display());
+    }
+    let relup = match read_relup(path) {
+        Ok(relup) => relup,
+        // A file that cannot be read is an error of the command, not a problem of a script.
+        Err(e) if matches!(e.kind, ParseErrorKind::Io(_)) => return Err(e.into()),
+        Err(e) => {
+            println!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut problems: Vec<(Option<Pos>, String)> =
+        relup.problems(path).into_iter().map(|p| (p.pos, p.to_string())).collect();
+    if let Some(root) = root {
+        problems.extend(object_code_problems(path, &relup, root));
+    }
+    // Stable: problems at one position keep the order they were found in.
+    problems.sort_by_key(|(pos, _)| *pos);
+    if problems.is_empty() {
+        println!(
+            "ok: {} ({} up, {} down entries)",
+            path.display(),
+            relup.up.len(),
+            relup.down.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    for (_, problem) in &problems {
+        writeln!(out, "{problem}").context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(ExitCode::from(1))
+}
+
+/// For each `load_object_code {App, AppVsn, [M]}` of every entry: whether
+/// `ROOT/lib/<App>-<AppVsn>/<M>.so` is a hotcode plugin, read without loading it.
+fn object_code_problems(path: &Path, relup: &Relup, root: &Path) -> Vec<(Option<Pos>, String)> {
+    let mut problems = Vec::new();
+    for entry in relup.up.iter().chain(&relup.down) {
+        for instruction in &entry.instructions {
+            let Instruction::LoadObjectCode { app, app_vsn, modules } = &instruction.value else {
+                continue;
+            };
+            let dir = root.join("lib").join(format!("{app}-{app_vsn}"));
+            for module in modules {
+                let file = dir.join(format!("{module}.so"));
+                if let Err(kind) = hotcode::elf::inspect_plugin(&file) {
+                    problems.push((
+                        Some(instruction.pos),
+                        format!(
+                            "{}:{}: module {module} of {app} {app_vsn}: {}: {kind}",
+                            path.display(),
+                            instruction.pos,
+                            file.display()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
