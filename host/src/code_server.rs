@@ -283,10 +283,29 @@ impl CodeServer {
         module: &str,
         path: impl AsRef<Path>,
     ) -> Result<VersionInfo, LoadError> {
-        let path = path.as_ref();
+        self.stage(module, path.as_ref(), None)
+    }
+
+    /// [`load_object_code`](Self::load_object_code) of a file whose SHA-256 must be
+    /// `sha256` (as its release recorded it); a file that differs is refused, naming it.
+    pub fn load_object_code_verified(
+        &self,
+        module: &str,
+        path: impl AsRef<Path>,
+        sha256: &loader::Sha256,
+    ) -> Result<VersionInfo, LoadError> {
+        self.stage(module, path.as_ref(), Some(sha256))
+    }
+
+    fn stage(
+        &self,
+        module: &str,
+        path: &Path,
+        sha256: Option<&loader::Sha256>,
+    ) -> Result<VersionInfo, LoadError> {
         reaper::retry_leaked();
         let id = NEXT_VERSION.fetch_add(1, Ordering::Relaxed);
-        let opened = loader::open(module, path, &self.scratch, id)?;
+        let opened = loader::open(module, path, &self.scratch, id, sha256)?;
         let version = Arc::new(Version::new(id, self.id, path.to_owned(), opened));
         let mut state = self.lock();
         if let Err(kind) = check_interface(state.modules.get(module), &version) {

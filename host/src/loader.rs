@@ -117,17 +117,87 @@ pub(crate) fn check_elf(path: &Path) -> Result<(), LoadErrorKind> {
     Ok(())
 }
 
+/// A SHA-256 digest.
+pub type Sha256 = [u8; 32];
+
+/// Lower-case hex of a digest.
+pub fn hex(digest: &Sha256) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a file's contents.
+pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
+    use sha2::Digest;
+    let mut file = File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Refuses a plugin file, or the directory holding it, that group or others may write:
+/// whoever can write it decides what code the node runs.
+pub(crate) fn check_permissions(path: &Path) -> Result<(), LoadErrorKind> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    for target in [path, dir] {
+        let mode = match std::fs::metadata(target) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadErrorKind::NotFound);
+            }
+            Err(e) => return Err(LoadErrorKind::Io(e)),
+        };
+        let by = if mode & 0o002 != 0 {
+            "others"
+        } else if mode & 0o020 != 0 {
+            "group"
+        } else {
+            continue;
+        };
+        return Err(LoadErrorKind::Writable { path: target.to_owned(), by, mode: mode & 0o7777 });
+    }
+    Ok(())
+}
+
 /// Opens `source` as version `serial` of `module`, through a private copy in `scratch`.
+/// With `expected`, the copy's SHA-256 must match it: the digest is taken of the very bytes
+/// that get mapped, so the file cannot change between the check and the load.
 pub(crate) fn open(
     module: &str,
     source: &Path,
     scratch: &Path,
     serial: u64,
+    expected: Option<&Sha256>,
 ) -> Result<Opened, LoadError> {
     let fail = |kind| LoadError { module: module.to_owned(), path: source.to_owned(), kind };
     check_elf(source).map_err(fail)?;
+    check_permissions(source).map_err(fail)?;
     let copy = scratch.join(format!("{module}-{serial}.so"));
     std::fs::copy(source, &copy).map_err(|e| fail(LoadErrorKind::Io(e)))?;
+    if let Some(expected) = expected {
+        let found = match sha256_file(&copy) {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = std::fs::remove_file(&copy);
+                return Err(fail(LoadErrorKind::Io(e)));
+            }
+        };
+        if &found != expected {
+            let _ = std::fs::remove_file(&copy);
+            return Err(fail(LoadErrorKind::HashMismatch {
+                expected: hex(expected),
+                found: hex(&found),
+            }));
+        }
+    }
     match open_copy(module, &copy) {
         Ok(opened) => Ok(opened),
         Err(kind) => {

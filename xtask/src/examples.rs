@@ -447,6 +447,7 @@ fn write_root(root: &PlannedRoot, pool: &Path) -> Result<()> {
             fs::write(&dest, bytes)
                 .with_context(|| format!("failed to write {}", dest.display()))?;
         }
+        write_hashes(&root.dir, release, &dir.join(HASHES_FILE))?;
     }
     let entries: Vec<(&Release, Status)> =
         root.releases.iter().map(|r| (&r.release, r.status)).collect();
@@ -467,6 +468,36 @@ fn write_root(root: &PlannedRoot, pool: &Path) -> Result<()> {
         .collect();
     eprintln!("xtask: root {}: release {}", project::display(&root.dir), described.join(", "));
     Ok(())
+}
+
+/// The name of a release's integrity record (the host reads it as `modules.sha256`).
+const HASHES_FILE: &str = "modules.sha256";
+
+/// Records the SHA-256 of every module file of `release`, in `sha256sum` format with
+/// root-relative paths, so the host refuses a module file changed after the build (and an
+/// operator can run `sha256sum -c` from the root).
+fn write_hashes(root: &Path, release: &Release, dest: &Path) -> Result<()> {
+    use sha2::Digest;
+    let mut lines = Vec::new();
+    for app in &release.apps {
+        let dir = Path::new("lib").join(app.dir_name());
+        let mut files: Vec<PathBuf> = fs::read_dir(root.join(&dir))
+            .with_context(|| format!("failed to read {}", root.join(&dir).display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "so"))
+            .collect();
+        files.sort();
+        for file in files {
+            let bytes =
+                fs::read(&file).with_context(|| format!("failed to read {}", file.display()))?;
+            let digest = sha2::Sha256::digest(&bytes);
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let name =
+                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            lines.push(format!("{hex}  {}/{name}\n", dir.display()));
+        }
+    }
+    fs::write(dest, lines.concat()).with_context(|| format!("failed to write {}", dest.display()))
 }
 
 /// Copies every regular file of `from` into a new directory `to`.
@@ -769,8 +800,10 @@ mod tests {
                 "lib/prim_app-2/prim_sup.so",
                 "releases/",
                 "releases/A/",
+                "releases/A/modules.sha256",
                 "releases/A/prim.rel",
                 "releases/B/",
+                "releases/B/modules.sha256",
                 "releases/B/prim.rel",
                 "releases/B/relup",
                 "releases/RELEASES",

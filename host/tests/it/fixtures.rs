@@ -152,6 +152,19 @@ fn build_root(name: &str, releases: &[(&str, &[AppVersion])], script: &str) -> t
             lib_apps.join(", ")
         ));
     }
+    // Each release records the SHA-256 of every module file it ships, as dist does.
+    for (vsn, apps) in releases {
+        let mut record = hotcode::release::hashes::ModuleHashes::new();
+        for (app, v, modules) in apps.iter() {
+            for m in modules.iter() {
+                let rel = format!("lib/{app}-{v}/{m}.so");
+                let digest = hotcode::loader::sha256_file(&r.join(&rel)).expect("sha256");
+                record.insert(rel, digest);
+            }
+        }
+        let text = hotcode::release::hashes::render_hashes(&record);
+        std::fs::write(r.join("releases").join(vsn).join("modules.sha256"), text).expect("record");
+    }
     let (last, _) = releases.last().expect("a release");
     std::fs::copy(root_dir_relup(script), r.join("releases").join(last).join("relup"))
         .expect("relup");
@@ -164,4 +177,18 @@ fn build_root(name: &str, releases: &[(&str, &[AppVersion])], script: &str) -> t
 /// `relups/<name>.relup`, one of the project's seed scripts.
 pub fn root_dir_relup(name: &str) -> PathBuf {
     root().join("relups").join(format!("{name}.relup"))
+}
+
+/// Rewrites release `vsn`'s integrity record for `files` (root-relative), as a rebuild of
+/// the release would after its module files changed.
+pub fn record_release(root: &Path, vsn: &str, files: &[&str]) {
+    let mut record = hotcode::release::hashes::ModuleHashes::new();
+    for rel in files {
+        record.insert(
+            (*rel).to_owned(),
+            hotcode::loader::sha256_file(&root.join(rel)).expect("sha256"),
+        );
+    }
+    let text = hotcode::release::hashes::render_hashes(&record);
+    std::fs::write(root.join("releases").join(vsn).join("modules.sha256"), text).expect("record");
 }

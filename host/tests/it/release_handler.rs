@@ -279,6 +279,12 @@ fn an_error_before_the_point_of_no_return_rolls_everything_back() {
     // A file that passes the file checks (a real plugin) but is another module: the full
     // checks at load_object_code refuse it, after ch_sup was already staged.
     std::fs::copy(fixtures::plugin("greeter-v1"), root.path().join("lib/ch_app-1/ch3.so")).unwrap();
+    let b = ["lib/prim_app-2/prim_app.so", "lib/prim_app-2/prim_sup.so", "lib/ch_app-1/ch_app.so"];
+    fixtures::record_release(
+        root.path(),
+        "B",
+        &[&b[..], &["lib/ch_app-1/ch_sup.so", "lib/ch_app-1/ch3.so"]].concat(),
+    );
     let h = boot(root.path());
     let before = std::fs::read(root.path().join("releases/RELEASES")).unwrap();
     match h.install("B") {
@@ -331,6 +337,11 @@ fn a_failing_code_change_after_the_point_of_no_return_is_an_error() {
     )
     .unwrap();
 
+    fixtures::record_release(
+        r,
+        "C",
+        &["lib/ch_app-2/ch_app.so", "lib/ch_app-2/ch_sup.so", "lib/ch_app-2/ch3.so"],
+    );
     let h = boot(r);
     h.install("B").unwrap();
     let ch3 = h.node().processes_running("ch3")[0];
@@ -345,4 +356,55 @@ fn a_failing_code_change_after_the_point_of_no_return_is_an_error() {
     assert_eq!(h.current(), "B", "the install did not complete");
     assert!(!h.node().is_alive(ch3), "the process whose code_change failed crashed");
     let _ = RestartType::Permanent;
+}
+
+#[test]
+fn a_tampered_module_file_is_refused_naming_it_and_the_node_keeps_serving() {
+    let root = fixtures::release_root("included-app-supervisor");
+    let h = boot(root.path());
+    let before = std::fs::read(root.path().join("releases/RELEASES")).unwrap();
+    // One byte changed in B's ch3.
+    let file = root.path().join("lib/ch_app-1/ch3.so");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    for err in [h.check_install("B").unwrap_err(), h.install("B").unwrap_err()] {
+        let text = err.to_string();
+        assert!(text.contains("lib/ch_app-1/ch3.so") && text.contains("SHA-256"), "{text}");
+    }
+    unchanged(&h, root.path(), &before);
+}
+
+#[test]
+fn booting_a_release_with_a_tampered_module_fails_naming_the_file() {
+    let root = fixtures::release_root("included-app-restart");
+    let file = root.path().join("lib/prim_app-1/prim_sup.so");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let err = ReleaseHandler::boot(root.path(), ErrorAction::Return)
+        .err()
+        .expect("boot refused")
+        .to_string();
+    assert!(err.contains("prim_sup.so") && err.contains("SHA-256 mismatch"), "{err}");
+}
+
+#[test]
+fn module_files_writable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = fixtures::release_root("included-app-supervisor");
+    let h = boot(root.path());
+    let file = root.path().join("lib/ch_app-1/ch3.so");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = h.install("B").unwrap_err().to_string();
+    assert!(err.contains("ch3.so is writable by others"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = root.path().join("lib/ch_app-1");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let err = h.install("B").unwrap_err().to_string();
+    assert!(err.contains("lib/ch_app-1 is writable by group"), "{err}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.install("B").unwrap();
 }
