@@ -96,7 +96,9 @@ pub fn dist() -> Result<PathBuf> {
 }
 
 /// Places the application's `.app` file, which lives beside the application's module
-/// crates (`plugins/<app>-<vsn>/<app>.app`), in the application's library directory.
+/// crates (`plugins/<app>-<vsn>/<app>.app`), in the application's library directory, and its
+/// `.appup` beside it when the application version has one (as OTP keeps both in `ebin`), so
+/// that `hotcode make-relup` finds it in the release roots.
 fn place_app_file(plugin: &Plugin, app_dir: &Path) -> Result<()> {
     let name = format!("{}.app", plugin.app);
     let crate_dir = plugin.manifest_path.parent().unwrap_or(Path::new("."));
@@ -113,6 +115,13 @@ fn place_app_file(plugin: &Plugin, app_dir: &Path) -> Result<()> {
     let dest = app_dir.join(&name);
     copy(&source, &dest)?;
     eprintln!("xtask: placed {}", project::display(&dest));
+    // The appup is optional: a first version, or one that is never upgraded to, has none.
+    let appup = source.with_extension("appup");
+    if appup.exists() {
+        let dest = dest.with_extension("appup");
+        copy(&appup, &dest)?;
+        eprintln!("xtask: placed {}", project::display(&dest));
+    }
     Ok(())
 }
 

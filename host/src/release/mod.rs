@@ -1,9 +1,10 @@
-//! Release files: reading OTP's relup, `.app`, `.rel` and RELEASES files, and writing
-//! RELEASES.
+//! Release files: reading OTP's relup, `.appup`, `.app`, `.rel` and RELEASES files, writing
+//! RELEASES, and making a relup from appups.
 //!
 //! OTP describes releases and the way between them in plain term files, and hotcode keeps
 //! those files as they are (SPEC §5, §6) so that what people know from OTP carries over.
-//! This module only reads and writes them; it loads nothing and evaluates nothing.
+//! This module only reads and writes them ([`make_relup()`] writes relups from appups the way
+//! OTP's `systools` does); it loads nothing and evaluates nothing.
 //!
 //! Parsing has two stages. [`terms`] turns text into raw terms that remember their line and
 //! column; [`relup`] and [`files`] check those against each file's shape and return typed
@@ -14,17 +15,22 @@
 //! **Invariant:** this layer knows nothing of libraries, the code server or processes: a
 //! relup is read and checked the same whether or not its release is on disk or running.
 
+pub mod appup;
 pub mod error;
 pub mod files;
+pub mod hashes;
+pub mod make_relup;
 pub mod relup;
 mod shape;
 pub mod terms;
 
+pub use appup::{Appup, AppupEntry, AppupInstruction, AppupItem};
 pub use error::{ParseError, ParseErrorKind};
 pub use files::{
     AppSpec, RelApp, RelSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, parse_releases,
     read_releases, render_releases, write_atomically, write_releases_atomically,
 };
+pub use make_relup::{MakeRelupError, MakeRelupErrorKind, make_relup, write_relup};
 pub use relup::{
     Direction, Instruction, Relup, RelupEntry, Timeout, check_script, parse_relup, read_relup,
     script_problems,

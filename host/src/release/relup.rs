@@ -31,7 +31,7 @@ use plugin_api::Term;
 
 use super::error::{ParseError, ParseErrorKind};
 use super::shape::Form;
-use super::terms::{Pos, RawTerm, Spanned, parse_single_term, read_single_term};
+use super::terms::{Pos, RawTerm, Spanned, parse_single_term, read_single_term, write_quoted};
 pub use crate::code_server::PurgeMethod;
 
 /// How long a `suspend` waits for a process that gives no timeout (SPEC §5.3).
@@ -330,6 +330,49 @@ impl Relup {
             None => Ok(()),
         }
     }
+
+    /// The relup in OTP's file syntax, one instruction per line, ending with `.` and a
+    /// newline: what `systools:make_relup` writes, and what [`parse_relup`] reads back to the
+    /// same relup (the positions aside, which are those of the rendered text).
+    ///
+    /// One instruction per line keeps a generated script as easy to read and diff as a
+    /// hand-written one, and makes every `path:line:col` that `hotcode check` reports about
+    /// it point at exactly one instruction.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a `String` cannot fail.
+        let _ = self.write_to(&mut out);
+        out
+    }
+
+    fn write_to(&self, out: &mut String) -> fmt::Result {
+        use fmt::Write as _;
+        out.push('{');
+        write_quoted(out, &self.vsn, '"')?;
+        out.push_str(",\n");
+        for (index, entries) in [&self.up, &self.down].into_iter().enumerate() {
+            if entries.is_empty() {
+                out.push_str(" []");
+            }
+            for (number, entry) in entries.iter().enumerate() {
+                out.push_str(if number == 0 { " [{" } else { ",\n  {" });
+                write_quoted(out, &entry.vsn, '"')?;
+                write!(out, ", {},\n   [", entry.descr)?;
+                for (number, instruction) in entry.instructions.iter().enumerate() {
+                    if number > 0 {
+                        out.push_str(",\n    ");
+                    }
+                    write!(out, "{}", instruction.value)?;
+                }
+                out.push_str("]}");
+                if number + 1 == entries.len() {
+                    out.push(']');
+                }
+            }
+            out.push_str(if index == 0 { ",\n" } else { "\n}.\n" });
+        }
+        Ok(())
+    }
 }
 
 /// Parses `text`, the contents of the relup file at `path`, into typed instructions.
@@ -573,7 +616,11 @@ fn not_an_instruction(path: &Path, term: &Spanned<RawTerm>) -> ParseError {
     )
 }
 
-fn purge_method(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<PurgeMethod, ParseError> {
+/// Reads a purge method, `soft_purge` or `brutal_purge`; the appup reader shares it.
+pub(super) fn purge_method(
+    form: &Form<'_>,
+    term: &Spanned<RawTerm>,
+) -> Result<PurgeMethod, ParseError> {
     match term.value.as_atom() {
         Some("soft_purge") => Ok(PurgeMethod::SoftPurge),
         Some("brutal_purge") => Ok(PurgeMethod::BrutalPurge),
@@ -592,7 +639,8 @@ fn suspended(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<(String, Timeou
     }
 }
 
-fn timeout(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<Timeout, ParseError> {
+/// Reads a suspend timeout: milliseconds, `default` or `infinity`; the appup reader shares it.
+pub(super) fn timeout(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<Timeout, ParseError> {
     match &term.value {
         RawTerm::Int(ms) => match u64::try_from(*ms) {
             Ok(ms) => Ok(Timeout::Ms(ms)),
@@ -936,6 +984,61 @@ mod tests {
         );
         // Positions are those of the file: the down script's code_change is on line 24.
         assert_eq!(down[6].pos, Pos::new(24, 1));
+    }
+
+    /// The relup with every position cleared, to compare a relup with its rendering read
+    /// back.
+    fn unplaced(relup: &Relup) -> Relup {
+        let mut relup = relup.clone();
+        for entry in relup.up.iter_mut().chain(relup.down.iter_mut()) {
+            entry.pos = Pos::new(0, 0);
+            for instruction in &mut entry.instructions {
+                instruction.pos = Pos::new(0, 0);
+            }
+        }
+        relup
+    }
+
+    #[test]
+    fn rendered_relups_read_back_the_same() {
+        let seeds =
+            ["included-app-restart.relup", "included-app-supervisor.relup", "service.relup"];
+        let mut relups: Vec<Relup> = seeds.into_iter().map(|name| seed(name).1).collect();
+        let odd = "{\"C\", [{\"A\", \"from A\", []}, {\"B\", [x], [point_of_no_return]}], []}.";
+        relups.push(parse_relup(path(), odd).expect("well-formed"));
+        relups.push(parse_relup(path(), "{\"it's \\\"q\\\"\", [], []}.").expect("well-formed"));
+        for relup in relups {
+            let text = relup.render();
+            let read = parse_relup(path(), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(unplaced(&read), unplaced(&relup), "{text}");
+            // One instruction per line: each is alone on its line, with only brackets and
+            // commas around it.
+            for instruction in read.up.iter().chain(&read.down).flat_map(|e| &e.instructions) {
+                let line = text.lines().nth(instruction.pos.line as usize - 1).unwrap_or("");
+                let shown = instruction.value.to_string();
+                let rest = line.trim_start().trim_start_matches('[').strip_prefix(shown.as_str());
+                assert!(matches!(rest, Some("," | "]}," | "]}]," | "]}]")), "{line:?}");
+            }
+        }
+        let (_, service) = seed("service.relup");
+        let expected = r#"{"2",
+ [{"1", [],
+   [{load_object_code,{svc,"2",[svc_handler]}},
+    point_of_no_return,
+    {suspend,[svc_handler]},
+    {load,{svc_handler,brutal_purge,brutal_purge}},
+    {code_change,up,[{svc_handler,[]}]},
+    {resume,[svc_handler]}]}],
+ [{"1", [],
+   [{load_object_code,{svc,"1",[svc_handler]}},
+    point_of_no_return,
+    {suspend,[svc_handler]},
+    {code_change,down,[{svc_handler,[]}]},
+    {load,{svc_handler,brutal_purge,brutal_purge}},
+    {resume,[svc_handler]}]}]
+}.
+"#;
+        assert_eq!(service.render(), expected);
     }
 
     /// The data-driven cases: `tests/relup_cases/good/*.relup` must parse and pass the
