@@ -17,6 +17,7 @@ mod plugins;
 mod project;
 mod terms;
 mod test;
+mod watch;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ COMMANDS:
                         with HOTCODE_PLUGIN_DIR pointing at the prebuilt plugins
     demo [ARGS...]      Run `dist`, then the hotcode `demo` example against target/dist
     bench [ARGS...]     Run `cargo bench -p hotcode [ARGS...]`
+    watch PLUGIN        Rebuild plugin package PLUGIN (debug) whenever a file in its src/
+                        changes, until Ctrl-C; pair it with `hotcode watch target/debug ...`
     help                Print this message
 
 Plugins are the workspace packages with a [package.metadata.hotcode] table
@@ -48,6 +51,7 @@ ENVIRONMENT:
 EXAMPLES:
     cargo xtask build --release
     cargo xtask test -- --nocapture
+    cargo xtask watch greeter-v1
 ";
 
 /// An error in the command line itself: reported with the usage text and
@@ -105,6 +109,7 @@ fn run() -> anyhow::Result<ExitCode> {
         "test" => test::run(rest),
         "demo" => demo::run(rest),
         "bench" => bench::run(rest),
+        "watch" => watch::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
