@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::release::ReleaseStatus;
-use crate::release_handler::{ReleaseError, ReleaseHandler};
+use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
 
 /// Where the socket is, relative to the release root.
 pub const SOCKET: &str = "run/hotcode.sock";
@@ -287,7 +287,7 @@ impl Control {
         let reply = match request {
             Ok(fields) => {
                 log::info!("control: {}", fields.join(" "));
-                self.dispatch(handler, &fields)
+                self.dispatch(handler, &fields, &stream)
             }
             Err(message) => Reply::usage(message),
         };
@@ -299,7 +299,7 @@ impl Control {
         Ok(reply.restart)
     }
 
-    fn dispatch(&self, handler: &ReleaseHandler, fields: &[String]) -> Reply {
+    fn dispatch(&self, handler: &ReleaseHandler, fields: &[String], stream: &UnixStream) -> Reply {
         let request = match Request::parse(fields) {
             Ok(request) => request,
             Err(message) => return Reply::usage(message),
@@ -328,7 +328,19 @@ impl Control {
                     plan.script.display()
                 )]
             }),
-            Request::Install(vsn) => handler.install(vsn).map(|installed| {
+            Request::Install(vsn) => {
+                let mut progress = |p: Progress<'_>| {
+                    // Progress lines go out as the install runs; a client that left misses
+                    // them, which must not stop the install.
+                    let line = format!(
+                        "{PROGRESS_PREFIX}install {vsn}: [{}/{}] {}\n",
+                        p.step, p.total, p.instruction
+                    );
+                    let _ = (&*stream).write_all(line.replace('\r', " ").as_bytes());
+                };
+                handler.install_with_progress(vsn, &mut progress)
+            }
+            .map(|installed| {
                 vec![format!(
                     "ok: installed {vsn} ({} from {}): {}",
                     direction_word(installed.direction),
@@ -411,6 +423,19 @@ impl Drop for Control {
 /// a field cannot be sent; [`ControlError::Protocol`] if the node closed the connection
 /// before its final line; [`ControlError::Io`] for other socket errors.
 pub fn request(root: &Path, fields: &[String]) -> Result<(Vec<String>, i32), ControlError> {
+    request_with_progress(root, fields, &mut |_| {})
+}
+
+/// Lines a node sends while an operation runs start with this; they are not part of the
+/// answer.
+pub const PROGRESS_PREFIX: &str = "# ";
+
+/// [`request`], handing each progress line to `progress` as it arrives.
+pub fn request_with_progress(
+    root: &Path,
+    fields: &[String],
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Vec<String>, i32), ControlError> {
     if let Some(field) = fields.iter().find(|f| f.contains(['\t', '\n', '\r'])) {
         return Err(ControlError::BadField { field: field.clone() });
     }
@@ -427,7 +452,11 @@ pub fn request(root: &Path, fields: &[String]) -> Result<(Vec<String>, i32), Con
     stream.shutdown(std::net::Shutdown::Write).map_err(io_error(&socket))?;
     let mut lines = Vec::new();
     for line in BufReader::new(stream).lines() {
-        lines.push(line.map_err(io_error(&socket))?);
+        let line = line.map_err(io_error(&socket))?;
+        match line.strip_prefix(PROGRESS_PREFIX) {
+            Some(step) => progress(step),
+            None => lines.push(line),
+        }
     }
     let protocol = |detail: String| ControlError::Protocol { socket: socket.clone(), detail };
     let Some(last) = lines.pop() else {

@@ -42,6 +42,7 @@ pub mod release_handler;
 pub mod service;
 pub mod supervisor;
 mod version;
+pub mod watch;
 
 pub use application::{AppError, RestartType, RunningApp};
 pub use code_server::{

@@ -1,9 +1,11 @@
-//! `hotcode`: run a node, talk to a running node, check a relup script (SPEC §7).
+//! `hotcode`: run a node, talk to a running node, check a relup script (SPEC §7), and
+//! reload plugins as they are rebuilt during development.
 //!
 //! The binary is a thin shell over the library: `boot` is [`ReleaseHandler::boot`] plus the
 //! control socket ([`hotcode::control`]) and signal handling; `ctl` is one
 //! [`hotcode::control::request`]; `check` is the relup parser and [`Relup::problems`], with
-//! [`hotcode::elf::inspect_plugin`] for the object code when a root is given. Everything a
+//! [`hotcode::elf::inspect_plugin`] for the object code when a root is given; `watch` is a
+//! [`Watcher`] on a fresh node. Everything a
 //! person might want to script against has a stable exit code: 0 ok, 1 a refused operation
 //! or bad input (with a message on stderr), 2 usage (clap's own code for a bad command line).
 
@@ -18,6 +20,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hotcode::control::{self, Control, ServeExit};
 use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
 use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
+use hotcode::watch::{WatchOptions, WatchedModule, Watcher};
+
+const MAKE_RELUP_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode make-relup --root target/dist/service --from 1 --to 2
+
+Each application that changes between the two releases needs an .appup in its new version's
+library directory (lib/<app>-<vsn>/<app>.appup). Errors name the appup and the instruction.";
 
 const BOOT_EXAMPLES: &str = "\
 EXAMPLES:
@@ -48,6 +58,16 @@ EXAMPLES:
 
 Each problem is printed as `path:line:col: message`; the exit status is 1 if there is any,
 else 0.";
+
+const WATCH_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode watch target/debug greeter=libgreeter_v1.so
+    cargo xtask watch greeter-v1     # in another terminal: rebuild on every save
+
+A development node: it loads each MODULE from DIR/FILE, then reloads it whenever FILE is
+rebuilt, once the file has settled (no change for the quiet period, twice). It prints one
+line per reload or rejected file; a rejected file leaves the running version serving. It
+runs until Ctrl-C. RUST_LOG=info shows each step.";
 
 /// Erlang/OTP-style hot code upgrades for native Rust plugins.
 #[derive(Debug, Parser)]
@@ -88,6 +108,32 @@ enum Command {
         /// plugins for every load_object_code.
         #[arg(long)]
         root: Option<PathBuf>,
+    },
+    /// Generate releases/TO/relup from the applications' .appup files, as OTP's systools
+    /// does (an up entry from FROM and a down entry back to it).
+    #[command(name = "make-relup", after_help = MAKE_RELUP_EXAMPLES)]
+    MakeRelup {
+        /// The release root holding both releases.
+        #[arg(long)]
+        root: PathBuf,
+        /// The release to upgrade from (and downgrade back to).
+        #[arg(long)]
+        from: String,
+        /// The release whose relup is written.
+        #[arg(long)]
+        to: String,
+    },
+    /// Run a development node that reloads modules whenever their libraries are rebuilt.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch {
+        /// The build output directory to watch, e.g. target/debug.
+        dir: PathBuf,
+        /// A module and the file name of its library in DIR.
+        #[arg(value_name = "MODULE=FILE", required = true)]
+        modules: Vec<WatchedModule>,
+        /// How long a file must go unchanged before it is loaded, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 100)]
+        quiet_ms: u64,
     },
 }
 
@@ -153,7 +199,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Boot { root, error_action } => boot(&root, error_action),
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
+        Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
+        Command::MakeRelup { root, from, to } => make_relup(&root, &from, &to),
     }
+}
+
+fn make_relup(root: &Path, from: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let relup = hotcode::release::make_relup(root, from, to)?;
+    let path = hotcode::release::write_relup(root, to, &relup)?;
+    let count = |entries: &[hotcode::release::RelupEntry]| -> usize {
+        entries.iter().map(|e| e.instructions.len()).sum()
+    };
+    println!(
+        "ok: wrote {} ({} up and {} down instructions); check it with `hotcode check {} --root {}`",
+        path.display(),
+        count(&relup.up),
+        count(&relup.down),
+        path.display(),
+        root.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
@@ -201,6 +266,51 @@ fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn watch(dir: &Path, modules: Vec<WatchedModule>, quiet_ms: u64) -> anyhow::Result<ExitCode> {
+    // The event lines are the output; the log is for RUST_LOG=info and for errors.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while stopping ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing the signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the signal handlers")?;
+    }
+    let node = Arc::new(hotcode::Node::new().context("cannot start the node")?);
+    let mut options = WatchOptions::default();
+    options.quiet = std::time::Duration::from_millis(quiet_ms);
+    let watcher = Watcher::start(Arc::clone(&node), dir, modules.clone(), options)?;
+    {
+        let mut out = std::io::stdout().lock();
+        for m in &modules {
+            let vsn = node.code().current_vsn(&m.module).unwrap_or_else(|| "?".to_owned());
+            let file = watcher.dir().join(&m.file_name);
+            writeln!(out, "loaded {} vsn {vsn} from {}", m.module, file.display())
+                .context("writing to stdout")?;
+        }
+        writeln!(out, "watching {}; Ctrl-C to stop", watcher.dir().display())
+            .context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
+    // The flag is set from a signal handler, which cannot wake a channel: look at it
+    // between events.
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match watcher.events().recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(event) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{event}").context("writing to stdout")?;
+                out.flush().context("writing to stdout")?;
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(_) => bail!("the watcher stopped"),
+        }
+    }
+    drop(watcher);
+    node.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
 fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
     let fields: Vec<String> = match op {
         CtlOp::WhichReleases => vec!["which-releases".into()],
@@ -223,7 +333,9 @@ fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
         CtlOp::RebootOld { vsn } => vec!["reboot-old".into(), vsn],
         CtlOp::Remove { vsn } => vec!["remove".into(), vsn],
     };
-    let (lines, code) = control::request(root, &fields)?;
+    // Progress of a long operation goes to stderr as it happens; the answer to stdout.
+    let (lines, code) =
+        control::request_with_progress(root, &fields, &mut |step| eprintln!("hotcode: {step}"))?;
     if code == 0 {
         let mut out = std::io::stdout().lock();
         for line in &lines {

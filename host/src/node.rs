@@ -429,26 +429,7 @@ impl Node {
         pids: &[Pid],
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
-        let deadline = std::time::Instant::now() + timeout;
-        let pending: Vec<(Pid, Result<channel::Receiver<()>, ProcessError>)> = pids
-            .iter()
-            .map(|&pid| {
-                let (tx, rx) = channel::bounded(1);
-                (pid, self.inner.send(&Dest::Pid(pid), Msg::Sys(SysMsg::Suspend(tx))).map(|()| rx))
-            })
-            .collect();
-        pending
-            .into_iter()
-            .map(|(pid, rx)| {
-                let answer = rx.and_then(|rx| {
-                    rx.recv_deadline(deadline).map_err(|_| ProcessError::Timeout {
-                        dest: pid.to_string(),
-                        after: timeout,
-                    })
-                });
-                (pid, answer)
-            })
-            .collect()
+        self.ask_many(pids, timeout, SysMsg::Suspend, |_, ()| Ok(()))
     }
 
     /// `change_code` of many (suspended) processes at once, in the way of
@@ -460,30 +441,45 @@ impl Node {
         extra: &Term,
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
+        self.ask_many(
+            pids,
+            timeout,
+            |ack| SysMsg::ChangeCode { mode, extra: extra.clone(), ack },
+            |dest, answer| answer.map_err(|reason| ProcessError::CodeChange { dest, reason }),
+        )
+    }
+
+    /// Sends one system request to each of `pids`, then collects the answers against one
+    /// deadline; `answer` turns a reply into the result for that pid.
+    fn ask_many<A>(
+        &self,
+        pids: &[Pid],
+        timeout: Duration,
+        request: impl Fn(Sender<A>) -> SysMsg,
+        answer: impl Fn(String, A) -> Result<(), ProcessError>,
+    ) -> Vec<(Pid, Result<(), ProcessError>)> {
         let deadline = std::time::Instant::now() + timeout;
         let pending: Vec<_> = pids
             .iter()
             .map(|&pid| {
                 let (tx, rx) = channel::bounded(1);
-                let msg = Msg::Sys(SysMsg::ChangeCode { mode, extra: extra.clone(), ack: tx });
-                (pid, self.inner.send(&Dest::Pid(pid), msg).map(|()| rx))
+                (pid, self.inner.send(&Dest::Pid(pid), Msg::Sys(request(tx))).map(|()| rx))
             })
             .collect();
         pending
             .into_iter()
             .map(|(pid, rx)| {
                 let dest = pid.to_string();
-                let answer = rx.and_then(|rx| match rx.recv_deadline(deadline) {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(reason)) => Err(ProcessError::CodeChange { dest, reason }),
+                let result = rx.and_then(|rx| match rx.recv_deadline(deadline) {
+                    Ok(reply) => answer(dest, reply),
                     Err(channel::RecvTimeoutError::Timeout) => {
                         Err(ProcessError::Timeout { dest, after: timeout })
                     }
                     Err(channel::RecvTimeoutError::Disconnected) => {
-                        Err(ProcessError::CodeChange { dest, reason: Term::atom("exited") })
+                        Err(ProcessError::Exited { dest, reason: Term::atom("noproc") })
                     }
                 });
-                (pid, answer)
+                (pid, result)
             })
             .collect()
     }

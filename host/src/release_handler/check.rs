@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use crate::code_server::PurgeMethod;
 use crate::elf;
+use crate::loader;
 use crate::release::files::ReleaseEntry;
+use crate::release::hashes::ModuleHashes;
 use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
 
 use super::{ReleaseError, ReleaseHandler, State};
@@ -30,6 +32,8 @@ pub struct Plan {
     pub entry: RelupEntry,
     pub(crate) target: ReleaseEntry,
     pub(crate) current: ReleaseEntry,
+    /// The module digests the releases recorded.
+    pub(crate) hashes: ModuleHashes,
 }
 
 impl Plan {
@@ -112,6 +116,7 @@ pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan,
         entry,
         target,
         current,
+        hashes: state.hashes.clone(),
     };
     let problems = problems(h, &plan);
     if !problems.is_empty() {
@@ -165,6 +170,20 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                         Err(kind) => {
                             problem(format!("module {module}: {}: {kind}", file.display()))
                         }
+                    }
+                    match h.expected_hash(&plan.hashes, &file) {
+                        Ok(None) => {}
+                        Ok(Some(expected)) => match loader::sha256_file(&file) {
+                            Ok(found) if found == expected => {}
+                            Ok(found) => problem(format!(
+                                "module {module}: {}: SHA-256 {} differs from the recorded {}",
+                                file.display(),
+                                loader::hex(&found),
+                                loader::hex(&expected)
+                            )),
+                            Err(e) => problem(format!("module {module}: {}: {e}", file.display())),
+                        },
+                        Err(why) => problem(format!("module {module}: {why}")),
                     }
                 }
             }

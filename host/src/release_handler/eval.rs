@@ -15,7 +15,7 @@ use crate::release::files::AppSpec;
 use crate::release::{Direction, Instruction, Spanned};
 
 use super::check::Plan;
-use super::{ReleaseError, ReleaseHandler};
+use super::{Progress, ReleaseError, ReleaseHandler};
 
 /// How long a `code_change` of one process may take.
 const CODE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,15 +36,23 @@ struct Ctx {
 }
 
 /// Runs the entry; returns the suspend window (first suspend to last resume), if any.
-pub(crate) fn run(h: &ReleaseHandler, plan: &Plan) -> Result<Option<Duration>, ReleaseError> {
+pub(crate) fn run(
+    h: &ReleaseHandler,
+    plan: &Plan,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Option<Duration>, ReleaseError> {
     let instructions = &plan.entry.instructions;
+    let total = instructions.len();
+    let mut report =
+        |i: usize| progress(Progress { step: i + 1, total, instruction: &instructions[i].value });
     let point = instructions.iter().position(|i| matches!(i.value, Instruction::PointOfNoReturn));
     let (before, after) = match point {
         Some(p) => (&instructions[..p], &instructions[p + 1..]),
         None => (&instructions[..0], &instructions[..]),
     };
     let mut staged: Vec<String> = Vec::new();
-    for spanned in before {
+    for (i, spanned) in before.iter().enumerate() {
+        report(i);
         if let Instruction::LoadObjectCode { app, app_vsn, modules } = &spanned.value {
             let dir = plan.lib_dir(h, app, app_vsn).unwrap_or_else(|| h.root.join("lib"));
             for module in modules {
@@ -61,12 +69,15 @@ pub(crate) fn run(h: &ReleaseHandler, plan: &Plan) -> Result<Option<Duration>, R
             }
         }
     }
-    if point.is_some() {
+    if let Some(p) = point {
+        report(p);
         log::info!("point of no return ({} modules staged)", staged.len());
         switch_app_specs(h, plan);
     }
     let mut ctx = Ctx::default();
-    for spanned in after {
+    let first_after = point.map_or(0, |p| p + 1);
+    for (i, spanned) in after.iter().enumerate() {
+        report(first_after + i);
         log::debug!("eval {}", spanned.value);
         if let Err(reason) = eval(h, plan, &mut ctx, spanned) {
             return Err(ReleaseError::AfterPointOfNoReturn {

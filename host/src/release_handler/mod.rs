@@ -6,11 +6,11 @@
 //!
 //! - **boots** the permanent release: loads every module of every application, loads the
 //!   application specs, starts the applications that are not included in another;
-//! - **checks** an install ([`check`]): the relup entry for the current version is found as
+//! - **checks** an install (`check.rs`): the relup entry for the current version is found as
 //!   OTP does (upgrade: `releases/<New>/relup` up-list; downgrade: `releases/<Current>/relup`
 //!   down-list), every instruction is validated, every file is inspected without loading it,
 //!   and soft-purged modules must not be held. No side effect on the node;
-//! - **installs** ([`eval`]): object code first (any error drops everything staged, the node
+//! - **installs** (`eval.rs`): object code first (any error drops everything staged, the node
 //!   is exactly as before), then, after the point of no return, the rest in order; an error
 //!   there follows the [`ErrorAction`];
 //! - keeps RELEASES on disk with atomic writes, and never writes `current`: a node that dies
@@ -33,6 +33,7 @@ use crate::release::files::{
     AppSpec, RelSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, read_releases,
     write_releases_atomically,
 };
+use crate::release::hashes::{HASHES_FILE, ModuleHashes, read_hashes};
 use crate::release::{Direction, ParseError};
 
 pub use check::Plan;
@@ -173,6 +174,17 @@ pub enum ReleaseError {
     Code(#[from] CodeServerError),
 }
 
+/// One step of an install, reported before it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The step's number, from 1.
+    pub step: usize,
+    /// How many steps the install has.
+    pub total: usize,
+    /// The instruction, in relup syntax.
+    pub instruction: &'a crate::release::Instruction,
+}
+
 /// The host version releases must name in their `.rel` (`{hotcode, Vsn}`).
 pub const HOST_VSN: &str = env!("CARGO_PKG_VERSION");
 
@@ -207,6 +219,8 @@ struct State {
     releases: Vec<ReleaseEntry>,
     /// The release the node runs now.
     current: String,
+    /// The SHA-256 of every module file the releases recorded, by root-relative path.
+    hashes: ModuleHashes,
 }
 
 /// The release handler of one node and one release root. See the [module docs](self).
@@ -238,8 +252,13 @@ impl ReleaseHandler {
             root,
             node,
             error_action,
-            state: Mutex::new(State { releases, current: permanent.vsn.clone() }),
+            state: Mutex::new(State {
+                releases,
+                current: permanent.vsn.clone(),
+                hashes: ModuleHashes::new(),
+            }),
         };
+        handler.reload_hashes()?;
         log::info!("booting release {} {}", permanent.name, permanent.vsn);
         handler.start_release(&permanent)?;
         Ok(handler)
@@ -294,12 +313,66 @@ impl ReleaseHandler {
             .collect()
     }
 
+    /// Reads every release's integrity record (`releases/<vsn>/modules.sha256`).
+    fn reload_hashes(&self) -> Result<(), ReleaseError> {
+        let mut state = self.lock();
+        let mut all = ModuleHashes::new();
+        for r in &state.releases {
+            let path = self.root.join("releases").join(&r.vsn).join(HASHES_FILE);
+            if path.exists() {
+                all.extend(read_hashes(&path)?);
+            }
+        }
+        if all.is_empty() {
+            log::warn!(
+                "{}: no release records module digests ({HASHES_FILE}); loading unverified",
+                self.root.display()
+            );
+        }
+        state.hashes = all;
+        Ok(())
+    }
+
+    /// The recorded digest of module file `file`: `Ok(None)` when the root records none at
+    /// all, an error when it records some but not this file.
+    pub(crate) fn expected_hash(
+        &self,
+        hashes: &ModuleHashes,
+        file: &Path,
+    ) -> Result<Option<[u8; 32]>, String> {
+        if hashes.is_empty() {
+            return Ok(None);
+        }
+        let key = file.strip_prefix(&self.root).unwrap_or(file).to_string_lossy().into_owned();
+        match hashes.get(&key) {
+            Some(digest) => Ok(Some(*digest)),
+            None => {
+                Err(format!("{} is not recorded in any release's {HASHES_FILE}", file.display()))
+            }
+        }
+    }
+
+    /// Stages `module` from `file`, verified against its release's record when there is one.
+    pub(crate) fn stage(
+        &self,
+        hashes: &ModuleHashes,
+        module: &str,
+        file: &Path,
+    ) -> Result<(), ReleaseError> {
+        match self.expected_hash(hashes, file).map_err(ReleaseError::Invalid)? {
+            Some(digest) => self.node.code().load_object_code_verified(module, file, &digest)?,
+            None => self.node.code().load_object_code(module, file)?,
+        };
+        Ok(())
+    }
+
     /// Loads and starts a release on the (empty) node, as OTP's boot script does.
     fn start_release(&self, entry: &ReleaseEntry) -> Result<(), ReleaseError> {
         let specs = self.app_specs(entry)?;
+        let hashes = self.lock().hashes.clone();
         for (spec, dir) in &specs {
             for module in &spec.modules {
-                self.node.code().load_object_code(module, dir.join(format!("{module}.so")))?;
+                self.stage(&hashes, module, &dir.join(format!("{module}.so")))?;
                 self.node.load_module(module, PurgeMethod::SoftPurge, PurgeMethod::SoftPurge)?;
             }
         }
@@ -346,6 +419,16 @@ impl ReleaseHandler {
 
     /// `release_handler:install_release(Vsn)`: checks, then evaluates the relup entry.
     pub fn install(&self, vsn: &str) -> Result<Installed, ReleaseError> {
+        self.install_with_progress(vsn, &mut |_| {})
+    }
+
+    /// [`install`](Self::install), reporting each instruction before it runs, so a person
+    /// can follow a long install (`hotcode ctl install` prints these lines).
+    pub fn install_with_progress(
+        &self,
+        vsn: &str,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Installed, ReleaseError> {
         let mut state = self.lock();
         let plan = check::plan(self, &state, vsn)?;
         log::info!(
@@ -355,7 +438,7 @@ impl ReleaseHandler {
             plan.entry.instructions.len(),
             plan.script.display()
         );
-        let suspend_window = match eval::run(self, &plan) {
+        let suspend_window = match eval::run(self, &plan, progress) {
             Ok(window) => window,
             Err(e @ ReleaseError::AfterPointOfNoReturn { .. }) => {
                 if self.error_action == ErrorAction::Restart {
@@ -393,14 +476,7 @@ impl ReleaseHandler {
             }
             return Err(ReleaseError::NotCurrent { vsn: vsn.to_owned() });
         }
-        let mut releases = state.releases.clone();
-        for r in &mut releases {
-            if r.vsn == vsn {
-                r.status = ReleaseStatus::Permanent;
-            } else if r.status == ReleaseStatus::Permanent {
-                r.status = ReleaseStatus::Old;
-            }
-        }
+        let releases = promoted(&state.releases, vsn);
         self.write(&releases)?;
         state.releases = releases;
         drop(state);
@@ -430,14 +506,7 @@ impl ReleaseHandler {
         if target.status != ReleaseStatus::Old {
             return Err(ReleaseError::NotOld { vsn: vsn.to_owned() });
         }
-        let mut releases = state.releases.clone();
-        for r in &mut releases {
-            if r.vsn == vsn {
-                r.status = ReleaseStatus::Permanent;
-            } else if r.status == ReleaseStatus::Permanent {
-                r.status = ReleaseStatus::Old;
-            }
-        }
+        let releases = promoted(&state.releases, vsn);
         self.write(&releases)?;
         state.releases = releases;
         log::info!("release {vsn} is permanent again; the node must restart to run it");
@@ -534,6 +603,8 @@ impl ReleaseHandler {
         });
         self.write(&releases)?;
         state.releases = releases;
+        drop(state);
+        self.reload_hashes()?;
         log::info!("release {} {} unpacked", rel.name, rel.vsn);
         Ok(rel.vsn)
     }
@@ -541,6 +612,19 @@ impl ReleaseHandler {
     pub(crate) fn entry(&self, state_releases: &[ReleaseEntry], vsn: &str) -> Option<ReleaseEntry> {
         state_releases.iter().find(|r| r.vsn == vsn).cloned()
     }
+}
+
+/// `releases` with `vsn` permanent and the previous permanent release old.
+fn promoted(releases: &[ReleaseEntry], vsn: &str) -> Vec<ReleaseEntry> {
+    let mut releases = releases.to_vec();
+    for r in &mut releases {
+        if r.vsn == vsn {
+            r.status = ReleaseStatus::Permanent;
+        } else if r.status == ReleaseStatus::Permanent {
+            r.status = ReleaseStatus::Old;
+        }
+    }
+    releases
 }
 
 fn check_host_vsn(vsn: &str, host_vsn: &str) -> Result<(), ReleaseError> {

@@ -250,8 +250,22 @@ fn drive_up_and_down(script: &str) {
 
     let checked = ctl_ok(r, &["check-install", "B"]);
     assert!(checked.starts_with("ok: B can be installed (upgrade from A"), "{checked}");
-    let installed = ctl_ok(r, &["install", "B"]);
-    assert_eq!(installed.trim_end(), "ok: installed B (upgrade from A): []");
+    let install = ctl(r, &["install", "B"]);
+    assert_eq!(install.code, Some(0), "{install:?}");
+    assert_eq!(install.stdout.trim_end(), "ok: installed B (upgrade from A): []");
+    // Progress, one line per instruction as it runs, on stderr.
+    let steps: Vec<&str> =
+        install.stderr.lines().filter(|l| l.starts_with("hotcode: install B: [")).collect();
+    let total = steps.len();
+    assert!(total >= 11, "one progress line per instruction: {}", install.stderr);
+    assert!(
+        steps[0].starts_with(&format!("hotcode: install B: [1/{total}] {{load_object_code,")),
+        "{steps:?}"
+    );
+    assert!(
+        steps[total - 1].starts_with(&format!("hotcode: install B: [{total}/{total}]")),
+        "{steps:?}"
+    );
 
     let status = ctl_ok(r, &["status"]);
     assert!(status.starts_with("release: prim B (current; permanent is A)"), "{status}");
@@ -637,7 +651,10 @@ fn a_node_killed_at_any_point_of_an_install_reboots_on_the_permanent_release() {
         if !installed {
             // The client saw the node go, and said so.
             assert_eq!(install.code, Some(1), "{context}");
-            assert!(install.stderr.starts_with("hotcode: error: "), "{context}");
+            // Progress lines may come first; the error is the first line that is not one.
+            let first_error =
+                install.stderr.lines().find(|l| !l.starts_with("hotcode: install B: ["));
+            assert!(first_error.is_some_and(|l| l.starts_with("hotcode: error: ")), "{context}");
         }
 
         // RELEASES parses, holds no `current`, and has exactly one permanent release: B only
@@ -689,4 +706,39 @@ fn a_node_killed_at_any_point_of_an_install_reboots_on_the_permanent_release() {
         tally[0], tally[1], tally[2], tally[3]
     );
     assert!(tally[0] + tally[1] > 0, "no kill landed before the install completed: {tally:?}");
+}
+
+#[test]
+fn make_relup_writes_a_script_that_check_accepts_and_names_a_missing_appup() {
+    let root = fixtures::service_root();
+    let r = root.path();
+    std::fs::remove_file(r.join("releases/2/relup")).unwrap();
+    // Without the new version's appup, the error says where it should be.
+    let out = hotcode(&[
+        OsStr::new("make-relup"),
+        OsStr::new("--root"),
+        r.as_os_str(),
+        OsStr::new("--from"),
+        OsStr::new("1"),
+        OsStr::new("--to"),
+        OsStr::new("2"),
+    ]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("lib/svc-2/svc.appup"), "{out:?}");
+    std::fs::copy(fixtures::root().join("plugins/svc-2/svc.appup"), r.join("lib/svc-2/svc.appup"))
+        .unwrap();
+    let out = hotcode(&[
+        OsStr::new("make-relup"),
+        OsStr::new("--root"),
+        r.as_os_str(),
+        OsStr::new("--from"),
+        OsStr::new("1"),
+        OsStr::new("--to"),
+        OsStr::new("2"),
+    ]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let relup = r.join("releases/2/relup");
+    let out =
+        hotcode(&[OsStr::new("check"), relup.as_os_str(), OsStr::new("--root"), r.as_os_str()]);
+    assert_eq!(out.code, Some(0), "{out:?}");
 }

@@ -8,11 +8,13 @@ mod concurrency;
 mod dist_layout;
 mod elf;
 mod fixtures;
+mod make_relup;
 mod processes;
 mod release_handler;
 mod service;
 mod supervisors;
 mod unloading;
+mod watch;
 
 use hotcode::{CodeServer, Handle, PurgeMethod};
 use plugin_api::interfaces::Greeter;
