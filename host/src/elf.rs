@@ -4,7 +4,7 @@
 //! module file of the target release is a hotcode plugin and whether every `apply` target
 //! exists. Opening a library with `dlopen` runs its initialisers and maps it into the process,
 //! so this module reads the file instead: the ELF header (the same check the loader makes
-//! first, [`crate::loader::check_elf`]) and the dynamic symbol table, which is what `dlsym`
+//! first, `loader::check_elf`) and the dynamic symbol table, which is what `dlsym`
 //! would search. The full checks (ABI version, descriptor layout, module name) still run at
 //! `load_object_code`, before the point of no return.
 //!

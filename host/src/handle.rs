@@ -3,7 +3,7 @@
 //! [`Handle::call`] enters the module's *current* version at call time (OTP's fully
 //! qualified call), holds it until the closure returns, and lets nested calls hold each
 //! version they enter. Holding costs a TLS access, a store to this thread's own slot and
-//! a re-read of `current`: no lock, no reference count, no shared write (see [`crate::hold`]).
+//! a re-read of `current`: no lock, no reference count, no shared write (see the `hold` module).
 //!
 //! The closure gets `&I`, the version's function table, for as long as the call lasts.
 //! It cannot keep it: the reference's lifetime ends with the call, the table's fields are

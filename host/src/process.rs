@@ -7,7 +7,7 @@
 //! suspend, resume, change_code, get_state, terminate.
 //!
 //! The state is the plugin's own value, kept as an opaque pointer. It belongs to the version
-//! that made it, and the process thread *pins* that version (see [`crate::hold`]): while the
+//! that made it, and the process thread *pins* that version (see the `hold` module): while the
 //! state exists, the version counts as held and cannot be unloaded. When a callback finds a
 //! newer current version than its state's, the state migrates through the version-independent
 //! path: the old version exports it as a [`Term`], the new version's `code_change` builds its

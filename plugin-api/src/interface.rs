@@ -1,6 +1,6 @@
 //! Typed interfaces: function tables a library module exports and the host calls.
 //!
-//! An interface is declared once with [`interface!`](crate::interface). The macro writes:
+//! An interface is declared once with [`interface!`](macro@crate::interface). The macro writes:
 //!
 //! - the table itself, a `#[repr(C)]` struct of `extern "C"` function pointers with a
 //!   checkable layout (abi_stable's `StableAbi`). Its fields are private: code outside the
@@ -21,14 +21,14 @@ use abi_stable::std_types::{RString, RVec};
 
 use crate::term::{RTerm, Term, TermDecodeError};
 
-/// A function table type declared with [`interface!`](crate::interface).
+/// A function table type declared with [`interface!`](macro@crate::interface).
 ///
 /// # Safety
 ///
 /// Implementors must be `#[repr(C)]` tables whose every field is an `extern "C"` fn pointer
 /// that catches panics before returning, and whose `LAYOUT` describes exactly that struct.
 /// The host reads a table it got from a plugin as `&Self` after checking only the layout.
-/// The [`interface!`](crate::interface) macro upholds this; don't implement it by hand.
+/// The [`interface!`](macro@crate::interface) macro upholds this; don't implement it by hand.
 pub unsafe trait Interface: StableAbi + Sync + 'static {
     /// The interface's name, checked at load time alongside the layout.
     const NAME: &'static str;
