@@ -1,28 +1,343 @@
-//! `cargo xtask bench [ARGS...]`: builds every plugin in release mode, then runs
-//! `cargo bench -p hotcode [ARGS...]` with `HOTCODE_PLUGIN_DIR` pointing at them, and exits
-//! with its exit code.
+//! `cargo xtask bench [ARGS...]`: builds every plugin in release mode, runs
+//! `cargo bench -p hotcode [ARGS...]` with `HOTCODE_PLUGIN_DIR` pointing at them, then
+//! merges what the benchmarks left behind into `target/bench-summary.json` and prints it
+//! as a table against SPEC §10's targets.
 //!
-//! The machine-readable summary `target/bench-summary.json` is produced by the
-//! benchmarks themselves (the `hotcode` crate's bench targets), not by this
-//! subcommand: xtask only drives cargo and passes the arguments through.
+//! The benchmarks write their own raw results: criterion its estimates
+//! (`target/criterion/<group>/<bench>/new/estimates.json`, the group's `/` turned into
+//! `_`), the call path's paired ratios and the scenario benchmarks
+//! `target/bench-results/{call_paired,upgrade,soak}.json`. Merging them
+//! here keeps the benchmarks free of any knowledge of each other and of the targets.
+//!
+//! A result file older than this run is stale (left by an earlier run) and counts as
+//! missing. Missing results fail the command, unless arguments were passed (a filter, a
+//! `--bench` selection): then they are shown as missing and written as `null`.
+//! Targets that are not met do not fail the command: they are measurements, reported.
 
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
 
 use crate::build;
 use crate::cmd;
-use crate::project::Profile;
+use crate::project::{self, Profile};
 use crate::test::PLUGIN_DIR_VAR;
 
 /// Entry point of the `bench` subcommand; `args` go to `cargo bench` verbatim.
 pub fn run(args: &[String]) -> Result<ExitCode> {
     build::build(Profile::Release)?;
+    let started = SystemTime::now();
     let mut cargo = cmd::cargo();
     cargo
         .args(["bench", "-p", "hotcode"])
         .args(args)
         .env(PLUGIN_DIR_VAR, Profile::Release.out_dir());
     let status = cmd::status(&mut cargo)?;
-    Ok(cmd::exit_code(status))
+
+    let sources = Sources { target: project::target_dir(), since: started };
+    let rows = summarize(&sources);
+    let path = sources.target.join("bench-summary.json");
+    fs::write(&path, summary_json(&rows)).with_context(|| format!("writing {}", path.display()))?;
+    print_table(&rows);
+    print_details(&sources);
+    eprintln!("xtask: wrote {}", project::display(&path));
+
+    if !status.success() {
+        return Ok(cmd::exit_code(status));
+    }
+    let missing: Vec<&str> = rows.iter().filter(|r| r.value.is_none()).map(|r| r.key).collect();
+    if !missing.is_empty() && args.is_empty() {
+        bail!("the benchmarks left no (fresh) result for: {}", missing.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the raw results are, and the time before which a result file is stale.
+struct Sources {
+    target: PathBuf,
+    since: SystemTime,
+}
+
+impl Sources {
+    /// The JSON object in `path`, if the file was written during this run.
+    fn fresh_json(&self, path: &Path) -> Option<Map<String, Value>> {
+        let modified = fs::metadata(path).and_then(|m| m.modified()).ok()?;
+        if modified < self.since {
+            return None;
+        }
+        match serde_json::from_str(&fs::read_to_string(path).ok()?) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => {
+                eprintln!("xtask: {} is not a JSON object; ignoring it", path.display());
+                None
+            }
+        }
+    }
+
+    /// Criterion's median time per iteration of `group/bench`, in ns. The median rather
+    /// than the mean: on a shared 2-core machine an occasional sample is stretched by
+    /// another process, and the median ignores it.
+    fn criterion_ns(&self, group: &str, bench: &str) -> Option<f64> {
+        let path = self.target.join("criterion").join(group).join(bench).join("new/estimates.json");
+        self.fresh_json(&path)?.get("median")?.get("point_estimate")?.as_f64()
+    }
+
+    /// Field `key` of `target/bench-results/<scenario>.json`.
+    fn scenario(&self, scenario: &str, key: &str) -> Option<f64> {
+        let path = self.target.join("bench-results").join(format!("{scenario}.json"));
+        self.fresh_json(&path)?.get(key)?.as_f64()
+    }
+}
+
+/// A SPEC §10 target.
+#[derive(Clone, Copy)]
+enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+    Below(f64),
+    Exactly(f64),
+}
+
+impl Target {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Target::AtMost(t) => value <= t,
+            Target::AtLeast(t) => value >= t,
+            Target::Below(t) => value < t,
+            Target::Exactly(t) => value == t,
+        }
+    }
+
+    fn show(self) -> String {
+        match self {
+            Target::AtMost(t) => format!("<= {t}"),
+            Target::AtLeast(t) => format!(">= {t}"),
+            Target::Below(t) => format!("< {t}"),
+            Target::Exactly(t) => format!("= {t}"),
+        }
+    }
+}
+
+/// One line of the summary.
+struct Row {
+    key: &'static str,
+    value: Option<f64>,
+    target: Option<Target>,
+}
+
+/// Every summary key, in order, with its value (rounded for people: sub-ns noise and
+/// fractions of a microsecond mean nothing here) and its target.
+///
+/// The absolute call times are criterion's; the two call-path ratios come from the
+/// benchmark's paired measurement (`call_paired.json`), which runs both sides of each ratio
+/// in alternating batches. This machine changes speed by about 1.6 times every few seconds,
+/// so a ratio of two criterion results measured seconds apart can be off by that factor
+/// either way (the ratios of the criterion medians are printed under the table, for
+/// comparison).
+fn summarize(src: &Sources) -> Vec<Row> {
+    let one = |bench| src.criterion_ns("call_1thread", bench);
+    let paired = |key| src.scenario("call_paired", key);
+    let round = |v: Option<f64>, places: i32| {
+        let scale = 10f64.powi(places);
+        v.map(|v| (v * scale).round() / scale)
+    };
+    let up = |key| src.scenario("upgrade", key);
+    let soak = |key| src.scenario("soak", key);
+    let row = |key, value, target| Row { key, value, target };
+    vec![
+        row("call_ns.raw_fn_ptr", round(one("raw_fn_ptr"), 2), None),
+        row("call_ns.handle", round(one("handle"), 2), None),
+        row("call_ns.lock_and_lookup_per_call", round(one("lock_and_lookup_per_call"), 2), None),
+        row("call_ns.arc_clone_per_call", round(one("arc_clone_per_call"), 2), None),
+        row(
+            "call_ratio_handle_vs_raw",
+            round(paired("ratio_handle_vs_raw"), 3),
+            Some(Target::AtMost(1.5)),
+        ),
+        // Per-thread rate with two threads over the one-thread rate: t1 / t2.
+        row(
+            "two_thread_scaling",
+            round(paired("two_thread_scaling"), 3),
+            Some(Target::AtLeast(0.9)),
+        ),
+        row("upgrade.load_ms_median", round(up("load_ms_median"), 3), Some(Target::AtMost(1.0))),
+        row("upgrade.suspend_window_us_p50", round(up("suspend_window_us_p50"), 1), None),
+        row(
+            "upgrade.suspend_window_us_p99",
+            round(up("suspend_window_us_p99"), 1),
+            Some(Target::AtMost(1000.0)),
+        ),
+        row("soak.cycles", round(soak("cycles"), 0), None),
+        row("soak.failed_calls", round(soak("failed_calls"), 0), Some(Target::Exactly(0.0))),
+        row("soak.rss_growth_kib", round(soak("rss_growth_kib"), 0), Some(Target::Below(2048.0))),
+        row(
+            "soak.mapped_plugin_files_growth",
+            round(soak("mapped_plugin_files_growth"), 0),
+            Some(Target::Exactly(0.0)),
+        ),
+        row("soak.fd_growth", round(soak("fd_growth"), 0), Some(Target::Exactly(0.0))),
+    ]
+}
+
+/// The flat JSON object, keys in table order: every key, a number, or `null` when it was
+/// not measured in this run.
+fn summary_json(rows: &[Row]) -> String {
+    let fields: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let value = match r.value {
+                // Whole numbers as integers: counts read better as `0` than `0.0`.
+                Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => Value::from(v as i64),
+                Some(v) => Value::from(v),
+                None => Value::Null,
+            };
+            format!("  {}: {value}", Value::from(r.key))
+        })
+        .collect();
+    format!("{{\n{}\n}}\n", fields.join(",\n"))
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows.iter().map(|r| r.key.len()).max().unwrap_or(0);
+    println!();
+    println!("{:<width$}  {:>12}  {:>10}  met?", "key", "value", "target");
+    println!("{}", "-".repeat(width + 34));
+    let (mut met, mut targets, mut unmeasured) = (0, 0, 0);
+    for row in rows {
+        let value = row.value.map_or_else(|| "missing".to_owned(), |v| v.to_string());
+        let target = row.target.map_or_else(String::new, Target::show);
+        let verdict = match (row.target, row.value) {
+            (None, _) => "",
+            (Some(_), None) => {
+                targets += 1;
+                unmeasured += 1;
+                "?"
+            }
+            (Some(t), Some(v)) => {
+                targets += 1;
+                if t.met(v) {
+                    met += 1;
+                    "yes"
+                } else {
+                    "NO"
+                }
+            }
+        };
+        println!("{:<width$}  {value:>12}  {target:>10}  {verdict}", row.key);
+    }
+    println!();
+    let unmeasured = if unmeasured > 0 {
+        format!(" ({unmeasured} not measured in this run)")
+    } else {
+        String::new()
+    };
+    println!("{met} of {targets} targets met{unmeasured}");
+}
+
+/// Context for reading the table: the two-thread numbers, the spread of the paired ratios
+/// and the ratios criterion's medians would give, where an upgrade's time went, and how
+/// long the scenarios took (from the same result files; not part of the summary).
+fn print_details(src: &Sources) {
+    let mut lines = Vec::new();
+    for bench in ["raw_fn_ptr", "handle", "lock_and_lookup_per_call", "arc_clone_per_call"] {
+        if let Some(ns) = src.criterion_ns("call_2thread", bench) {
+            lines.push(format!("criterion call_2thread/{bench}: {ns:.2} ns per call per thread"));
+        }
+    }
+    let paired = |key| src.scenario("call_paired", key);
+    if let (Some(p10), Some(p90)) =
+        (paired("ratio_handle_vs_raw_p10"), paired("ratio_handle_vs_raw_p90"))
+    {
+        lines.push(format!("paired call_ratio_handle_vs_raw p10..p90: {p10:.2}..{p90:.2}"));
+    }
+    if let (Some(p10), Some(p90)) =
+        (paired("two_thread_scaling_p10"), paired("two_thread_scaling_p90"))
+    {
+        lines.push(format!("paired two_thread_scaling p10..p90: {p10:.2}..{p90:.2}"));
+    }
+    if let Some(raw) = paired("raw_two_thread_scaling") {
+        lines.push(format!("paired two_thread_scaling of the raw fn pointer (control): {raw:.3}"));
+    }
+    let crit = |group, bench| src.criterion_ns(group, bench);
+    if let (Some(h), Some(r)) = (crit("call_1thread", "handle"), crit("call_1thread", "raw_fn_ptr"))
+    {
+        lines.push(format!("criterion medians: handle / raw {:.3}", h / r));
+    }
+    if let (Some(h1), Some(h2)) = (crit("call_1thread", "handle"), crit("call_2thread", "handle")) {
+        lines.push(format!("criterion medians: handle 1-thread / 2-thread {:.3}", h1 / h2));
+    }
+    let phases = ["load_object_code", "suspend_many", "load", "change_code_many", "resume"];
+    let medians: Vec<String> = phases
+        .iter()
+        .filter_map(|p| {
+            let v = src.scenario("upgrade", &format!("phase_us_median.{p}"))?;
+            Some(format!("{p} {v:.0}"))
+        })
+        .collect();
+    if !medians.is_empty() {
+        lines.push(format!("upgrade phases, median us: {}", medians.join(", ")));
+    }
+    for scenario in ["call_paired", "upgrade", "soak"] {
+        if let Some(s) = src.scenario(scenario, "duration_s") {
+            lines.push(format!("{scenario}: measured part took {s:.1} s"));
+        }
+    }
+    if !lines.is_empty() {
+        println!();
+        for line in lines {
+            println!("  {line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_is_flat_ordered_numbers_or_null() {
+        let rows = [
+            Row { key: "b.count", value: Some(3.0), target: None },
+            Row { key: "a.ratio", value: Some(1.25), target: Some(Target::AtMost(1.5)) },
+            Row { key: "c.missing", value: None, target: None },
+        ];
+        assert_eq!(
+            summary_json(&rows),
+            "{\n  \"b.count\": 3,\n  \"a.ratio\": 1.25,\n  \"c.missing\": null\n}\n"
+        );
+    }
+
+    #[test]
+    fn targets_compare_the_way_the_spec_says() {
+        assert!(Target::AtMost(1.5).met(1.5) && !Target::AtMost(1.5).met(1.51));
+        assert!(Target::AtLeast(0.9).met(0.9) && !Target::AtLeast(0.9).met(0.89));
+        assert!(Target::Below(2048.0).met(-10.0) && !Target::Below(2048.0).met(2048.0));
+        assert!(Target::Exactly(0.0).met(0.0) && !Target::Exactly(0.0).met(1.0));
+    }
+
+    #[test]
+    fn reads_fresh_results_and_ignores_stale_ones() {
+        let target = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        let dir = target.join("criterion/call_1thread/handle/new");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("estimates.json"), r#"{"median":{"point_estimate":9.5}}"#).unwrap();
+        let results = target.join("bench-results");
+        fs::create_dir_all(&results).unwrap();
+        fs::write(results.join("soak.json"), r#"{"cycles": 10}"#).unwrap();
+
+        let fresh = Sources { target: target.clone(), since: SystemTime::UNIX_EPOCH };
+        assert_eq!(fresh.criterion_ns("call_1thread", "handle"), Some(9.5));
+        assert_eq!(fresh.scenario("soak", "cycles"), Some(10.0));
+        assert_eq!(fresh.scenario("upgrade", "cycles"), None);
+
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let stale = Sources { target: target.clone(), since: later };
+        assert_eq!(stale.criterion_ns("call_1thread", "handle"), None);
+        assert_eq!(stale.scenario("soak", "cycles"), None);
+        fs::remove_dir_all(&target).unwrap();
+    }
 }

@@ -36,7 +36,8 @@ COMMANDS:
     test [ARGS...]      Build the plugins (debug), then `cargo test --workspace [ARGS...]`
                         with HOTCODE_PLUGIN_DIR pointing at the prebuilt plugins
     demo [ARGS...]      Run `dist`, then the hotcode `demo` example against target/dist
-    bench [ARGS...]     Run `cargo bench -p hotcode [ARGS...]`
+    bench [ARGS...]     Run the benchmarks (`cargo bench -p hotcode [ARGS...]`), write
+                        target/bench-summary.json and print it against the targets
     watch PLUGIN        Rebuild plugin package PLUGIN (debug) whenever a file in its src/
                         changes, until Ctrl-C; pair it with `hotcode watch target/debug ...`
     help                Print this message
