@@ -5,10 +5,12 @@
 //! without pause. Each cycle moves the module to the other version (2, then back to 1) in
 //! the order a relup does it:
 //!
+//! 0. (untimed) the previous cycle's old version is purged, as `make_permanent` does after
+//!    an install: nothing holds it any more;
 //! 1. `load_object_code` (before the point of no return, nothing is suspended yet);
 //! 2. `suspend_many` of all 100 processes;
 //! 3. `load` with brutal pre- and post-purge (`{load, {svc_handler, brutal_purge,
-//!    brutal_purge}}`), which first unloads the version from two cycles ago;
+//!    brutal_purge}}`), which finds no old version left to purge;
 //! 4. `change_code_many`: `up` going to 2; `down` going to 1, issued after the load so
 //!    every process migrates its state right away (through version 2's
 //!    `downgrade_state`), inside the window;
@@ -105,6 +107,9 @@ struct Cycle {
 
 /// Moves every process to the version in `path`, the way a relup does; see the module docs.
 fn upgrade(node: &Node, pids: &[Pid], path: &std::path::Path, mode: ChangeMode) -> Cycle {
+    // The previous install's post-purge, as make_permanent runs it: every process moved to
+    // the current version, so the old one is free and goes now, not inside the next window.
+    node.purge(MODULE);
     let t = Instant::now();
     node.code().load_object_code(MODULE, path).expect("load_object_code");
     let object_code = t.elapsed();
