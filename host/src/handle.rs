@@ -62,10 +62,9 @@ impl<I: Interface> Handle<I> {
             Ok(held) => held,
             Err(e) => return Err(self.enter_error(e)),
         };
-        // SAFETY: the module's interface was checked against `I` (name and layout) when
-        // this handle was made, and every version loaded since was checked against it
-        // before it could become current; `held` keeps the version, and with it the table
-        // in its static memory, loaded until it drops after `f` returns.
+        // SAFETY: every version of this module was checked to export `I` (name and layout)
+        // before it could become current; `held` keeps the version and its static table
+        // mapped until it drops after `f` returns.
         let table = unsafe { &*(held.cell().table() as *const I) };
         let result = f(table);
         drop(held);

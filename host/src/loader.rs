@@ -209,10 +209,10 @@ pub(crate) fn open(
 }
 
 fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {
-    // SAFETY: opening a library runs its initialisers. The file passed the ELF checks and
-    // is a private copy nobody else writes; hotcode plugins are Rust cdylibs whose only
-    // initialisers are the standard library's. RTLD_LOCAL keeps its symbols out of the
-    // global namespace, so versions cannot interpose on each other.
+    // RTLD_LOCAL keeps the plugin's symbols out of the global namespace, so versions
+    // cannot interpose on each other.
+    // SAFETY: opening runs the library's initialisers; the file passed the ELF checks, is a
+    // private copy nobody else writes, and hotcode plugins only have std's initialisers.
     let lib = unsafe { Library::open(Some(copy), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| LoadErrorKind::Dlopen(e.to_string()))?;
     match read_descriptor(module, &lib) {
