@@ -279,58 +279,58 @@ enum Exit {
     Abrupt(Term),
 }
 
-/// Spawns a gen_server running `module` with `init(args)`, and waits for `init` to finish.
-pub(crate) fn spawn_gen_server(
+/// What a new process thread gets from [`spawn_process`].
+pub(crate) struct Birth {
+    pub(crate) node: Arc<NodeInner>,
+    pub(crate) pid: Pid,
+    pub(crate) rx: Receiver<Msg>,
+    pub(crate) kill: Arc<AtomicBool>,
+}
+
+/// The body of a process after a successful `init`: its loop until it exits.
+pub(crate) type Serve = Box<dyn FnOnce() + Send>;
+
+/// Registers a process and starts its thread: `init` runs there (OTP's `init/1`), and this
+/// returns once it has, with the pid or the init failure, like `gen_server:start_link`.
+/// On success the thread goes on with the [`Serve`] that `init` returned.
+pub(crate) fn spawn_process(
     node: &Arc<NodeInner>,
     module: &str,
-    args: Term,
+    kind: ProcessKind,
     name: Option<String>,
-    parent: Parent,
+    children: Option<Arc<Mutex<Vec<crate::supervisor::ChildInfo>>>>,
+    init: impl FnOnce(Birth) -> Result<Serve, Term> + Send + 'static,
 ) -> Result<Pid, ProcessError> {
     let start_err = |reason: Term| ProcessError::Start { module: module.to_owned(), reason };
-    let handle = node.code.handle::<GenServerTable>(module).map_err(|e| {
-        start_err(Term::tuple([Term::atom("bad_module"), Term::Str(e.to_string())]))
-    })?;
     let (tx, rx) = channel::unbounded();
     let kill = Arc::new(AtomicBool::new(false));
-    let pid = node.register(ProcEntry {
-        tx,
-        module: module.to_owned(),
-        kind: ProcessKind::GenServer,
-        name: name.clone(),
-        exit: Arc::default(),
-        kill: Arc::clone(&kill),
-        children: None,
-    });
-    let pid = pid.map_err(start_err)?;
+    let pid = node
+        .register(ProcEntry {
+            tx,
+            module: module.to_owned(),
+            kind,
+            name,
+            exit: Arc::default(),
+            kill: Arc::clone(&kill),
+            children,
+        })
+        .map_err(start_err)?;
     let (started_tx, started_rx) = channel::bounded::<Result<(), Term>>(1);
     let thread_node = Arc::clone(node);
-    let thread_module = module.to_owned();
     let spawned = std::thread::Builder::new().name(thread_name(module, pid)).spawn(move || {
         hold::set_current_process(pid.0);
-        let server = match init(&thread_node, &handle, &args) {
-            Ok(state) => {
+        let birth = Birth { node: Arc::clone(&thread_node), pid, rx, kill };
+        match init(birth) {
+            Ok(serve) => {
                 let _ = started_tx.send(Ok(()));
-                Server {
-                    node: thread_node,
-                    pid,
-                    module: thread_module,
-                    handle,
-                    state,
-                    rx,
-                    parent,
-                    kill,
-                    pending_down: None,
-                }
+                serve();
             }
             Err(reason) => {
-                // Nothing to clean up in the plugin: init made no state.
+                // Nothing to clean up in the plugin: a failed init leaves no state.
                 thread_node.unregister(pid, reason.clone());
                 let _ = started_tx.send(Err(reason));
-                return;
             }
-        };
-        server.run();
+        }
     });
     if let Err(e) = spawned {
         node.unregister(pid, Term::atom("spawn_failed"));
@@ -346,13 +346,45 @@ pub(crate) fn spawn_gen_server(
     }
 }
 
+/// The start error for a module that cannot serve as the process's behaviour.
+pub(crate) fn bad_module(module: &str, why: impl std::fmt::Display) -> ProcessError {
+    let reason = Term::tuple([Term::atom("bad_module"), Term::Str(why.to_string())]);
+    ProcessError::Start { module: module.to_owned(), reason }
+}
+
+/// Spawns a gen_server running `module` with `init(args)`, and waits for `init` to finish.
+pub(crate) fn spawn_gen_server(
+    node: &Arc<NodeInner>,
+    module: &str,
+    args: Term,
+    name: Option<String>,
+    parent: Parent,
+) -> Result<Pid, ProcessError> {
+    let handle = node.code.handle::<GenServerTable>(module).map_err(|e| bad_module(module, e))?;
+    let module_name = module.to_owned();
+    spawn_process(node, module, ProcessKind::GenServer, name, None, move |birth| {
+        let state = init(&handle, &args)?;
+        let server = Server {
+            node: birth.node,
+            pid: birth.pid,
+            module: module_name,
+            handle,
+            state,
+            rx: birth.rx,
+            parent,
+            kill: birth.kill,
+            pending_down: None,
+        };
+        Ok(Box::new(move || server.run()))
+    })
+}
+
 pub(crate) fn thread_name(module: &str, pid: Pid) -> String {
     format!("{module}{pid}")
 }
 
 /// Runs `init` in the current version and pins that version to this thread.
-fn init(node: &NodeInner, handle: &Handle<GenServerTable>, args: &Term) -> Result<StatePtr, Term> {
-    let _ = node;
+fn init(handle: &Handle<GenServerTable>, args: &Term) -> Result<StatePtr, Term> {
     let held = handle.hold().map_err(|e| undef(handle.module(), &e.to_string()))?;
     // SAFETY: the handle was made for GenServerTable, so every version of the module was
     // checked to export that table at load time; `held` keeps the version loaded.

@@ -17,16 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, Sender};
+use crossbeam::channel::{Receiver, Sender};
 use plugin_api::behaviour::SupervisorTable;
 use plugin_api::{Behaviour, Term};
 
+use crate::handle::Handle;
 use crate::node::NodeInner;
 use crate::process::{
-    ChangeMode, ExitSignal, Msg, Parent, Pid, ProcEntry, ProcessError, ProcessKind, SysMsg,
-    is_normal_exit, spawn_gen_server, thread_name,
+    ChangeMode, Msg, Parent, Pid, ProcessError, ProcessKind, SysMsg, bad_module, is_normal_exit,
+    spawn_gen_server, spawn_process,
 };
-use crate::{handle::Handle, hold};
 
 /// When a child is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,33 +274,15 @@ pub(crate) fn spawn_supervisor(
     name: Option<String>,
     parent: Parent,
 ) -> Result<Pid, ProcessError> {
-    let start_err = |reason: Term| ProcessError::Start { module: module.to_owned(), reason };
-    let handle = node.code.handle::<SupervisorTable>(module).map_err(|e| {
-        start_err(Term::tuple([Term::atom("bad_module"), Term::Str(e.to_string())]))
-    })?;
-    let (tx, rx) = channel::unbounded();
+    let handle = node.code.handle::<SupervisorTable>(module).map_err(|e| bad_module(module, e))?;
     let snapshot = Arc::new(Mutex::new(Vec::new()));
-    let kill = Arc::new(AtomicBool::new(false));
-    let pid = node
-        .register(ProcEntry {
-            kill: Arc::clone(&kill),
-            tx,
-            module: module.to_owned(),
-            kind: ProcessKind::Supervisor,
-            name,
-            exit: Arc::new(ExitSignal::default()),
-            children: Some(Arc::clone(&snapshot)),
-        })
-        .map_err(start_err)?;
-    let (started_tx, started_rx) = channel::bounded::<Result<(), Term>>(1);
-    let thread_node = Arc::clone(node);
-    let thread_module = module.to_owned();
-    let spawned = std::thread::Builder::new().name(thread_name(module, pid)).spawn(move || {
-        hold::set_current_process(pid.0);
+    let module_name = module.to_owned();
+    let children = Some(Arc::clone(&snapshot));
+    spawn_process(node, module, ProcessKind::Supervisor, name, children, move |birth| {
         let mut sup = Sup {
-            node: thread_node,
-            pid,
-            module: thread_module,
+            node: birth.node,
+            pid: birth.pid,
+            module: module_name,
             args,
             handle,
             flags: SupFlags {
@@ -311,30 +293,13 @@ pub(crate) fn spawn_supervisor(
             children: Vec::new(),
             restarts: VecDeque::new(),
             snapshot,
-            rx,
+            rx: birth.rx,
             parent,
-            kill,
+            kill: birth.kill,
         };
-        match sup.init() {
-            Ok(()) => {
-                let _ = started_tx.send(Ok(()));
-                sup.run();
-            }
-            Err(reason) => {
-                sup.node.unregister(pid, reason.clone());
-                let _ = started_tx.send(Err(reason));
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        node.unregister(pid, Term::atom("spawn_failed"));
-        return Err(start_err(Term::Str(e.to_string())));
-    }
-    match started_rx.recv() {
-        Ok(Ok(())) => Ok(pid),
-        Ok(Err(reason)) => Err(start_err(reason)),
-        Err(_) => Err(start_err(Term::atom("init_crashed"))),
-    }
+        sup.init()?;
+        Ok(Box::new(move || sup.run()))
+    })
 }
 
 impl Sup {
