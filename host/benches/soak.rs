@@ -58,7 +58,8 @@ impl Footprint {
             .expect("VmRSS in /proc/self/status");
         // The directory listing's own descriptor is counted both times alike.
         let fds = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count() as i64;
-        let mapped = hotcode::maps::mapped_files_under(scratch).expect("read /proc/self/maps");
+        let mapped =
+            hotcode::code::maps::mapped_files_under(scratch).expect("read /proc/self/maps");
         Footprint { rss_kib, fds, mapped_plugin_files: mapped.len() as i64 }
     }
 }

@@ -140,7 +140,7 @@ fn included_app(root: &Path, script: &str) -> Result<()> {
     say(format!("processes running ch3: {}", h.node().processes_running("ch3").len()));
     let mut all_gone = true;
     for (m, v) in &ch_libs {
-        let mapped = hotcode::maps::is_mapped(&v.copy)?;
+        let mapped = hotcode::code::maps::is_mapped(&v.copy)?;
         all_gone &= !mapped;
         say(format!("{m} still in the node's memory map: {mapped}"));
     }
@@ -284,7 +284,7 @@ fn library_under_load(dist: &Path) -> Result<()> {
         say(format!(
             "v{} still mapped while held: {}",
             current.vsn,
-            hotcode::maps::is_mapped(&current.copy)?
+            hotcode::code::maps::is_mapped(&current.copy)?
         ));
         barrier.wait();
         parked.join().map_err(|_| "parked thread panicked")??;
@@ -293,7 +293,7 @@ fn library_under_load(dist: &Path) -> Result<()> {
     say(format!(
         "after the parked call returned, v{} mapped: {}",
         current.vsn,
-        hotcode::maps::is_mapped(&current.copy)?
+        hotcode::code::maps::is_mapped(&current.copy)?
     ));
     if failed != 0 || n1 == 0 || n2 == 0 || !server.status().leaked.is_empty() {
         return Err("the library swap did not go as it should (see above)".into());

@@ -19,39 +19,39 @@
 //! server.load("greeter", PurgeMethod::SoftPurge, PurgeMethod::SoftPurge)?;
 //! ```
 //!
-//! The pieces, bottom up: [`loader`] (the only code that opens and closes libraries),
-//! [`maps`] (is it gone?), `hold` (per-thread hold slots and the membarrier protocol),
-//! `reaper` (unloading retired versions when their last holder leaves), [`code_server`]
-//! (current/old slots and OTP's load/remove/purge), [`handle`] (the call path).
+//! # The layers
+//!
+//! The crate is built in layers, each a folder, each allowed to use only the layers below
+//! it (an architecture test, `host/tests/it/architecture.rs`, fails on an upward import):
+//!
+//! 1. [`code`]: loading, holding and unloading module versions: the [`code::loader`] (the
+//!    only code that opens and closes libraries), the per-thread hold slots, the
+//!    [`CodeServer`] with OTP's current/old slots, and the [`Handle`] call path.
+//! 2. [`release`]: OTP's release files (relup, `.appup`, `.app`, `.rel`, RELEASES) read and
+//!    written as data. It stands beside the code layer and knows nothing of it.
+//! 3. [`runtime`]: processes, supervisors, applications and the [`Node`], on the code layer.
+//! 4. [`release_handler`]: moving a running node between releases: check, install,
+//!    make_permanent, unpack, remove.
+//! 5. [`front`]: the ways in: the control socket, watch mode, the service example. The
+//!    `hotcode` binary is a front too (`host/src/cli/`).
 
-pub mod application;
-pub mod code_server;
-pub mod control;
-pub mod elf;
-pub mod error;
-pub mod handle;
-mod hold;
-pub mod loader;
-pub mod maps;
-mod membarrier;
-pub mod node;
-pub mod process;
-mod reaper;
+pub mod code;
+pub mod front;
 pub mod release;
 pub mod release_handler;
-pub mod service;
-pub mod supervisor;
-mod version;
-pub mod watch;
+pub mod runtime;
 
-pub use application::{AppError, RestartType, RunningApp};
-pub use code_server::{
+// The fronts' modules at the paths the README has always shown (`hotcode::watch::Watcher`).
+pub use front::{control, service, watch};
+
+pub use code::code_server::{
     CodeServer, Config, HeldVersion, Holder, ModuleHolders, ModuleStatus, PurgeMethod, Purged,
     Status, VersionInfo,
 };
-pub use error::{ApplyError, CallError, CodeServerError, LoadError, LoadErrorKind};
-pub use handle::Handle;
-pub use hold::{MAX_DEPTH, ThreadInfo};
-pub use node::{Abandoned, Monitor, Node, NodeRef};
-pub use process::{ChangeMode, Dest, Pid, ProcessError, ProcessInfo, ProcessKind};
-pub use reaper::LeakedLibrary;
+pub use code::error::{ApplyError, CallError, CodeServerError, LoadError, LoadErrorKind};
+pub use code::handle::Handle;
+pub use code::hold::{MAX_DEPTH, ThreadInfo};
+pub use code::reaper::LeakedLibrary;
+pub use runtime::application::{AppError, RestartType, RunningApp};
+pub use runtime::node::{Abandoned, Monitor, Node, NodeRef};
+pub use runtime::process::{ChangeMode, Dest, Pid, ProcessError, ProcessInfo, ProcessKind};

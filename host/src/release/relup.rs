@@ -20,7 +20,8 @@
 //! exist) or the running node (who holds old code) is checked by the release handler.
 //!
 //! **Invariant:** this module knows nothing of libraries, processes or the code server; it
-//! only reads text. It borrows [`PurgeMethod`] from the code server so the two cannot drift.
+//! only reads text. Its [`PurgeMethod`] is the script's word; the release handler turns it
+//! into the code server's.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +33,26 @@ use plugin_api::Term;
 use super::error::{ParseError, ParseErrorKind};
 use super::shape::Form;
 use super::terms::{Pos, RawTerm, Spanned, parse_single_term, read_single_term, write_quoted};
-pub use crate::code_server::PurgeMethod;
+
+/// A relup's `PrePurge` or `PostPurge`: what `load` and `remove` do with old code that is in
+/// the way. This is the script's word; the release handler hands it to the code server as
+/// the code layer's own `PurgeMethod`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PurgeMethod {
+    /// `soft_purge`: refuse (before) or leave it for later (after) if any thread holds it.
+    SoftPurge,
+    /// `brutal_purge`: purge it regardless.
+    BrutalPurge,
+}
+
+impl fmt::Display for PurgeMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PurgeMethod::SoftPurge => "soft_purge",
+            PurgeMethod::BrutalPurge => "brutal_purge",
+        })
+    }
+}
 
 /// How long a `suspend` waits for a process that gives no timeout (SPEC §5.3).
 pub const DEFAULT_SUSPEND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::code_server::PurgeMethod;
-use crate::elf;
-use crate::loader;
+use crate::code::elf;
+use crate::code::loader;
 use crate::release::files::ReleaseEntry;
 use crate::release::hashes::ModuleHashes;
+use crate::release::relup::PurgeMethod;
 use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
 
 use super::{ReleaseError, ReleaseHandler, State};

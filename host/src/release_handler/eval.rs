@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use plugin_api::Term;
 
-use crate::application::RestartType;
-use crate::process::{ChangeMode, Pid, ProcessError};
 use crate::release::files::AppSpec;
 use crate::release::{Direction, Instruction, Spanned};
+use crate::runtime::application::RestartType;
+use crate::runtime::process::{ChangeMode, Pid, ProcessError};
 
 use super::check::Plan;
 use super::{Progress, ReleaseError, ReleaseHandler};
@@ -114,12 +114,14 @@ fn eval(
 ) -> Result<(), String> {
     let node = &h.node;
     match &spanned.value {
-        Instruction::Load { module, pre, post } => {
-            node.load_module(module, *pre, *post).map(drop).map_err(|e| e.to_string())
-        }
-        Instruction::Remove { module, pre, post } => {
-            node.remove_module(module, *pre, *post).map(drop).map_err(|e| e.to_string())
-        }
+        Instruction::Load { module, pre, post } => node
+            .load_module(module, (*pre).into(), (*post).into())
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Instruction::Remove { module, pre, post } => node
+            .remove_module(module, (*pre).into(), (*post).into())
+            .map(drop)
+            .map_err(|e| e.to_string()),
         Instruction::Purge(modules) => {
             for m in modules {
                 node.purge(m);

@@ -25,18 +25,28 @@ use std::sync::{Mutex, MutexGuard};
 
 use plugin_api::Term;
 
-use crate::application::{AppError, RestartType};
-use crate::code_server::{PurgeMethod, Purged};
-use crate::error::{CodeServerError, LoadError};
-use crate::node::Node;
+use crate::code::code_server::{PurgeMethod, Purged};
+use crate::code::error::{CodeServerError, LoadError};
 use crate::release::files::{
     AppSpec, RelSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, read_releases,
     write_releases_atomically,
 };
 use crate::release::hashes::{HASHES_FILE, ModuleHashes, read_hashes};
 use crate::release::{Direction, ParseError};
+use crate::runtime::application::{AppError, RestartType};
+use crate::runtime::node::Node;
 
 pub use check::Plan;
+
+/// A relup's purge word, handed to the code server as its own.
+impl From<crate::release::relup::PurgeMethod> for PurgeMethod {
+    fn from(method: crate::release::relup::PurgeMethod) -> PurgeMethod {
+        match method {
+            crate::release::relup::PurgeMethod::SoftPurge => PurgeMethod::SoftPurge,
+            crate::release::relup::PurgeMethod::BrutalPurge => PurgeMethod::BrutalPurge,
+        }
+    }
+}
 
 /// The exit code of a node that exits so that its service manager restarts it (after an
 /// error past the point of no return, with [`ErrorAction::Restart`]).

@@ -15,7 +15,7 @@ fn unchanged(server: &CodeServer, greeter: &hotcode::Handle<plugin_api::interfac
     assert_eq!(status.modules[0].old, None);
     let copies = std::fs::read_dir(server.scratch_dir()).unwrap().count();
     assert_eq!(copies, 1, "no private copy left behind");
-    let mapped = hotcode::maps::mapped_files_under(server.scratch_dir()).unwrap();
+    let mapped = hotcode::code::maps::mapped_files_under(server.scratch_dir()).unwrap();
     assert_eq!(mapped.len(), 1, "only the serving version is mapped: {mapped:?}");
 }
 

@@ -77,9 +77,9 @@ fn v1_v2_v1_swaps_while_two_threads_call_in_a_loop() {
     let status = server.status();
     assert!(status.detached.is_empty(), "{:?}", status.detached);
     assert!(status.leaked.is_empty());
-    let mapped = hotcode::maps::mapped_files_under(server.scratch_dir()).unwrap();
+    let mapped = hotcode::code::maps::mapped_files_under(server.scratch_dir()).unwrap();
     assert!(mapped.len() <= 2, "at most current and a pending old stay mapped: {mapped:?}");
     server.post_purge("greeter");
-    let mapped = hotcode::maps::mapped_files_under(server.scratch_dir()).unwrap();
+    let mapped = hotcode::code::maps::mapped_files_under(server.scratch_dir()).unwrap();
     assert_eq!(mapped.len(), 1, "only the current version remains: {mapped:?}");
 }

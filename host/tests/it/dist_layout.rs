@@ -77,7 +77,7 @@ fn check_root(root: &Path, seed: &Path) {
             assert_eq!(spec.vsn, app.vsn, "{}", app_file.display());
             for module in &spec.modules {
                 let lib = lib_dir.join(format!("{module}.so"));
-                hotcode::elf::inspect_plugin(&lib)
+                hotcode::code::elf::inspect_plugin(&lib)
                     .unwrap_or_else(|e| panic!("{} is not a plugin: {e}", lib.display()));
             }
         }

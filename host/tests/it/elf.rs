@@ -1,10 +1,10 @@
-//! `hotcode::elf::inspect_plugin`: checking real plugin files without loading them, and the
+//! `hotcode::code::elf::inspect_plugin`: checking real plugin files without loading them, and the
 //! naming contract between `export_module!` and the checker.
 
 use std::path::Path;
 
 use hotcode::LoadErrorKind;
-use hotcode::elf::{PluginFile, inspect_plugin};
+use hotcode::code::elf::{PluginFile, inspect_plugin};
 
 use crate::fixtures;
 

@@ -158,7 +158,7 @@ fn build_root(name: &str, releases: &[(&str, &[AppVersion])], script: &str) -> t
         for (app, v, modules) in apps.iter() {
             for m in modules.iter() {
                 let rel = format!("lib/{app}-{v}/{m}.so");
-                let digest = hotcode::loader::sha256_file(&r.join(&rel)).expect("sha256");
+                let digest = hotcode::code::loader::sha256_file(&r.join(&rel)).expect("sha256");
                 record.insert(rel, digest);
             }
         }
@@ -186,7 +186,7 @@ pub fn record_release(root: &Path, vsn: &str, files: &[&str]) {
     for rel in files {
         record.insert(
             (*rel).to_owned(),
-            hotcode::loader::sha256_file(&root.join(rel)).expect("sha256"),
+            hotcode::code::loader::sha256_file(&root.join(rel)).expect("sha256"),
         );
     }
     let text = hotcode::release::hashes::render_hashes(&record);

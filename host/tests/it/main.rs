@@ -1,6 +1,7 @@
 //! Integration tests for the hotcode host, on real plugin libraries built from `plugins/`.
 
 mod applications;
+mod architecture;
 mod bad_input;
 mod cli;
 mod code_server;
@@ -46,7 +47,7 @@ pub fn answering(handle: &Handle<Greeter>) -> u32 {
 
 /// Whether the private copy of `info` is mapped in this process.
 pub fn mapped(info: &hotcode::VersionInfo) -> bool {
-    hotcode::maps::is_mapped(&info.copy).expect("read /proc/self/maps")
+    hotcode::code::maps::is_mapped(&info.copy).expect("read /proc/self/maps")
 }
 
 /// A node with these modules loaded and current: `(module, library)` pairs.

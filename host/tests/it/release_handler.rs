@@ -293,7 +293,7 @@ fn an_error_before_the_point_of_no_return_rolls_everything_back() {
     }
     unchanged(&h, root.path(), &before);
     let scratch = h.node().code().scratch_dir().to_owned();
-    let mapped = hotcode::maps::mapped_files_under(&scratch).unwrap();
+    let mapped = hotcode::code::maps::mapped_files_under(&scratch).unwrap();
     assert_eq!(mapped.len(), 2, "only prim_app and prim_sup stay mapped: {mapped:?}");
 }
 

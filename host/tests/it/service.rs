@@ -16,7 +16,7 @@ fn two_hundred_upgrade_downgrade_cycles_under_load_lose_nothing() {
     let server = LineServer::start(h.node().reference(), "127.0.0.1:0", "svc_handler", 4).unwrap();
     let load = LoadGen::start(server.addr(), 2, "test").unwrap();
     let scratch = h.node().code().scratch_dir().to_owned();
-    let mapped = || hotcode::maps::mapped_files_under(&scratch).unwrap().len();
+    let mapped = || hotcode::code::maps::mapped_files_under(&scratch).unwrap().len();
     let wait_for_answers = |n: u64| {
         let target = load.answered() + n;
         while load.answered() < target {

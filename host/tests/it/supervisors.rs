@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hotcode::supervisor::ChildType;
+use hotcode::runtime::supervisor::ChildType;
 use hotcode::{ChangeMode, ProcessError};
 use plugin_api::Term;
 

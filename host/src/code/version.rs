@@ -6,8 +6,8 @@ use std::sync::{Mutex, MutexGuard};
 use abi_stable::type_layout::TypeLayout;
 use plugin_api::Behaviour;
 
-use crate::hold::VersionCell;
-use crate::loader::Opened;
+use crate::code::hold::VersionCell;
+use crate::code::loader::Opened;
 
 /// A loaded version. Everything here is host-owned except the library itself, which is
 /// closed exactly once, by the reaper, after a scan found no holder.
@@ -67,7 +67,7 @@ impl Version {
     }
 
     /// The exported function `name` for `apply`, while the library is open.
-    pub(crate) fn function(&self, name: &str) -> Option<crate::loader::ExportedFnPtr> {
+    pub(crate) fn function(&self, name: &str) -> Option<crate::code::loader::ExportedFnPtr> {
         self.library()
             .as_ref()
             .and_then(|o| o.functions.iter().find(|(n, _)| n == name).map(|(_, f)| *f))

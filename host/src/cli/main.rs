@@ -4,7 +4,7 @@
 //! The binary is a thin shell over the library: `boot` is [`ReleaseHandler::boot`] plus the
 //! control socket ([`hotcode::control`]) and signal handling; `ctl` is one
 //! [`hotcode::control::request`]; `check` is the relup parser and [`Relup::problems`], with
-//! [`hotcode::elf::inspect_plugin`] for the object code when a root is given; `watch` is a
+//! [`hotcode::code::elf::inspect_plugin`] for the object code when a root is given; `watch` is a
 //! [`Watcher`] on a fresh node. Everything a
 //! person might want to script against has a stable exit code: 0 ok, 1 a refused operation
 //! or bad input (with a message on stderr), 2 usage (clap's own code for a bad command line).
@@ -404,7 +404,7 @@ fn object_code_problems(path: &Path, relup: &Relup, root: &Path) -> Vec<(Option<
             let dir = root.join("lib").join(format!("{app}-{app_vsn}"));
             for module in modules {
                 let file = dir.join(format!("{module}.so"));
-                if let Err(kind) = hotcode::elf::inspect_plugin(&file) {
+                if let Err(kind) = hotcode::code::elf::inspect_plugin(&file) {
                     problems.push((
                         Some(instruction.pos),
                         format!(

@@ -21,9 +21,9 @@ use crossbeam::channel::{Receiver, Sender};
 use plugin_api::behaviour::SupervisorTable;
 use plugin_api::{Behaviour, Term};
 
-use crate::handle::Handle;
-use crate::node::NodeInner;
-use crate::process::{
+use crate::code::handle::Handle;
+use crate::runtime::node::NodeInner;
+use crate::runtime::process::{
     ChangeMode, Msg, Parent, Pid, ProcessError, ProcessKind, SysMsg, bad_module, is_normal_exit,
     spawn_gen_server, spawn_process,
 };

@@ -576,7 +576,9 @@ fn status(handler: &ReleaseHandler) -> Vec<String> {
     let code = node.code().status();
     lines.push(format!("modules: {}", code.modules.len()));
     let width = code.modules.iter().map(|m| m.name.len()).max().unwrap_or(0);
-    let vsn = |v: &Option<crate::VersionInfo>| v.as_ref().map_or("-".to_owned(), |v| v.vsn.clone());
+    let vsn = |v: &Option<crate::code::code_server::VersionInfo>| {
+        v.as_ref().map_or("-".to_owned(), |v| v.vsn.clone())
+    };
     for m in &code.modules {
         let mut line =
             format!("  {:width$} current {} old {}", m.name, vsn(&m.current), vsn(&m.old));

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::code_server::Holder;
+use crate::code::code_server::Holder;
 
 /// Loading a module's object code failed; nothing was loaded.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +164,7 @@ pub enum CallError {
     /// Calls nested deeper than the per-thread limit.
     #[error(
         "calls nest deeper than {} levels (entering module `{module}`)",
-        crate::hold::MAX_DEPTH
+        crate::code::hold::MAX_DEPTH
     )]
     TooDeep {
         /// The module.

@@ -25,9 +25,9 @@ use crossbeam::channel::{self, Receiver, Sender};
 use plugin_api::behaviour::{GenServerTable, StatePtr};
 use plugin_api::{PluginError, Term};
 
-use crate::handle::Handle;
-use crate::hold;
-use crate::node::NodeInner;
+use crate::code::handle::Handle;
+use crate::code::hold;
+use crate::runtime::node::NodeInner;
 
 /// A process identifier, displayed the Erlang way: `<0.N.0>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -160,7 +160,7 @@ pub(crate) enum Msg {
         reason: Term,
     },
     /// To a supervisor: a child operation.
-    Sup(crate::supervisor::SupRequest),
+    Sup(crate::runtime::supervisor::SupRequest),
 }
 
 pub(crate) enum SysMsg {
@@ -240,7 +240,7 @@ pub(crate) struct ProcEntry {
     pub(crate) kill: Arc<AtomicBool>,
     /// For supervisors: their children, readable without messaging them (a suspended
     /// supervisor does not answer, but release handling must still walk its tree).
-    pub(crate) children: Option<Arc<Mutex<Vec<crate::supervisor::ChildInfo>>>>,
+    pub(crate) children: Option<Arc<Mutex<Vec<crate::runtime::supervisor::ChildInfo>>>>,
 }
 
 /// A snapshot of one process, for listings.
@@ -298,7 +298,7 @@ pub(crate) fn spawn_process(
     module: &str,
     kind: ProcessKind,
     name: Option<String>,
-    children: Option<Arc<Mutex<Vec<crate::supervisor::ChildInfo>>>>,
+    children: Option<Arc<Mutex<Vec<crate::runtime::supervisor::ChildInfo>>>>,
     init: impl FnOnce(Birth) -> Result<Serve, Term> + Send + 'static,
 ) -> Result<Pid, ProcessError> {
     let start_err = |reason: Term| ProcessError::Start { module: module.to_owned(), reason };

@@ -17,8 +17,8 @@ use std::time::Duration;
 use crossbeam::channel;
 use plugin_api::Term;
 
-use crate::node::NodeRef;
-use crate::process::{Pid, ProcessError};
+use crate::runtime::node::NodeRef;
+use crate::runtime::process::{Pid, ProcessError};
 
 /// How long one request may wait for the handler (including a suspension).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

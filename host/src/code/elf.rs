@@ -24,7 +24,7 @@ use object::read::ReadCache;
 use object::{Object, ObjectKind, ObjectSymbol};
 use plugin_api::{APPLY_SYMBOL_PREFIX, MODULE_SYMBOL};
 
-use crate::error::LoadErrorKind;
+use crate::code::error::LoadErrorKind;
 
 /// The largest file taken for a plugin. Real plugins are a few MiB (tens with debug info);
 /// anything this big is not one, and refusing it early keeps a check cheap and bounded.
@@ -62,7 +62,7 @@ impl PluginFile {
 ///   is malformed, or is larger than [`MAX_PLUGIN_SIZE`];
 /// - [`LoadErrorKind::MissingSymbol`] if it does not define [`MODULE_SYMBOL`].
 pub fn inspect_plugin(path: &Path) -> Result<PluginFile, LoadErrorKind> {
-    crate::loader::check_elf(path)?;
+    crate::code::loader::check_elf(path)?;
     let file = File::open(path).map_err(open_error)?;
     let size = file.metadata().map_err(LoadErrorKind::Io)?.len();
     if size > MAX_PLUGIN_SIZE {

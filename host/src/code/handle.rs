@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use plugin_api::{Interface, PluginError};
 
-use crate::code_server::ModuleEntry;
-use crate::error::CallError;
-use crate::hold::{self, EnterError};
+use crate::code::code_server::ModuleEntry;
+use crate::code::error::CallError;
+use crate::code::hold::{self, EnterError};
 
 /// A typed handle to a module, for calling its current version through interface `I`.
 ///

@@ -28,13 +28,13 @@ use abi_stable::type_layout::TypeLayout;
 use crossbeam::utils::CachePadded;
 use plugin_api::{Interface, RTerm, Term};
 
-use crate::error::{ApplyError, CodeServerError, LoadError, LoadErrorKind};
-use crate::handle::Handle;
-use crate::hold::{self, ThreadInfo, VersionCell};
-use crate::loader;
-use crate::membarrier;
-use crate::reaper::{self, LeakedLibrary, Retired};
-use crate::version::Version;
+use crate::code::error::{ApplyError, CodeServerError, LoadError, LoadErrorKind};
+use crate::code::handle::Handle;
+use crate::code::hold::{self, ThreadInfo, VersionCell};
+use crate::code::loader;
+use crate::code::membarrier;
+use crate::code::reaper::{self, LeakedLibrary, Retired};
+use crate::code::version::Version;
 
 /// How to purge old code that is in the way (OTP's `PrePurge` / `PostPurge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam::utils::CachePadded;
 
-use crate::membarrier;
+use crate::code::membarrier;
 
 /// How deeply calls may nest on one thread (host → plugin → host → plugin ...).
 pub const MAX_DEPTH: usize = 32;
@@ -331,7 +331,7 @@ fn release(slot: &AtomicPtr<VersionCell>, cell: &'static VersionCell) {
     slot.store(ptr::null_mut(), Ordering::Release);
     membarrier::caller_fence();
     if cell.reap.load(Ordering::Relaxed) {
-        crate::reaper::on_release(cell);
+        crate::code::reaper::on_release(cell);
     }
 }
 

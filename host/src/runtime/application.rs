@@ -18,10 +18,10 @@ use std::time::Duration;
 use plugin_api::Term;
 use plugin_api::behaviour::ApplicationTable;
 
-use crate::node::{Node, NodeInner};
-use crate::process::{Parent, Pid, ProcessError};
 use crate::release::files::AppSpec;
-use crate::supervisor::{Shutdown, spawn_supervisor};
+use crate::runtime::node::{Node, NodeInner};
+use crate::runtime::process::{Parent, Pid, ProcessError};
+use crate::runtime::supervisor::{Shutdown, spawn_supervisor};
 
 /// An application's restart type (`application:start(App, Type)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +172,7 @@ fn with_callback<R>(
         .handle::<ApplicationTable>(module)
         .map_err(|e| Term::tuple([Term::atom("bad_module"), Term::Str(e.to_string())]))?;
     handle.call(f).map_err(|e| match e {
-        crate::CallError::Plugin { error, .. } => error.exit_reason(),
+        crate::code::error::CallError::Plugin { error, .. } => error.exit_reason(),
         other => Term::tuple([Term::atom("undef"), Term::Str(other.to_string())]),
     })
 }

@@ -15,14 +15,14 @@ use std::time::Duration;
 use crossbeam::channel::{self, Sender};
 use plugin_api::Term;
 
-use crate::application::AppController;
-use crate::code_server::{CodeServer, Purged};
-use crate::error::CodeServerError;
-use crate::process::{
+use crate::code::code_server::{CodeServer, Purged};
+use crate::code::error::CodeServerError;
+use crate::runtime::application::AppController;
+use crate::runtime::process::{
     ChangeMode, Dest, ExitSignal, Msg, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
     ProcessKind, SysMsg, spawn_gen_server,
 };
-use crate::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
+use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
 
 /// A process that would not stop: its thread is still inside plugin code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +237,7 @@ impl NodeInner {
                 if child.modules.iter().any(|m| m == module) {
                     found.push(pid);
                 }
-                if child.kind == crate::supervisor::ChildType::Supervisor {
+                if child.kind == crate::runtime::supervisor::ChildType::Supervisor {
                     stack.push(pid);
                 }
             }
@@ -618,10 +618,10 @@ impl Node {
     pub fn load_module(
         &self,
         module: &str,
-        pre: crate::PurgeMethod,
-        post: crate::PurgeMethod,
+        pre: crate::code::code_server::PurgeMethod,
+        post: crate::code::code_server::PurgeMethod,
     ) -> Result<Purged, CodeServerError> {
-        if pre == crate::PurgeMethod::BrutalPurge {
+        if pre == crate::code::code_server::PurgeMethod::BrutalPurge {
             self.purge(module);
         }
         self.inner.code.load(module, pre, post)
@@ -631,10 +631,10 @@ impl Node {
     pub fn remove_module(
         &self,
         module: &str,
-        pre: crate::PurgeMethod,
-        post: crate::PurgeMethod,
+        pre: crate::code::code_server::PurgeMethod,
+        post: crate::code::code_server::PurgeMethod,
     ) -> Result<Purged, CodeServerError> {
-        if pre == crate::PurgeMethod::BrutalPurge {
+        if pre == crate::code::code_server::PurgeMethod::BrutalPurge {
             self.purge(module);
         }
         self.inner.code.remove(module, pre, post)
@@ -671,7 +671,7 @@ impl Node {
 
     /// Stops every process: applications first (in reverse start order), then the rest.
     pub fn shutdown(&self) {
-        crate::application::stop_all(&self.inner);
+        crate::runtime::application::stop_all(&self.inner);
         let pids: Vec<Pid> = lock(&self.inner.procs).table.keys().copied().collect();
         for pid in pids.into_iter().rev() {
             self.inner.stop_child(pid, Shutdown::Timeout(Duration::from_secs(5)));

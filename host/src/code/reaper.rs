@@ -13,9 +13,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::hold::{self, Found};
-use crate::loader::{self, Closed};
-use crate::version::Version;
+use crate::code::hold::{self, Found};
+use crate::code::loader::{self, Closed};
+use crate::code::version::Version;
 
 /// A library that stayed mapped after it was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]

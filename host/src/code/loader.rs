@@ -27,8 +27,8 @@ use plugin_api::{
     RTermRef,
 };
 
-use crate::error::{LoadError, LoadErrorKind};
-use crate::maps;
+use crate::code::error::{LoadError, LoadErrorKind};
+use crate::code::maps;
 
 /// A library that passed every check, open and mapped at `copy`.
 pub(crate) struct Opened {

@@ -1,0 +1,32 @@
+//! The code layer: loading, holding and unloading module versions (SPEC §2, §3).
+//!
+//! This layer owns everything between a `.so` file on disk and a call into it: the
+//! [`loader`] (the only code that opens and closes libraries, with the ELF, layout and
+//! integrity checks), [`elf`] (inspecting a file without loading it), [`maps`] (is a library
+//! really gone from `/proc/self/maps`?), `membarrier` (the asymmetric fence), `hold` (the
+//! per-thread hold slots and the scan), `version` (a loaded version's host-owned metadata),
+//! `reaper` (unloading retired versions once their last holder leaves), [`code_server`]
+//! (OTP's current and old slots: load, remove, purge, soft_purge, holders) and [`handle`]
+//! (the call path).
+//!
+//! **May use:** nothing else in this crate. Processes, releases and the fronts are built on
+//! top of it; it knows none of them.
+//!
+//! **Cycles inside the layer, and why they stay:** `hold` and `reaper` call each other
+//! because the last holder of a retired version unloads it as it leaves (`hold` →
+//! `reaper::on_release`), while the reaper decides by scanning the slots (`reaper` →
+//! `hold::scan`); splitting them would put the hand-over between "released" and "unloaded"
+//! behind an indirection on the call path. `code_server` and `handle` know each other
+//! because a handle is a typed view of one code-server entry. `error` names `Holder`, the
+//! code server's answer to "who holds it", in `old_processes` errors.
+
+pub mod code_server;
+pub mod elf;
+pub mod error;
+pub mod handle;
+pub(crate) mod hold;
+pub mod loader;
+pub mod maps;
+mod membarrier;
+pub(crate) mod reaper;
+pub(crate) mod version;
