@@ -454,7 +454,11 @@ fn write_root(root: &PlannedRoot, pool: &Path) -> Result<()> {
     let releases_file = releases_dir.join("RELEASES");
     fs::write(&releases_file, render_releases(&entries))
         .with_context(|| format!("failed to write {}", releases_file.display()))?;
-    create_dir(&root.dir.join("run"))?;
+    // The node's private directory (socket, lock): its own, mode 0700, or it refuses it.
+    let run = root.dir.join("run");
+    create_dir(&run)?;
+    fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("failed to set the mode of {}", run.display()))?;
 
     let described: Vec<String> = root
         .releases

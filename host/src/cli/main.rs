@@ -1,13 +1,13 @@
 //! `hotcode`: run a node, talk to a running node, check a relup script (SPEC §7), and
 //! reload plugins as they are rebuilt during development.
 //!
-//! The binary is a thin shell over the library: `boot` is [`ReleaseHandler::boot`] plus the
-//! control socket ([`hotcode::control`]) and signal handling; `ctl` is one
-//! [`hotcode::control::request`]; `check` is the relup parser and [`Relup::problems`], with
-//! [`hotcode::code::elf::inspect_plugin`] for the object code when a root is given; `watch` is a
-//! [`Watcher`] on a fresh node. Everything a
-//! person might want to script against has a stable exit code: 0 ok, 1 a refused operation
-//! or bad input (with a message on stderr), 2 usage (clap's own code for a bad command line).
+//! The binary is a thin shell over the library: `boot` is the root's [`RootLock`], then
+//! [`ReleaseHandler::boot`] plus the control socket ([`hotcode::control`]) and signal
+//! handling; `ctl` is one [`hotcode::control::request`]; `check` is the relup parser and
+//! [`Relup::problems`], with [`hotcode::code::elf::inspect_plugin`] for the object code when
+//! a root is given; `watch` is a [`Watcher`] on a fresh node. Everything a person might want
+//! to script against has a stable exit code: 0 ok, 1 a refused operation or bad input (with
+//! a message on stderr), 2 usage (clap's own code for a bad command line).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use hotcode::control::{self, Control, ServeExit};
+use hotcode::control::{self, Control, RootLock, ServeExit};
 use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
 use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
 use hotcode::watch::{WatchOptions, WatchedModule, Watcher};
@@ -37,7 +37,11 @@ EXAMPLES:
 The node runs the permanent release of ROOT and listens on ROOT/run/hotcode.sock (mode
 0600, peers of another uid refused) until SIGTERM or SIGINT, then stops its applications in
 reverse start order and exits 0. After `hotcode ctl ROOT reboot-old VSN` it exits 3 so that
-the service manager restarts it on the release that is permanent now.";
+the service manager restarts it on the release that is permanent now.
+
+ROOT/run must be a real directory of the node's user with mode 0700 (it is created so if
+missing), and the node holds a lock on it for its whole life: a second node on the same
+root exits 1 at once.";
 
 const CTL_EXAMPLES: &str = "\
 EXAMPLES:
@@ -233,9 +237,15 @@ fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handlers")?;
     }
-    // The socket first: it refuses a second node on the same root before that node starts
-    // anything, and it exists before "node up" is printed.
-    let control = Control::bind(root).context("cannot open the control socket")?;
+    // The root's lock before anything reads or writes the root: a second node on it stops
+    // here, before it reads RELEASES or touches the first node's socket. Held (declared
+    // first, dropped last) until the node has shut down.
+    let lock = RootLock::acquire(root).context("cannot lock the release root")?;
+    // The socket next, so that it exists before "node up" is printed.
+    let mut control = Control::bind(&lock).context("cannot open the control socket")?;
+    if let Some(deadline) = request_deadline()? {
+        control = control.with_request_deadline(deadline);
+    }
     let error_action = match action {
         Action::Restart => ErrorAction::Restart,
         Action::Return => ErrorAction::Return,
@@ -254,6 +264,8 @@ fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
     log::info!("shutting down: stopping applications");
     handler.node().shutdown();
     drop(control);
+    drop(handler);
+    drop(lock);
     Ok(match exit {
         ServeExit::Stopped => {
             log::info!("node stopped");
@@ -264,6 +276,21 @@ fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
             ExitCode::from(u8::try_from(EXIT_RESTART).unwrap_or(1))
         }
     })
+}
+
+/// The environment variable that overrides [`control::REQUEST_DEADLINE`], in milliseconds:
+/// for tests, which cannot wait ten seconds for a slow client to be cut off.
+const REQUEST_DEADLINE_ENV: &str = "HOTCODE_REQUEST_DEADLINE_MS";
+
+/// The request deadline from [`REQUEST_DEADLINE_ENV`], if it is set.
+fn request_deadline() -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(value) = std::env::var_os(REQUEST_DEADLINE_ENV) else {
+        return Ok(None);
+    };
+    match value.to_str().and_then(|v| v.parse::<u64>().ok()) {
+        Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms))),
+        _ => bail!("{REQUEST_DEADLINE_ENV}={value:?}: not a positive number of milliseconds"),
+    }
 }
 
 fn watch(dir: &Path, modules: Vec<WatchedModule>, quiet_ms: u64) -> anyhow::Result<ExitCode> {

@@ -63,17 +63,10 @@ pub enum LoadErrorKind {
         /// The name in the descriptor.
         found: String,
     },
-    /// The file, or the directory it is in, may be written by other users, so what gets
-    /// loaded is not under the owner's control.
-    #[error("{} is writable by {by} (mode {mode:o}): refusing to load code others can change", path.display())]
-    Writable {
-        /// The file or directory.
-        path: PathBuf,
-        /// `group` or `others`.
-        by: &'static str,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// The file, or a directory above it, is not the node's own: owned by another uid, or
+    /// writable by group or others, so what gets loaded is not under the owner's control.
+    #[error("{0}")]
+    Untrusted(crate::code::trust::Untrusted),
     /// The file's SHA-256 is not the one its release recorded.
     #[error("SHA-256 mismatch: the release recorded {expected}, the file has {found}")]
     HashMismatch {

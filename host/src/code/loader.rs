@@ -14,7 +14,6 @@
 //! Architecture invariant: nothing outside this module calls `dlopen`, `dlsym` or `dlclose`.
 
 use std::ffi::c_void;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +28,7 @@ use plugin_api::{
 
 use crate::code::error::{LoadError, LoadErrorKind};
 use crate::code::maps;
+use crate::code::trust;
 
 /// A library that passed every check, open and mapped at `copy`.
 pub(crate) struct Opened {
@@ -83,7 +83,7 @@ const ELF_DATA_HOST: u8 = 2;
 
 /// Checks that `path` is an ELF shared object for this target, reading only its header.
 pub(crate) fn check_elf(path: &Path) -> Result<(), LoadErrorKind> {
-    let mut file = File::open(path).map_err(|e| match e.kind() {
+    let mut file = trust::open_regular(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LoadErrorKind::NotFound,
         _ => LoadErrorKind::Io(e),
     })?;
@@ -128,7 +128,7 @@ pub fn hex(digest: &Sha256) -> String {
 /// The SHA-256 of a file's contents.
 pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
     use sha2::Digest;
-    let mut file = File::open(path)?;
+    let mut file = trust::open_regular(path)?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -142,29 +142,16 @@ pub fn sha256_file(path: &Path) -> std::io::Result<Sha256> {
     Ok(hasher.finalize().into())
 }
 
-/// Refuses a plugin file, or the directory holding it, that group or others may write:
-/// whoever can write it decides what code the node runs.
+/// Refuses a plugin file, or the directory holding it, that is not the node's own (owned
+/// by another uid, or writable by group or others): whoever can write it decides what code
+/// the node runs. Within a release root the release handler checks the whole way down from
+/// the root ([`trust::check_under`]).
 pub(crate) fn check_permissions(path: &Path) -> Result<(), LoadErrorKind> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    for target in [path, dir] {
-        let mode = match std::fs::metadata(target) {
-            Ok(m) => m.permissions().mode(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LoadErrorKind::NotFound);
-            }
-            Err(e) => return Err(LoadErrorKind::Io(e)),
-        };
-        let by = if mode & 0o002 != 0 {
-            "others"
-        } else if mode & 0o020 != 0 {
-            "group"
-        } else {
-            continue;
-        };
-        return Err(LoadErrorKind::Writable { path: target.to_owned(), by, mode: mode & 0o7777 });
+    match trust::check_file_and_dir(path) {
+        Ok(()) => Ok(()),
+        Err(_) if !path.exists() => Err(LoadErrorKind::NotFound),
+        Err(untrusted) => Err(LoadErrorKind::Untrusted(untrusted)),
     }
-    Ok(())
 }
 
 /// Opens `source` as version `serial` of `module`, through a private copy in `scratch`.
@@ -181,22 +168,24 @@ pub(crate) fn open(
     check_elf(source).map_err(fail)?;
     check_permissions(source).map_err(fail)?;
     let copy = scratch.join(format!("{module}-{serial}.so"));
-    std::fs::copy(source, &copy).map_err(|e| fail(LoadErrorKind::Io(e)))?;
-    if let Some(expected) = expected {
-        let found = match sha256_file(&copy) {
-            Ok(found) => found,
-            Err(e) => {
-                let _ = std::fs::remove_file(&copy);
-                return Err(fail(LoadErrorKind::Io(e)));
-            }
-        };
-        if &found != expected {
+    private_copy(source, &copy).map_err(|e| fail(LoadErrorKind::Io(e)))?;
+    // The digest is taken of the copy, the very bytes `dlopen` maps: a file renamed over
+    // the source after a check cannot slip in.
+    let found = match sha256_file(&copy) {
+        Ok(found) => found,
+        Err(e) => {
             let _ = std::fs::remove_file(&copy);
-            return Err(fail(LoadErrorKind::HashMismatch {
-                expected: hex(expected),
-                found: hex(&found),
-            }));
+            return Err(fail(LoadErrorKind::Io(e)));
         }
+    };
+    if let Some(expected) = expected
+        && &found != expected
+    {
+        let _ = std::fs::remove_file(&copy);
+        return Err(fail(LoadErrorKind::HashMismatch {
+            expected: hex(expected),
+            found: hex(&found),
+        }));
     }
     match open_copy(module, &copy) {
         Ok(opened) => Ok(opened),
@@ -206,6 +195,19 @@ pub(crate) fn open(
             Err(fail(kind))
         }
     }
+}
+
+/// Copies `source` (a regular file, opened without following a FIFO) to `copy`, a new file
+/// only this process writes.
+fn private_copy(source: &Path, copy: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut from = trust::open_regular(source)?;
+    let mut to = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(copy)?;
+    if let Err(e) = std::io::copy(&mut from, &mut to) {
+        let _ = std::fs::remove_file(copy);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {

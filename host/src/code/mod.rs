@@ -29,4 +29,5 @@ pub mod loader;
 pub mod maps;
 mod membarrier;
 pub(crate) mod reaper;
+pub mod trust;
 pub(crate) mod version;

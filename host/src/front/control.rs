@@ -9,16 +9,36 @@
 //!
 //! # Access
 //!
-//! The socket file is mode `0600` from the moment it has its name: it is bound under a
-//! private temporary name, given its mode, then hard-linked to `hotcode.sock` (which fails if
-//! the name exists, so two nodes cannot take it in a race) and the temporary name removed.
-//! Every accepted connection is also checked with `SO_PEERCRED`: a peer whose uid is not the
-//! node's effective uid is answered with an error and closed, so a socket file that someone
-//! loosened the mode of still admits only its owner.
+//! Who may talk to a node, and whom a client believes, rests on three checks:
 //!
-//! A socket file left by a node that died (`SIGKILL`, power loss) is removed at the next
-//! bind, but only when connecting to it fails: a socket that answers belongs to a live node,
-//! and the second node refuses to start.
+//! - **`ROOT/run/` is private.** [`RootLock::acquire`] creates it with mode `0700`; one that
+//!   exists already must be a real directory (not a symbolic link, checked on the opened
+//!   descriptor), owned by the node's effective uid, with no access for group or others,
+//!   or the node refuses to start ([`ControlError::UnsafeRunDir`]). Nobody else can then
+//!   move the socket away and bind their own in its place.
+//! - **The socket file is `0600` from its creation.** The mode is set on the socket's
+//!   descriptor before `bind(2)` (Linux creates the file with the mode of the socket, less
+//!   the umask), so there is no window in which it has another mode and no `chmod` by name.
+//! - **Both ends ask the kernel who the other is (`SO_PEERCRED`).** The node reads the
+//!   client's uid *before any byte of the request*: a peer whose uid is not the node's
+//!   effective uid gets a one-line refusal and is closed at once, so a socket file whose
+//!   mode someone loosened still admits only its owner. The client ([`request`]) refuses to
+//!   believe a node whose uid is neither its own effective uid nor root
+//!   ([`ControlError::ForeignPeer`]), and checks `ROOT/run/` before it connects: a real
+//!   directory, owned by itself or root, that nobody else may write in. (The client does not
+//!   insist on `0700`: the owner may open the directory for reading to let the node refuse
+//!   other users itself, and what makes an answer believable is the node's uid.)
+//!
+//! # One node per root
+//!
+//! A node holds an exclusive `flock(2)` on the `ROOT/run/` directory for its whole life
+//! ([`RootLock`]), taken before anything else reads or writes the root: before the release
+//! handler reads RELEASES, and before the socket is touched. A second node on the same root
+//! fails at once ([`ControlError::AlreadyRunning`]). The kernel drops the lock when the
+//! holder dies, however it dies, so a node killed with `SIGKILL` leaves nothing to clean up
+//! but its socket file, which only the lock holder ([`Control::bind`] takes the lock as
+//! proof) removes. An embedder that runs a [`ReleaseHandler`] on a root must take the
+//! [`RootLock`] first too, and keep it for as long as the handler lives.
 //!
 //! # Protocol
 //!
@@ -32,6 +52,10 @@
 //!    `ERR <code>` where the code is the exit code the client should exit with (`1` for a
 //!    refused operation or bad input, `2` for a malformed request). On `ERR`, the lines
 //!    before it are the error message. Then the node closes the connection.
+//!
+//! The whole request line must arrive within [`REQUEST_DEADLINE`] of the connection being
+//! accepted (an overall deadline, not one per read): a client that trickles one byte at a
+//! time cannot hold the node's only control thread for longer than that.
 //!
 //! A client that reads end-of-file before the final line knows that the node went away in
 //! the middle of the operation (it was killed, or exited to restart after a failure past the
@@ -52,12 +76,13 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::release::ReleaseStatus;
 use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
@@ -65,11 +90,18 @@ use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
 /// Where the socket is, relative to the release root.
 pub const SOCKET: &str = "run/hotcode.sock";
 
+/// The directory that holds the socket and carries the node's lock, relative to the root.
+pub const RUN_DIR: &str = "run";
+
 /// How long `serve` sleeps in `poll(2)` before it looks at the stop flag again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How long the node waits for a client to send its request, or to take its answer: a
-/// client that stalls must not stall the node's control channel for ever.
+/// How long, in all, the node waits for a client's whole request line after accepting its
+/// connection (not per read). [`Control::with_request_deadline`] changes it.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long one write of an answer may block on a client that does not read it: a client
+/// that stalls must not stall the node's control channel for ever.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest request line taken (a path is the longest field).
@@ -123,17 +155,42 @@ pub enum ControlError {
         /// The socket that nobody answers on.
         socket: PathBuf,
     },
-    /// Another node already listens on the root.
+    /// Another node runs on the root: it holds the root's lock.
     #[error(
-        "a node is already running on {} ({} answers); stop it first",
-        root.display(),
-        socket.display()
+        "a node is already running on {root} (another process holds the lock on {lock}); \
+         stop it first",
+        root = root.display(),
+        lock = lock.display()
     )]
     AlreadyRunning {
         /// The release root.
         root: PathBuf,
-        /// The socket that answered.
+        /// The locked directory, `ROOT/run`.
+        lock: PathBuf,
+    },
+    /// `ROOT/run/` cannot be trusted to hold the socket: someone other than its owner could
+    /// replace the socket in it, or it is not this user's directory.
+    #[error("{}: {problem}; refusing it as the control socket's directory", path.display())]
+    UnsafeRunDir {
+        /// The directory, `ROOT/run`.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The process listening on the socket runs as another user: not the node, or not one
+    /// to believe.
+    #[error(
+        "{}: the process listening on it runs as uid {uid}, neither this user (uid {own}) nor \
+         root; not believing its answer",
+        socket.display()
+    )]
+    ForeignPeer {
+        /// The socket.
         socket: PathBuf,
+        /// The uid of the process listening on it (`SO_PEERCRED`).
+        uid: u32,
+        /// This process's effective uid.
+        own: u32,
     },
     /// Something that is not a socket has the socket's name.
     #[error("{}: exists and is not a socket; remove it if no node uses it", path.display())]
@@ -172,6 +229,105 @@ pub enum ServeExit {
     Restart,
 }
 
+/// The one node allowed on a release root: an exclusive `flock(2)` on `ROOT/run/`, held
+/// until dropped (or until the process dies).
+///
+/// Take it before anything reads or writes the root (before [`ReleaseHandler::boot`] reads
+/// RELEASES) and keep it for as long as the node runs: `hotcode boot` does, and so must an
+/// embedder that runs a [`ReleaseHandler`] on a root, or two nodes could write one RELEASES.
+/// [`Control::bind`] asks for it, so only the holder ever removes a stale socket.
+#[derive(Debug)]
+pub struct RootLock {
+    root: PathBuf,
+    dir: PathBuf,
+    /// The checked, locked `ROOT/run/`; closing it releases the lock.
+    _fd: OwnedFd,
+}
+
+impl RootLock {
+    /// Creates `ROOT/run/` (mode 0700) if it is missing, checks it, and locks it.
+    ///
+    /// An existing `ROOT/run/` must be a real directory (not a symbolic link) owned by this
+    /// process's effective uid, with no access for group or others (`mode & 0o077 == 0`).
+    /// The checks are made on the opened directory (`fstat`), and the lock is taken on it.
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::AlreadyRunning`] if another process holds the lock (a node runs on
+    /// the root); [`ControlError::UnsafeRunDir`] if `ROOT/run` is a symbolic link, not a
+    /// directory, another user's, or open to group or others; [`ControlError::Io`] if the
+    /// root is not a directory or `ROOT/run` cannot be made, opened or locked.
+    pub fn acquire(root: &Path) -> Result<RootLock, ControlError> {
+        if !root.is_dir() {
+            return Err(ControlError::Io {
+                path: root.to_owned(),
+                source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+            });
+        }
+        let dir = root.join(RUN_DIR);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ControlError::Io { path: dir, source: e }),
+        }
+        // O_NOFOLLOW | O_DIRECTORY: the descriptor is the real directory or nothing, and
+        // every later check and change goes through it, never through the name again.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&dir)
+            .map_err(|e| match e.raw_os_error() {
+                // Refused by the flags; the name's own type only words the message.
+                Some(libc::ELOOP | libc::ENOTDIR) => {
+                    let link = fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink());
+                    let problem = if link { "is a symbolic link" } else { "is not a directory" };
+                    unsafe_run_dir(&dir, problem.to_owned())
+                }
+                _ => ControlError::Io { path: dir.clone(), source: e },
+            })?;
+        let meta = file.metadata().map_err(io_error(&dir))?;
+        let own = effective_uid();
+        if meta.uid() != own {
+            return Err(unsafe_run_dir(
+                &dir,
+                format!("is owned by uid {}, but this node runs as uid {own}", meta.uid()),
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(unsafe_run_dir(
+                &dir,
+                format!("has mode {mode:04o}: group or others have access to it (it must be 0700)"),
+            ));
+        }
+        // SAFETY: flock(2) on the descriptor `file` owns, open for the whole call; it
+        // touches no memory of ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                ControlError::AlreadyRunning { root: root.to_owned(), lock: dir }
+            } else {
+                ControlError::Io { path: dir, source: e }
+            });
+        }
+        Ok(RootLock { root: root.to_owned(), dir, _fd: OwnedFd::from(file) })
+    }
+
+    /// The release root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The locked directory, `ROOT/run`.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn unsafe_run_dir(path: &Path, problem: String) -> ControlError {
+    ControlError::UnsafeRunDir { path: path.to_owned(), problem }
+}
+
 /// The listening end of a node's control channel. Removes its socket file when dropped.
 #[derive(Debug)]
 pub struct Control {
@@ -180,47 +336,53 @@ pub struct Control {
     listener: UnixListener,
     /// Device and inode of the socket file, so that drop removes only our own file.
     identity: (u64, u64),
+    /// How long a client has for its whole request line.
+    deadline: Duration,
 }
 
 impl Control {
-    /// Creates and listens on `ROOT/run/hotcode.sock` (mode 0600), creating `ROOT/run/`
-    /// (mode 0700) if it is missing.
+    /// Creates and listens on `ROOT/run/hotcode.sock` (mode 0600 from its creation) for the
+    /// root that `lock` holds, removing a socket file left by a node that is gone (none
+    /// can be alive: the lock says so). Keep `lock` for as long as the `Control` lives.
     ///
     /// # Errors
     ///
-    /// [`ControlError::AlreadyRunning`] if a node answers on the socket already;
-    /// [`ControlError::NotASocket`] if a file of another kind has its name;
-    /// [`ControlError::Io`] if the directory or socket cannot be made (a root path too long
-    /// for a socket address is one such error).
-    pub fn bind(root: &Path) -> Result<Control, ControlError> {
+    /// [`ControlError::NotASocket`] if a file of another kind has the socket's name;
+    /// [`ControlError::Io`] if the socket cannot be made (a root path too long for a socket
+    /// address is one such error).
+    pub fn bind(lock: &RootLock) -> Result<Control, ControlError> {
+        let root = lock.root();
         let path = socket_path(root);
-        let dir = path.parent().unwrap_or(root).to_owned();
-        if !root.is_dir() {
-            return Err(ControlError::Io {
-                path: root.to_owned(),
-                source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
-            });
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                log::info!(
+                    "removing stale socket {} (this node holds the root's lock)",
+                    path.display()
+                );
+                remove_if_present(&path)?;
+            }
+            Ok(_) => return Err(ControlError::NotASocket { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ControlError::Io { path, source: e }),
         }
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(ControlError::Io { path: dir, source: e }),
-        }
-        // The private name includes our pid, so no other live process uses it; one left by a
-        // dead process that had our pid is garbage.
-        let temp = dir.join(format!(".hotcode.sock.{}", std::process::id()));
-        remove_if_present(&temp)?;
-        let listener = UnixListener::bind(&temp).map_err(io_error(&temp))?;
-        let linked = fs::set_permissions(&temp, fs::Permissions::from_mode(0o600))
-            .map_err(io_error(&temp))
-            .and_then(|()| link_exclusively(root, &temp, &path));
-        let removed = fs::remove_file(&temp).map_err(io_error(&temp));
-        linked?;
-        removed?;
+        let listener = bind_private(&path).map_err(io_error(&path))?;
         let meta = fs::symlink_metadata(&path).map_err(io_error(&path))?;
         listener.set_nonblocking(true).map_err(io_error(&path))?;
         log::info!("control socket {}", path.display());
-        Ok(Control { root: root.to_owned(), path, listener, identity: (meta.dev(), meta.ino()) })
+        Ok(Control {
+            root: root.to_owned(),
+            path,
+            listener,
+            identity: (meta.dev(), meta.ino()),
+            deadline: REQUEST_DEADLINE,
+        })
+    }
+
+    /// Gives each client `deadline` in all, instead of [`REQUEST_DEADLINE`], to send its
+    /// request line (tests use a short one).
+    pub fn with_request_deadline(mut self, deadline: Duration) -> Control {
+        self.deadline = deadline;
+        self
     }
 
     /// The socket file.
@@ -269,21 +431,35 @@ impl Control {
         stream: UnixStream,
         own_uid: u32,
     ) -> io::Result<bool> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        let deadline = Instant::now() + self.deadline;
+        // Who it is, before a single byte of what it wants: a refused peer costs the node
+        // one short answer and nothing else.
         let peer = peer_uid(&stream)?;
-        // Read the request even from a peer that is refused: closing a Unix socket with
-        // unread data resets the connection, and the peer would never see why.
-        let request = read_request(&stream)?;
         if peer != own_uid {
             log::warn!("control: refused a connection from uid {peer}");
             let reply = Reply::err(
                 EXIT_REFUSED,
                 format!("refused: uid {peer} may not control this node (it runs as uid {own_uid})"),
             );
-            return reply.send(&stream).map(|()| false);
+            // Non-blocking: the refusal fits in the empty socket buffer, and a peer that
+            // does not read it must not hold the node.
+            stream.set_nonblocking(true)?;
+            let sent = reply.send(&stream);
+            discard_pending(&stream);
+            return sent.map(|()| false);
         }
+        stream.set_nonblocking(false)?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        let request = match read_request(&stream, deadline) {
+            Ok(request) => request,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                let message =
+                    format!("no complete request line within {} ms", self.deadline.as_millis());
+                let _ = Reply::err(EXIT_USAGE, message.clone()).send(&stream);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+            }
+            Err(e) => return Err(e),
+        };
         let reply = match request {
             Ok(fields) => {
                 log::info!("control: {}", fields.join(" "));
@@ -419,9 +595,13 @@ impl Drop for Control {
 ///
 /// # Errors
 ///
-/// [`ControlError::NotRunning`] if no node listens on `root`; [`ControlError::BadField`] if
-/// a field cannot be sent; [`ControlError::Protocol`] if the node closed the connection
-/// before its final line; [`ControlError::Io`] for other socket errors.
+/// [`ControlError::NotRunning`] if no node listens on `root`; [`ControlError::UnsafeRunDir`]
+/// if `ROOT/run` is a symbolic link, not a directory, owned by a user other than this one
+/// or root, or writable by group or others; [`ControlError::ForeignPeer`] if the process
+/// listening on the socket runs as a uid other than this process's effective uid or root
+/// (nothing is sent to it); [`ControlError::BadField`] if a field cannot be sent;
+/// [`ControlError::Protocol`] if the node closed the connection before its final line;
+/// [`ControlError::Io`] for other socket errors.
 pub fn request(root: &Path, fields: &[String]) -> Result<(Vec<String>, i32), ControlError> {
     request_with_progress(root, fields, &mut |_| {})
 }
@@ -440,19 +620,40 @@ pub fn request_with_progress(
         return Err(ControlError::BadField { field: field.clone() });
     }
     let socket = socket_path(root);
+    let not_running = || ControlError::NotRunning { root: root.to_owned(), socket: socket.clone() };
+    if !check_run_dir(&root.join(RUN_DIR))? {
+        return Err(not_running());
+    }
     let mut stream = UnixStream::connect(&socket).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            ControlError::NotRunning { root: root.to_owned(), socket: socket.clone() }
-        }
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => not_running(),
         _ => ControlError::Io { path: socket.clone(), source: e },
     })?;
+    // Before a byte is sent or believed: is it the node, or someone who took its place?
+    let own = effective_uid();
+    let uid = peer_uid(&stream).map_err(io_error(&socket))?;
+    if uid != own && uid != 0 {
+        return Err(ControlError::ForeignPeer { socket, uid, own });
+    }
     let mut line = fields.join("\t");
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io_error(&socket))?;
-    stream.shutdown(std::net::Shutdown::Write).map_err(io_error(&socket))?;
+    // A node that refuses us answers and closes without reading the request, so writing
+    // it may fail: the answer, already on its way, says why.
+    let sent =
+        stream.write_all(line.as_bytes()).and_then(|()| stream.shutdown(std::net::Shutdown::Write));
+    if let Err(e) = sent
+        && !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
+    {
+        return Err(ControlError::Io { path: socket, source: e });
+    }
     let mut lines = Vec::new();
     for line in BufReader::new(stream).lines() {
-        let line = line.map_err(io_error(&socket))?;
+        let line = match line {
+            Ok(line) => line,
+            // After a refusal, the node closed with our request unread, which resets the
+            // connection once its answer has been read: the answer is complete.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !lines.is_empty() => break,
+            Err(e) => return Err(ControlError::Io { path: socket, source: e }),
+        };
         match line.strip_prefix(PROGRESS_PREFIX) {
             Some(step) => progress(step),
             None => lines.push(line),
@@ -519,10 +720,41 @@ impl Reply {
     }
 }
 
-/// Reads the request line: `Ok(Err(message))` for a malformed one.
-fn read_request(stream: &UnixStream) -> io::Result<Result<Vec<String>, String>> {
+/// Reads the request line by `deadline`, however the client paces its bytes:
+/// `Ok(Err(message))` for a malformed one, an error of kind `TimedOut` past the deadline.
+fn read_request(
+    mut stream: &UnixStream,
+    deadline: Instant,
+) -> io::Result<Result<Vec<String>, String>> {
+    let limit = usize::try_from(MAX_REQUEST + 1).unwrap_or(usize::MAX);
     let mut raw = Vec::new();
-    BufReader::new(stream.take(MAX_REQUEST + 1)).read_until(b'\n', &mut raw)?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline passed"));
+        }
+        // The time left in all, not a fresh timeout for each read.
+        stream.set_read_timeout(Some(remaining))?;
+        let want = buf.len().min(limit - raw.len());
+        let n = match stream.read(&mut buf[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline passed"));
+            }
+            Err(e) => return Err(e),
+        };
+        let start = raw.len();
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw[start..].iter().position(|&b| b == b'\n') {
+            raw.truncate(start + end + 1);
+            break;
+        }
+        if n == 0 || raw.len() >= limit {
+            break;
+        }
+    }
     if raw.last() != Some(&b'\n') {
         return Ok(Err(if raw.len() as u64 > MAX_REQUEST {
             format!("request longer than {MAX_REQUEST} bytes")
@@ -535,6 +767,20 @@ fn read_request(stream: &UnixStream) -> io::Result<Result<Vec<String>, String>> 
         return Ok(Err("request is not UTF-8".to_owned()));
     };
     Ok(Ok(line.split('\t').map(str::to_owned).collect()))
+}
+
+/// Reads and drops what a refused peer has sent so far, without waiting for more: closing
+/// a Unix socket with unread data resets the connection, and the peer's read after the
+/// refusal would fail with that reset instead of ending cleanly.
+fn discard_pending(mut stream: &UnixStream) {
+    let mut buf = [0u8; 4096];
+    let mut left = MAX_REQUEST;
+    while left > 0 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n as u64),
+        }
+    }
 }
 
 fn which_releases(handler: &ReleaseHandler) -> Vec<String> {
@@ -638,30 +884,78 @@ fn error_chain(error: &ReleaseError) -> String {
     text
 }
 
-/// Gives `temp` the name `path`, removing a stale socket at `path` first.
-fn link_exclusively(root: &Path, temp: &Path, path: &Path) -> Result<(), ControlError> {
-    let mut removed_stale = false;
-    loop {
-        match fs::hard_link(temp, path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !removed_stale => {
-                let meta = fs::symlink_metadata(path).map_err(io_error(path))?;
-                if !meta.file_type().is_socket() {
-                    return Err(ControlError::NotASocket { path: path.to_owned() });
-                }
-                if UnixStream::connect(path).is_ok() {
-                    return Err(ControlError::AlreadyRunning {
-                        root: root.to_owned(),
-                        socket: path.to_owned(),
-                    });
-                }
-                log::info!("removing stale socket {} (nobody answers on it)", path.display());
-                remove_if_present(path)?;
-                removed_stale = true;
-            }
-            Err(e) => return Err(ControlError::Io { path: path.to_owned(), source: e }),
-        }
+/// Whether `ROOT/run` (at `dir`) exists and may be trusted to hold the socket of a node
+/// this user may believe: a real directory, owned by this user or root, that nobody else
+/// may write in. False if it does not exist.
+fn check_run_dir(dir: &Path) -> Result<bool, ControlError> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(ControlError::Io { path: dir.to_owned(), source: e }),
+    };
+    let own = effective_uid();
+    let mode = meta.mode() & 0o7777;
+    let problem = if meta.file_type().is_symlink() {
+        "is a symbolic link".to_owned()
+    } else if !meta.is_dir() {
+        "is not a directory".to_owned()
+    } else if meta.uid() != own && meta.uid() != 0 {
+        format!("is owned by uid {}, neither this user (uid {own}) nor root", meta.uid())
+    } else if mode & 0o022 != 0 {
+        format!("has mode {mode:04o}: group or others may write in it")
+    } else {
+        return Ok(true);
+    };
+    Err(unsafe_run_dir(dir, problem))
+}
+
+/// A listening socket at `path` whose file has mode 0600 from the moment it exists: the
+/// mode is set on the socket before `bind(2)`, which on Linux creates the file with the
+/// socket's mode (less the umask). Fails if `path` exists.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let bytes = path.as_os_str().as_bytes();
+    let mut addr = libc::sockaddr_un { sun_family: 0, sun_path: [0; 108] };
+    addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX)
+        .map_err(|_| io::Error::other("AF_UNIX does not fit sa_family_t"))?;
+    // One byte is left for the terminating NUL.
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "path too long for a socket address (at most {} bytes)",
+                addr.sun_path.len() - 1
+            ),
+        ));
     }
+    for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
+        *to = libc::c_char::from_ne_bytes([*from]);
+    }
+    let len = libc::socklen_t::try_from(
+        std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1,
+    )
+    .map_err(|_| io::Error::other("socket address length"))?;
+    // SAFETY: socket(2) takes no pointers; the descriptor it returns is checked below and
+    // owned by `fd` from then on.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns or will close.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: fchmod(2) on the socket `fd` owns; no memory is passed.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `addr` is an initialised `sockaddr_un` that lives across the call, and `len`
+    // covers its family, the path and its NUL, within the struct.
+    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen(2) on the bound socket `fd` owns; no memory is passed.
+    if unsafe { libc::listen(fd.as_raw_fd(), 128) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixListener::from(fd))
 }
 
 fn remove_if_present(path: &Path) -> Result<(), ControlError> {

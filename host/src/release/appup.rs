@@ -28,6 +28,7 @@ use std::path::Path;
 use plugin_api::Term;
 
 use super::error::{ParseError, ParseErrorKind};
+use super::names::NameKind;
 use super::relup::{self, Direction, Instruction, PurgeMethod, Timeout, parse_instruction};
 use super::shape::Form;
 use super::terms::{Pos, RawTerm, Spanned, parse_single_term, read_single_term};
@@ -269,7 +270,7 @@ fn version(form: &Form<'_>, term: &Spanned<RawTerm>, name: &str) -> Result<Strin
             )),
         ));
     }
-    form.string(term, name)
+    form.name(term, NameKind::Vsn, name)
 }
 
 fn entries(
@@ -337,8 +338,10 @@ pub fn parse_appup_instruction(
                 if name == "add_module" { ADD_MODULE_FORMS } else { DELETE_MODULE_FORMS };
             let form = Form::new(path, term, expected);
             let (module, dep_mods) = match items {
-                [_, module] => (form.atom(module, "Mod")?, Vec::new()),
-                [_, module, deps] => (form.atom(module, "Mod")?, dep_mods(&form, deps)?),
+                [_, module] => (form.name(module, NameKind::Module, "Mod")?, Vec::new()),
+                [_, module, deps] => {
+                    (form.name(module, NameKind::Module, "Mod")?, dep_mods(&form, deps)?)
+                }
                 _ => return Err(form.mismatch()),
             };
             if name == "add_module" {
@@ -350,13 +353,13 @@ pub fn parse_appup_instruction(
         Some("add_application") => {
             let form = Form::new(path, term, ADD_APPLICATION_FORMS);
             let (app, start) = match items {
-                [_, app] => (form.atom(app, "App")?, StartType::Permanent),
+                [_, app] => (form.name(app, NameKind::App, "App")?, StartType::Permanent),
                 [_, app, start] => {
                     let start =
                         start.value.as_atom().and_then(StartType::from_atom).ok_or_else(|| {
                             form.bad_part(start, "permanent, transient, temporary, load or none")
                         })?;
-                    (form.atom(app, "App")?, start)
+                    (form.name(app, NameKind::App, "App")?, start)
                 }
                 _ => return Err(form.mismatch()),
             };
@@ -369,7 +372,7 @@ pub fn parse_appup_instruction(
             let [_, app] = form.tuple(term, 2)? else {
                 return Err(form.mismatch());
             };
-            let app = form.atom(app, "App")?;
+            let app = form.name(app, NameKind::App, "App")?;
             if remove {
                 AppupInstruction::RemoveApplication { app }
             } else {
@@ -406,7 +409,7 @@ fn update(
     let Some((module, rest)) = args.split_first() else {
         return Err(whole.mismatch());
     };
-    update.module = form.atom(module, "Mod")?;
+    update.module = form.name(module, NameKind::Module, "Mod")?;
     match rest {
         [] => {}
         [third] => match &third.value {
@@ -462,7 +465,7 @@ fn load_module(
         None => Ok(PurgeMethod::BrutalPurge),
     };
     Ok(AppupInstruction::LoadModule {
-        module: form.atom(module, "Mod")?,
+        module: form.name(module, NameKind::Module, "Mod")?,
         pre: purge(pre)?,
         post: purge(post)?,
         dep_mods,
@@ -484,7 +487,10 @@ fn change(form: &Form<'_>, term: &Spanned<RawTerm>, wanted: &str) -> Result<Chan
 
 fn dep_mods(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<Vec<String>, ParseError> {
     match term.value.as_list() {
-        Some(items) => items.iter().map(|item| form.atom(item, "a module in DepMods")).collect(),
+        Some(items) => items
+            .iter()
+            .map(|item| form.name(item, NameKind::Module, "a module in DepMods"))
+            .collect(),
         None => Err(form.bad_part(term, "[Mod] for DepMods")),
     }
 }

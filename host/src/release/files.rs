@@ -25,6 +25,7 @@ use std::path::Path;
 use plugin_api::Term;
 
 use super::error::{ParseError, ParseErrorKind};
+use super::names::{NameKind, lib_dir_name};
 use super::shape::Form;
 use super::terms::{
     RawTerm, Spanned, parse_single_term, read_single_term, write_atom, write_quoted,
@@ -93,7 +94,7 @@ fn app_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<AppSpec, ParseE
         return Err(form.mismatch());
     }
     let mut spec = AppSpec {
-        name: form.atom(name, "App")?,
+        name: form.name(name, NameKind::App, "App")?,
         vsn: String::new(),
         description: String::new(),
         modules: Vec::new(),
@@ -124,17 +125,20 @@ fn app_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<AppSpec, ParseE
         seen.push((key_name, pair));
         let form = Form::new(path, pair, expected);
         match key_name {
-            "vsn" => spec.vsn = form.string(value, "Vsn")?,
+            "vsn" => spec.vsn = form.name(value, NameKind::Vsn, "Vsn")?,
             "description" => spec.description = form.string(value, "Description")?,
-            "modules" => spec.modules = form.atoms(value, "Module")?,
-            "applications" => spec.applications = form.atoms(value, "App")?,
-            "included_applications" => spec.included_applications = form.atoms(value, "App")?,
+            "modules" => spec.modules = form.names(value, NameKind::Module, "Module")?,
+            "applications" => spec.applications = form.names(value, NameKind::App, "App")?,
+            "included_applications" => {
+                spec.included_applications = form.names(value, NameKind::App, "App")?
+            }
             "registered" => spec.registered = form.atoms(value, "Name")?,
             "mod" => {
                 let [module, args] = form.tuple(value, 2)? else {
                     return Err(form.mismatch());
                 };
-                spec.mod_ = Some((form.atom(module, "Module")?, args.value.to_term()));
+                spec.mod_ =
+                    Some((form.name(module, NameKind::Module, "Module")?, args.value.to_term()));
             }
             _ => {
                 for entry in form.list(value)? {
@@ -216,23 +220,24 @@ fn rel_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<RelSpec, ParseE
         return Err(form.bad_part(host_tag, "hotcode (the host, where OTP writes erts)"));
     }
     let mut spec = RelSpec {
-        name: form.string(name, "Name")?,
-        vsn: form.string(vsn, "Vsn")?,
-        host_vsn: form.string(host_vsn, "HostVsn")?,
+        name: form.name(name, NameKind::Release, "Name")?,
+        vsn: form.name(vsn, NameKind::Vsn, "Vsn")?,
+        host_vsn: form.name(host_vsn, NameKind::Vsn, "HostVsn")?,
         apps: Vec::new(),
     };
     for app in form.list(apps)? {
         let Some([app_name, app_vsn]) = app.value.as_tuple() else {
             return Err(form.bad_part(app, "{App, AppVsn}"));
         };
-        let app_name = form.atom(app_name, "App")?;
+        let app_name = form.name(app_name, NameKind::App, "App")?;
         if spec.apps.iter().any(|known| known.name == app_name) {
             return Err(form.error_at(
                 app,
                 ParseErrorKind::Invalid(format!("application {app_name} is listed twice")),
             ));
         }
-        spec.apps.push(RelApp { name: app_name, vsn: form.string(app_vsn, "AppVsn")? });
+        spec.apps
+            .push(RelApp { name: app_name, vsn: form.name(app_vsn, NameKind::Vsn, "AppVsn")? });
     }
     Ok(spec)
 }
@@ -368,9 +373,9 @@ fn release_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<ReleaseEntr
         return Err(form.mismatch());
     }
     let mut entry = ReleaseEntry {
-        name: form.string(name, "Name")?,
-        vsn: form.string(vsn, "Vsn")?,
-        host_vsn: form.string(host_vsn, "HostVsn")?,
+        name: form.name(name, NameKind::Release, "Name")?,
+        vsn: form.name(vsn, NameKind::Vsn, "Vsn")?,
+        host_vsn: form.name(host_vsn, NameKind::Vsn, "HostVsn")?,
         apps: Vec::new(),
         status: match status.value.as_atom().and_then(ReleaseStatus::from_atom) {
             Some(status) => status,
@@ -383,11 +388,21 @@ fn release_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<ReleaseEntr
         let Some([app_name, app_vsn, lib_dir]) = app.value.as_tuple() else {
             return Err(form.bad_part(app, "{App, AppVsn, LibDir}"));
         };
-        entry.apps.push(ReleaseApp {
-            name: form.atom(app_name, "App")?,
-            vsn: form.string(app_vsn, "AppVsn")?,
-            lib_dir: form.string(lib_dir, "LibDir")?,
-        });
+        let name = form.name(app_name, NameKind::App, "App")?;
+        let vsn = form.name(app_vsn, NameKind::Vsn, "AppVsn")?;
+        let dir = form.string(lib_dir, "LibDir")?;
+        // The library directory is derived, never trusted: a LibDir that points anywhere
+        // else would make `remove` delete it.
+        let expected = format!("lib/{}", lib_dir_name(&name, &vsn));
+        if dir != expected {
+            return Err(form.error_at(
+                lib_dir,
+                ParseErrorKind::Invalid(format!(
+                    "LibDir of {name} {vsn} must be {expected:?} (under the root), not {dir:?}"
+                )),
+            ));
+        }
+        entry.apps.push(ReleaseApp { name, vsn, lib_dir: dir });
     }
     Ok(entry)
 }
@@ -590,7 +605,7 @@ mod tests {
         let app = |name: &str, vsn: &str| ReleaseApp {
             name: name.into(),
             vsn: vsn.into(),
-            lib_dir: format!("/srv/node/lib/{name}-{vsn}"),
+            lib_dir: format!("lib/{name}-{vsn}"),
         };
         vec![
             ReleaseEntry {
@@ -615,9 +630,9 @@ mod tests {
         let text = render_releases(&sample());
         assert_eq!(
             text,
-            "[{release, \"prim\", \"A\", \"0.1.0\", [{prim_app, \"1\", \"/srv/node/lib/prim_app-1\"}], permanent},\n \
-             {release, \"prim\", \"B\", \"0.1.0\", [{prim_app, \"2\", \"/srv/node/lib/prim_app-2\"}, \
-             {ch_app, \"1\", \"/srv/node/lib/ch_app-1\"}], unpacked}].\n"
+            "[{release, \"prim\", \"A\", \"0.1.0\", [{prim_app, \"1\", \"lib/prim_app-1\"}], permanent},\n \
+             {release, \"prim\", \"B\", \"0.1.0\", [{prim_app, \"2\", \"lib/prim_app-2\"}, \
+             {ch_app, \"1\", \"lib/ch_app-1\"}], unpacked}].\n"
         );
         assert_eq!(parse_releases(Path::new("RELEASES"), &text).expect("parses"), sample());
         assert_eq!(render_releases(&[]), "[].\n");
@@ -694,13 +709,17 @@ mod tests {
         assert!(error.to_string().contains("no/such/dir/RELEASES"), "{error}");
     }
 
+    /// Names and versions: words (names.rs), some with quotes, spaces and non-ASCII.
     fn arb_text() -> impl Strategy<Value = String> {
-        prop_oneof![any::<String>(), "[a-zA-Z0-9_ ./-]{0,12}"]
+        prop_oneof!["[a-zA-Z0-9_][a-zA-Z0-9_ .\"'\\-]{0,12}", "[a-z][a-zé@_ ]{0,8}"]
     }
 
     fn arb_entry() -> impl Strategy<Value = ReleaseEntry> {
-        let app = (any::<String>(), arb_text(), arb_text())
-            .prop_map(|(name, vsn, lib_dir)| ReleaseApp { name, vsn, lib_dir });
+        let app = (arb_text(), arb_text()).prop_map(|(name, vsn)| ReleaseApp {
+            lib_dir: format!("lib/{}", lib_dir_name(&name, &vsn)),
+            name,
+            vsn,
+        });
         let status = prop_oneof![
             Just(ReleaseStatus::Unpacked),
             Just(ReleaseStatus::Current),

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::error::{ParseError, ParseErrorKind};
-use super::terms::Pos;
+use super::names::check_relative;
+use super::terms::{Pos, read_text};
 
 /// The file name of the record, in each `releases/<vsn>/` directory.
 pub const HASHES_FILE: &str = "modules.sha256";
@@ -44,6 +45,7 @@ pub fn parse_hashes(path: &Path, text: &str) -> Result<ModuleHashes, ParseError>
             *byte = u8::from_str_radix(&digest[2 * k..2 * k + 2], 16)
                 .map_err(|_| at(2 * k, "bad hexadecimal digit"))?;
         }
+        check_relative(file).map_err(|why| at(66, &why))?;
         if hashes.insert(file.to_owned(), bytes).is_some() {
             return Err(at(66, &format!("{file} is listed twice")));
         }
@@ -53,8 +55,7 @@ pub fn parse_hashes(path: &Path, text: &str) -> Result<ModuleHashes, ParseError>
 
 /// Reads a record.
 pub fn read_hashes(path: &Path) -> Result<ModuleHashes, ParseError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ParseError::whole_file(path, ParseErrorKind::Io(e)))?;
+    let text = read_text(path)?;
     parse_hashes(path, &text)
 }
 

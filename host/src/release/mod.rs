@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod hashes;
 pub mod make_relup;
+pub mod names;
 pub mod relup;
 mod shape;
 pub mod terms;

@@ -31,6 +31,7 @@ use std::time::Duration;
 use plugin_api::Term;
 
 use super::error::{ParseError, ParseErrorKind};
+use super::names::NameKind;
 use super::shape::Form;
 use super::terms::{Pos, RawTerm, Spanned, parse_single_term, read_single_term, write_quoted};
 
@@ -491,7 +492,7 @@ fn relup_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<Relup, ParseE
         return Err(form.mismatch());
     };
     Ok(Relup {
-        vsn: form.string(vsn, "Vsn")?,
+        vsn: form.name(vsn, NameKind::Vsn, "Vsn")?,
         up: entries(path, form.list(up)?, Direction::Up)?,
         down: entries(path, form.list(down)?, Direction::Down)?,
     })
@@ -512,7 +513,7 @@ fn entries(
         let [vsn, descr, instructions] = form.tuple(term, 3)? else {
             return Err(form.mismatch());
         };
-        let vsn = form.string(vsn, name)?;
+        let vsn = form.name(vsn, NameKind::Vsn, name)?;
         if let Some(first) = entries.iter().find(|entry| entry.vsn == vsn) {
             return Err(form.error_at(
                 term,
@@ -566,16 +567,16 @@ pub fn parse_instruction(
                 return Err(form.mismatch());
             };
             Instruction::LoadObjectCode {
-                app: form.atom(app, "App")?,
-                app_vsn: form.string(app_vsn, "AppVsn")?,
-                modules: form.atoms(modules, "Module")?,
+                app: form.name(app, NameKind::App, "App")?,
+                app_vsn: form.name(app_vsn, NameKind::Vsn, "AppVsn")?,
+                modules: form.names(modules, NameKind::Module, "Module")?,
             }
         }
         ("load" | "remove", Some([body])) => {
             let [module, pre, post] = form.tuple(body, 3)? else {
                 return Err(form.mismatch());
             };
-            let module = form.atom(module, "Module")?;
+            let module = form.name(module, NameKind::Module, "Module")?;
             let (pre, post) = (purge_method(&form, pre)?, purge_method(&form, post)?);
             if name == "load" {
                 Instruction::Load { module, pre, post }
@@ -583,10 +584,18 @@ pub fn parse_instruction(
                 Instruction::Remove { module, pre, post }
             }
         }
-        ("purge", Some([modules])) => Instruction::Purge(form.atoms(modules, "Module")?),
-        ("resume", Some([modules])) => Instruction::Resume(form.atoms(modules, "Module")?),
-        ("stop", Some([modules])) => Instruction::Stop(form.atoms(modules, "Module")?),
-        ("start", Some([modules])) => Instruction::Start(form.atoms(modules, "Module")?),
+        ("purge", Some([modules])) => {
+            Instruction::Purge(form.names(modules, NameKind::Module, "Module")?)
+        }
+        ("resume", Some([modules])) => {
+            Instruction::Resume(form.names(modules, NameKind::Module, "Module")?)
+        }
+        ("stop", Some([modules])) => {
+            Instruction::Stop(form.names(modules, NameKind::Module, "Module")?)
+        }
+        ("start", Some([modules])) => {
+            Instruction::Start(form.names(modules, NameKind::Module, "Module")?)
+        }
         ("suspend", Some([modules])) => Instruction::Suspend(
             form.list(modules)?
                 .iter()
@@ -609,7 +618,7 @@ pub fn parse_instruction(
                 return Err(form.mismatch());
             };
             Instruction::Apply {
-                module: form.atom(module, "Module")?,
+                module: form.name(module, NameKind::Module, "Module")?,
                 function: form.atom(function, "Function")?,
                 args: form.list(args)?.iter().map(|arg| arg.value.to_term()).collect(),
             }
@@ -652,7 +661,9 @@ fn suspended(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<(String, Timeou
     match &term.value {
         RawTerm::Atom(module) => Ok((module.clone(), Timeout::Default)),
         RawTerm::Tuple(items) => match items.as_slice() {
-            [module, timeout] => Ok((form.atom(module, "Module")?, self::timeout(form, timeout)?)),
+            [module, timeout] => {
+                Ok((form.name(module, NameKind::Module, "Module")?, self::timeout(form, timeout)?))
+            }
             _ => Err(form.bad_part(term, "Module or {Module, Timeout}")),
         },
         _ => Err(form.bad_part(term, "Module or {Module, Timeout}")),
@@ -679,7 +690,9 @@ fn code_changes(
     form.list(term)?
         .iter()
         .map(|item| match item.value.as_tuple() {
-            Some([module, extra]) => Ok((form.atom(module, "Module")?, extra.value.to_term())),
+            Some([module, extra]) => {
+                Ok((form.name(module, NameKind::Module, "Module")?, extra.value.to_term()))
+            }
             _ => Err(form.bad_part(item, "{Module, Extra}")),
         })
         .collect()

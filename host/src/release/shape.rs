@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use super::error::{ParseError, ParseErrorKind};
+use super::names::{NameKind, check_name};
 use super::terms::{RawTerm, Spanned};
 
 /// A term and the form it must have, written as in the SPEC (`{load, {Module, PrePurge,
@@ -100,5 +101,32 @@ impl<'a> Form<'a> {
         name: &str,
     ) -> Result<Vec<String>, ParseError> {
         self.list(term)?.iter().map(|item| self.atom(item, name)).collect()
+    }
+
+    /// A name or version in `term`, checked against its grammar ([`super::names`]): an
+    /// atom for applications and modules, a string for release names and versions; `name`
+    /// says what it stands for.
+    pub(crate) fn name(
+        &self,
+        term: &Spanned<RawTerm>,
+        kind: NameKind,
+        name: &str,
+    ) -> Result<String, ParseError> {
+        let text = match kind {
+            NameKind::App | NameKind::Module => self.atom(term, name)?,
+            NameKind::Release | NameKind::Vsn => self.string(term, name)?,
+        };
+        check_name(kind, &text).map_err(|why| self.error_at(term, ParseErrorKind::Invalid(why)))?;
+        Ok(text)
+    }
+
+    /// The names in `term`, a list of atoms, each checked as [`name`](Self::name) does.
+    pub(crate) fn names(
+        &self,
+        term: &'a Spanned<RawTerm>,
+        kind: NameKind,
+        name: &str,
+    ) -> Result<Vec<String>, ParseError> {
+        self.list(term)?.iter().map(|item| self.name(item, kind, name)).collect()
     }
 }

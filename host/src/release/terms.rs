@@ -353,10 +353,51 @@ pub fn read_single_term(path: &Path) -> Result<Spanned<RawTerm>, ParseError> {
     parse_single_term(path, &read_text(path)?)
 }
 
-/// Reads a whole file as UTF-8 text; failures are errors about the file.
-fn read_text(path: &Path) -> Result<String, ParseError> {
-    std::fs::read_to_string(path)
-        .map_err(|error| ParseError::whole_file(path, ParseErrorKind::Io(error)))
+/// The largest release file (relup, `.app`, `.rel`, RELEASES, integrity record) read, in
+/// bytes. Real ones are kilobytes; a bigger one is refused before it is read, so a crafted
+/// file cannot make the node allocate without bound.
+pub const MAX_TERM_FILE: u64 = 16 * 1024 * 1024;
+
+/// Reads a whole release file as UTF-8 text; failures are errors about the file. Only a
+/// regular file of at most [`MAX_TERM_FILE`] bytes is read: a FIFO, a device or a directory
+/// is refused without blocking, and the size is checked on the open file.
+pub(crate) fn read_text(path: &Path) -> Result<String, ParseError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |error| ParseError::whole_file(path, ParseErrorKind::Io(error));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    if !meta.file_type().is_file() {
+        return Err(ParseError::whole_file(
+            path,
+            ParseErrorKind::Invalid(
+                "not a regular file (a FIFO, device or directory is never read)".into(),
+            ),
+        ));
+    }
+    if meta.len() > MAX_TERM_FILE {
+        return Err(ParseError::whole_file(
+            path,
+            ParseErrorKind::Invalid(format!(
+                "{} bytes, more than the {MAX_TERM_FILE} a release file may have",
+                meta.len()
+            )),
+        ));
+    }
+    let mut text = String::new();
+    // `take` bounds the read even if the file grows after the check.
+    file.take(MAX_TERM_FILE + 1).read_to_string(&mut text).map_err(fail)?;
+    if text.len() as u64 > MAX_TERM_FILE {
+        return Err(ParseError::whole_file(
+            path,
+            ParseErrorKind::Invalid(format!("grew past {MAX_TERM_FILE} bytes while read")),
+        ));
+    }
+    Ok(text)
 }
 
 /// One token, reduced to what the term grammar needs.

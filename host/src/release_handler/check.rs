@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use crate::code::elf;
 use crate::code::loader;
 use crate::release::files::ReleaseEntry;
-use crate::release::hashes::ModuleHashes;
+use crate::release::names::{lib_dir_name, root_path};
 use crate::release::relup::PurgeMethod;
 use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
 
+use super::integrity::Record;
 use super::{ReleaseError, ReleaseHandler, State};
 
 /// A checked install: which script entry leads where.
@@ -32,8 +33,8 @@ pub struct Plan {
     pub entry: RelupEntry,
     pub(crate) target: ReleaseEntry,
     pub(crate) current: ReleaseEntry,
-    /// The module digests the releases recorded.
-    pub(crate) hashes: ModuleHashes,
+    /// The target release's integrity record.
+    pub(crate) record: Record,
 }
 
 impl Plan {
@@ -46,7 +47,7 @@ impl Plan {
             .find(|a| a.name == app && a.vsn == app_vsn)
             .map(|a| h.lib_dir(a))
             .or_else(|| {
-                let dir = h.root.join("lib").join(format!("{app}-{app_vsn}"));
+                let dir = root_path(&h.root, &["lib", &lib_dir_name(app, app_vsn)]).ok()?;
                 dir.is_dir().then_some(dir)
             })
     }
@@ -90,8 +91,8 @@ pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan,
     let current = h
         .entry(&state.releases, &state.current)
         .ok_or_else(|| ReleaseError::UnknownRelease { vsn: state.current.clone() })?;
-    let up = h.root.join("releases").join(vsn).join("relup");
-    let down = h.root.join("releases").join(&state.current).join("relup");
+    let up = h.release_dir(vsn)?.join("relup");
+    let down = h.release_dir(&state.current)?.join("relup");
     let (direction, script, entry) = if let Some(entry) =
         read(up.clone())?.and_then(|r| r.entry_for(&state.current, Direction::Up).cloned())
     {
@@ -116,7 +117,7 @@ pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan,
         entry,
         target,
         current,
-        hashes: state.hashes.clone(),
+        record: h.record(state, vsn),
     };
     let problems = problems(h, &plan);
     if !problems.is_empty() {
@@ -163,6 +164,10 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                 };
                 for module in modules {
                     let file = dir.join(format!("{module}.so"));
+                    if let Err(e) = h.trusted(&file) {
+                        problem(format!("module {module}: {e}"));
+                        continue;
+                    }
                     match elf::inspect_plugin(&file) {
                         Ok(found) => {
                             staged.insert(module.clone(), found.apply_functions);
@@ -171,7 +176,7 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                             problem(format!("module {module}: {}: {kind}", file.display()))
                         }
                     }
-                    match h.expected_hash(&plan.hashes, &file) {
+                    match h.expected_hash(&plan.record, &file) {
                         Ok(None) => {}
                         Ok(Some(expected)) => match loader::sha256_file(&file) {
                             Ok(found) if found == expected => {}

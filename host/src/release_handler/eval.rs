@@ -15,7 +15,7 @@ use crate::runtime::application::RestartType;
 use crate::runtime::process::{ChangeMode, Pid, ProcessError};
 
 use super::check::Plan;
-use super::{Progress, ReleaseError, ReleaseHandler};
+use super::{Progress, ReleaseError, ReleaseHandler, fault_point};
 
 /// How long a `code_change` of one process may take.
 const CODE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,14 +56,13 @@ pub(crate) fn run(
         if let Instruction::LoadObjectCode { app, app_vsn, modules } = &spanned.value {
             let dir = plan.lib_dir(h, app, app_vsn).unwrap_or_else(|| h.root.join("lib"));
             for module in modules {
-                if let Err(e) =
-                    h.node.code().load_object_code(module, dir.join(format!("{module}.so")))
-                {
+                fault_point("install: staging a module");
+                if let Err(e) = h.stage(&plan.record, module, &dir.join(format!("{module}.so"))) {
                     for s in &staged {
                         h.node.code().drop_staged(s);
                     }
                     log::error!("install of {} rolled back: {e}", plan.vsn);
-                    return Err(ReleaseError::Load(e));
+                    return Err(e);
                 }
                 staged.push(module.clone());
             }
@@ -78,6 +77,7 @@ pub(crate) fn run(
     let first_after = point.map_or(0, |p| p + 1);
     for (i, spanned) in after.iter().enumerate() {
         report(first_after + i);
+        fault_point("install: an instruction after the point of no return");
         log::debug!("eval {}", spanned.value);
         if let Err(reason) = eval(h, plan, &mut ctx, spanned) {
             return Err(ReleaseError::AfterPointOfNoReturn {

@@ -18,6 +18,8 @@
 
 mod check;
 mod eval;
+mod integrity;
+mod unpack;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,13 +30,14 @@ use plugin_api::Term;
 use crate::code::code_server::{PurgeMethod, Purged};
 use crate::code::error::{CodeServerError, LoadError};
 use crate::release::files::{
-    AppSpec, RelSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, read_releases,
-    write_releases_atomically,
+    AppSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, read_releases, write_releases_atomically,
 };
-use crate::release::hashes::{HASHES_FILE, ModuleHashes, read_hashes};
+use crate::release::names::{NameKind, check_name, lib_dir_name, root_path};
 use crate::release::{Direction, ParseError};
+
 use crate::runtime::application::{AppError, RestartType};
 use crate::runtime::node::Node;
+use integrity::Record;
 
 pub use check::Plan;
 
@@ -229,8 +232,8 @@ struct State {
     releases: Vec<ReleaseEntry>,
     /// The release the node runs now.
     current: String,
-    /// The SHA-256 of every module file the releases recorded, by root-relative path.
-    hashes: ModuleHashes,
+    /// Each release's integrity record, by release version.
+    records: std::collections::BTreeMap<String, Record>,
 }
 
 /// The release handler of one node and one release root. See the [module docs](self).
@@ -265,10 +268,11 @@ impl ReleaseHandler {
             state: Mutex::new(State {
                 releases,
                 current: permanent.vsn.clone(),
-                hashes: ModuleHashes::new(),
+                records: Default::default(),
             }),
         };
-        handler.reload_hashes()?;
+        handler.finish_interrupted()?;
+        handler.load_records()?;
         log::info!("booting release {} {}", permanent.name, permanent.vsn);
         handler.start_release(&permanent)?;
         Ok(handler)
@@ -294,10 +298,15 @@ impl ReleaseHandler {
         self.lock().current.clone()
     }
 
-    /// The library directory of `app` in `entry`, resolved against the root.
+    /// The library directory of `app`: always `ROOT/lib/<app>-<vsn>`, built from its checked
+    /// name and version (RELEASES's LibDir is refused at reading unless it says the same).
     fn lib_dir(&self, app: &ReleaseApp) -> PathBuf {
-        let dir = Path::new(&app.lib_dir);
-        if dir.is_absolute() { dir.to_owned() } else { self.root.join(dir) }
+        self.root.join("lib").join(lib_dir_name(&app.name, &app.vsn))
+    }
+
+    /// `ROOT/releases/<vsn>`, for a version that passed [`check_vsn`].
+    fn release_dir(&self, vsn: &str) -> Result<PathBuf, ReleaseError> {
+        root_path(&self.root, &["releases", vsn]).map_err(ReleaseError::Invalid)
     }
 
     /// Reads the `.app` of every application of `entry`.
@@ -307,7 +316,18 @@ impl ReleaseHandler {
             .iter()
             .map(|app| {
                 let dir = self.lib_dir(app);
-                let spec = AppSpec::read(&dir.join(format!("{}.app", app.name)))?;
+                let file = dir.join(format!("{}.app", app.name));
+                self.trusted(&file)?;
+                let spec = AppSpec::read(&file)?;
+                if spec.name != app.name {
+                    return Err(ReleaseError::Invalid(format!(
+                        "{}: the file describes application {}, but release {} names {}",
+                        file.display(),
+                        spec.name,
+                        entry.vsn,
+                        app.name
+                    )));
+                }
                 if spec.vsn != app.vsn {
                     return Err(ReleaseError::Invalid(format!(
                         "{}: application {} has vsn {}, but release {} needs {}",
@@ -323,66 +343,13 @@ impl ReleaseHandler {
             .collect()
     }
 
-    /// Reads every release's integrity record (`releases/<vsn>/modules.sha256`).
-    fn reload_hashes(&self) -> Result<(), ReleaseError> {
-        let mut state = self.lock();
-        let mut all = ModuleHashes::new();
-        for r in &state.releases {
-            let path = self.root.join("releases").join(&r.vsn).join(HASHES_FILE);
-            if path.exists() {
-                all.extend(read_hashes(&path)?);
-            }
-        }
-        if all.is_empty() {
-            log::warn!(
-                "{}: no release records module digests ({HASHES_FILE}); loading unverified",
-                self.root.display()
-            );
-        }
-        state.hashes = all;
-        Ok(())
-    }
-
-    /// The recorded digest of module file `file`: `Ok(None)` when the root records none at
-    /// all, an error when it records some but not this file.
-    pub(crate) fn expected_hash(
-        &self,
-        hashes: &ModuleHashes,
-        file: &Path,
-    ) -> Result<Option<[u8; 32]>, String> {
-        if hashes.is_empty() {
-            return Ok(None);
-        }
-        let key = file.strip_prefix(&self.root).unwrap_or(file).to_string_lossy().into_owned();
-        match hashes.get(&key) {
-            Some(digest) => Ok(Some(*digest)),
-            None => {
-                Err(format!("{} is not recorded in any release's {HASHES_FILE}", file.display()))
-            }
-        }
-    }
-
-    /// Stages `module` from `file`, verified against its release's record when there is one.
-    pub(crate) fn stage(
-        &self,
-        hashes: &ModuleHashes,
-        module: &str,
-        file: &Path,
-    ) -> Result<(), ReleaseError> {
-        match self.expected_hash(hashes, file).map_err(ReleaseError::Invalid)? {
-            Some(digest) => self.node.code().load_object_code_verified(module, file, &digest)?,
-            None => self.node.code().load_object_code(module, file)?,
-        };
-        Ok(())
-    }
-
     /// Loads and starts a release on the (empty) node, as OTP's boot script does.
     fn start_release(&self, entry: &ReleaseEntry) -> Result<(), ReleaseError> {
         let specs = self.app_specs(entry)?;
-        let hashes = self.lock().hashes.clone();
+        let record = self.record(&self.lock(), &entry.vsn);
         for (spec, dir) in &specs {
             for module in &spec.modules {
-                self.stage(&hashes, module, &dir.join(format!("{module}.so")))?;
+                self.stage(&record, module, &dir.join(format!("{module}.so")))?;
                 self.node.load_module(module, PurgeMethod::SoftPurge, PurgeMethod::SoftPurge)?;
             }
         }
@@ -423,6 +390,7 @@ impl ReleaseHandler {
     /// `release_handler:check_install_release(Vsn)`: everything `install` would check,
     /// with no side effect on the node.
     pub fn check_install(&self, vsn: &str) -> Result<Plan, ReleaseError> {
+        check_vsn(vsn)?;
         let state = self.lock();
         check::plan(self, &state, vsn)
     }
@@ -439,6 +407,7 @@ impl ReleaseHandler {
         vsn: &str,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Installed, ReleaseError> {
+        check_vsn(vsn)?;
         let mut state = self.lock();
         let plan = check::plan(self, &state, vsn)?;
         log::info!(
@@ -472,13 +441,17 @@ impl ReleaseHandler {
 
     fn write(&self, releases: &[ReleaseEntry]) -> Result<(), ReleaseError> {
         let path = self.root.join("releases").join("RELEASES");
-        write_releases_atomically(&path, releases).map_err(io(&path))
+        fault_point("before writing RELEASES");
+        write_releases_atomically(&path, releases).map_err(io(&path))?;
+        fault_point("after writing RELEASES");
+        Ok(())
     }
 
     /// `release_handler:make_permanent(Vsn)`: the current release becomes the one booted;
     /// the previous permanent one becomes old. Then runs the post-purges left by the
     /// install (soft ones only if the old code is free now; brutal ones regardless).
     pub fn make_permanent(&self, vsn: &str) -> Result<(), ReleaseError> {
+        check_vsn(vsn)?;
         let mut state = self.lock();
         if state.current != vsn {
             if !state.releases.iter().any(|r| r.vsn == vsn) {
@@ -509,6 +482,7 @@ impl ReleaseHandler {
     /// `release_handler:reboot_old_release(Vsn)`: makes old release `vsn` permanent again
     /// (the permanent one becomes old). The caller restarts the node, which then boots it.
     pub fn reboot_old(&self, vsn: &str) -> Result<(), ReleaseError> {
+        check_vsn(vsn)?;
         let mut state = self.lock();
         let Some(target) = state.releases.iter().find(|r| r.vsn == vsn) else {
             return Err(ReleaseError::UnknownRelease { vsn: vsn.to_owned() });
@@ -521,102 +495,6 @@ impl ReleaseHandler {
         state.releases = releases;
         log::info!("release {vsn} is permanent again; the node must restart to run it");
         Ok(())
-    }
-
-    /// `release_handler:remove_release(Vsn)`: deletes a release and the library
-    /// directories no other release uses. Refused for the permanent and current releases.
-    pub fn remove(&self, vsn: &str) -> Result<(), ReleaseError> {
-        let mut state = self.lock();
-        let Some(target) = state.releases.iter().find(|r| r.vsn == vsn).cloned() else {
-            return Err(ReleaseError::UnknownRelease { vsn: vsn.to_owned() });
-        };
-        if target.status == ReleaseStatus::Permanent {
-            return Err(ReleaseError::RemovePermanent { vsn: vsn.to_owned() });
-        }
-        if state.current == vsn {
-            return Err(ReleaseError::RemoveCurrent { vsn: vsn.to_owned() });
-        }
-        let releases: Vec<ReleaseEntry> =
-            state.releases.iter().filter(|r| r.vsn != vsn).cloned().collect();
-        self.write(&releases)?;
-        state.releases = releases;
-        let used: BTreeSet<PathBuf> =
-            state.releases.iter().flat_map(|r| r.apps.iter().map(|a| self.lib_dir(a))).collect();
-        for app in &target.apps {
-            let dir = self.lib_dir(app);
-            if !used.contains(&dir) && dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-                log::info!("removed {}", dir.display());
-            }
-        }
-        let dir = self.root.join("releases").join(vsn);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-        }
-        log::info!("release {vsn} removed");
-        Ok(())
-    }
-
-    /// `release_handler:unpack_release`: adds the release found in directory `from`
-    /// (laid out as a root: `releases/<vsn>/<name>.rel`, optional `relup`, and `lib/`),
-    /// copying the library directories the root does not have yet. Returns its version.
-    pub fn unpack(&self, from: &Path) -> Result<String, ReleaseError> {
-        let releases_dir = from.join("releases");
-        let mut rels = Vec::new();
-        for dir in std::fs::read_dir(&releases_dir).map_err(io(&releases_dir))? {
-            let dir = dir.map_err(io(&releases_dir))?.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            for file in std::fs::read_dir(&dir).map_err(io(&dir))? {
-                let file = file.map_err(io(&dir))?.path();
-                if file.extension().is_some_and(|e| e == "rel") {
-                    rels.push(file);
-                }
-            }
-        }
-        let [rel_path] = rels.as_slice() else {
-            return Err(ReleaseError::Invalid(format!(
-                "{}: expected exactly one releases/<vsn>/<name>.rel, found {}",
-                from.display(),
-                rels.len()
-            )));
-        };
-        let rel = RelSpec::read(rel_path)?;
-        check_host_vsn(&rel.vsn, &rel.host_vsn)?;
-        let mut state = self.lock();
-        if state.releases.iter().any(|r| r.vsn == rel.vsn) {
-            return Err(ReleaseError::AlreadyUnpacked { vsn: rel.vsn });
-        }
-        let mut apps = Vec::new();
-        for app in &rel.apps {
-            let name = format!("{}-{}", app.name, app.vsn);
-            let (src, dest) = (from.join("lib").join(&name), self.root.join("lib").join(&name));
-            if !dest.exists() {
-                copy_dir(&src, &dest)?;
-            }
-            apps.push(ReleaseApp {
-                name: app.name.clone(),
-                vsn: app.vsn.clone(),
-                lib_dir: format!("lib/{name}"),
-            });
-        }
-        let dest = self.root.join("releases").join(&rel.vsn);
-        copy_dir(rel_path.parent().unwrap_or(&releases_dir), &dest)?;
-        let mut releases = state.releases.clone();
-        releases.push(ReleaseEntry {
-            name: rel.name.clone(),
-            vsn: rel.vsn.clone(),
-            host_vsn: rel.host_vsn.clone(),
-            apps,
-            status: ReleaseStatus::Unpacked,
-        });
-        self.write(&releases)?;
-        state.releases = releases;
-        drop(state);
-        self.reload_hashes()?;
-        log::info!("release {} {} unpacked", rel.name, rel.vsn);
-        Ok(rel.vsn)
     }
 
     pub(crate) fn entry(&self, state_releases: &[ReleaseEntry], vsn: &str) -> Option<ReleaseEntry> {
@@ -637,6 +515,12 @@ fn promoted(releases: &[ReleaseEntry], vsn: &str) -> Vec<ReleaseEntry> {
     releases
 }
 
+/// Refuses a version given by a caller (a `ctl` argument) that is not a word: it would
+/// be joined into paths.
+fn check_vsn(vsn: &str) -> Result<(), ReleaseError> {
+    check_name(NameKind::Vsn, vsn).map_err(ReleaseError::Invalid)
+}
+
 fn check_host_vsn(vsn: &str, host_vsn: &str) -> Result<(), ReleaseError> {
     if host_vsn != HOST_VSN {
         return Err(ReleaseError::HostVersion {
@@ -648,18 +532,26 @@ fn check_host_vsn(vsn: &str, host_vsn: &str) -> Result<(), ReleaseError> {
     Ok(())
 }
 
-/// Copies a directory tree (files and subdirectories; no links are followed).
-fn copy_dir(from: &Path, to: &Path) -> Result<(), ReleaseError> {
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    for item in std::fs::read_dir(from).map_err(io(from))? {
-        let item = item.map_err(io(from))?;
-        let (src, dest) = (item.path(), to.join(item.file_name()));
-        let kind = item.file_type().map_err(io(&src))?;
-        if kind.is_dir() {
-            copy_dir(&src, &dest)?;
-        } else if kind.is_file() {
-            std::fs::copy(&src, &dest).map_err(io(&src))?;
+/// The environment variable that makes a node kill itself (SIGKILL) at the Nth fault point
+/// it passes: the crash tests' way of stopping a node at every step of unpack, install,
+/// make_permanent and remove. A node started without it never stops at a fault point.
+pub const FAULT_ENV: &str = "HOTCODE_TEST_KILL_AT";
+
+/// A step after which a crash must leave the root bootable (see [`FAULT_ENV`]).
+pub(crate) fn fault_point(what: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let Some(at) = *AT.get_or_init(|| std::env::var(FAULT_ENV).ok()?.parse().ok()) else {
+        return;
+    };
+    let n = PASSED.fetch_add(1, Ordering::Relaxed) + 1;
+    eprintln!("fault point {n}: {what}");
+    if n == at {
+        // SAFETY: kill(2) with our own pid and a signal number touches no memory.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
-    Ok(())
 }

@@ -22,24 +22,24 @@ use hotcode::release::{ReleaseStatus, read_releases};
 
 use crate::fixtures;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hotcode");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hotcode");
 
 /// How long a node may take to come up, or a command to finish: generous, because the
 /// other integration tests load the two cores at the same time.
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A child process that is killed and reaped when dropped, unless it has exited already.
-struct ChildGuard {
-    child: Child,
+pub(crate) struct ChildGuard {
+    pub(crate) child: Child,
 }
 
 impl ChildGuard {
-    fn spawn(command: &mut Command) -> ChildGuard {
+    pub(crate) fn spawn(command: &mut Command) -> ChildGuard {
         ChildGuard { child: command.spawn().expect("spawn hotcode") }
     }
 
     /// Waits for the exit, at most `DEADLINE`.
-    fn wait(&mut self) -> ExitStatus {
+    pub(crate) fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -51,7 +51,7 @@ impl ChildGuard {
     }
 
     /// Sends `signal` to the process (which is not reaped yet, so its pid is still its own).
-    fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) touches no memory of ours. The pid is our unreaped child's, so it
         // cannot have been reused by another process.
@@ -70,7 +70,7 @@ impl Drop for ChildGuard {
 }
 
 /// Collects a pipe to the end on a thread, so that a chatty child never blocks on it.
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+pub(crate) fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);
@@ -80,14 +80,14 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 
 /// What a finished `hotcode` command did.
 #[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Output {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `hotcode ARGS` to its end (at most `DEADLINE`).
-fn hotcode<S: AsRef<OsStr>>(args: &[S]) -> Output {
+pub(crate) fn hotcode<S: AsRef<OsStr>>(args: &[S]) -> Output {
     let mut child = ChildGuard::spawn(
         Command::new(BIN)
             .args(args)
@@ -106,21 +106,21 @@ fn hotcode<S: AsRef<OsStr>>(args: &[S]) -> Output {
 }
 
 /// `hotcode ctl ROOT ARGS...`.
-fn ctl(root: &Path, args: &[&str]) -> Output {
+pub(crate) fn ctl(root: &Path, args: &[&str]) -> Output {
     let mut all: Vec<&OsStr> = vec![OsStr::new("ctl"), root.as_os_str()];
     all.extend(args.iter().map(OsStr::new));
     hotcode(&all)
 }
 
 /// `hotcode ctl ROOT ARGS...`, which must succeed; returns its stdout.
-fn ctl_ok(root: &Path, args: &[&str]) -> String {
+pub(crate) fn ctl_ok(root: &Path, args: &[&str]) -> String {
     let out = ctl(root, args);
     assert_eq!(out.code, Some(0), "hotcode ctl {args:?} failed: {out:?}");
     out.stdout
 }
 
 /// A running `hotcode boot`, killed on drop.
-struct Node {
+pub(crate) struct Node {
     guard: ChildGuard,
     up_line: String,
     stderr: Arc<Mutex<String>>,
@@ -164,7 +164,7 @@ fn spawn_boot(root: &Path, scratch: &Path) -> (ChildGuard, Receiver<String>, Arc
 
 impl Node {
     /// Boots a node on `root` and waits (at most `DEADLINE`) for its "node up" line.
-    fn boot(root: &Path, scratch: &Path) -> Node {
+    pub(crate) fn boot(root: &Path, scratch: &Path) -> Node {
         let (guard, lines, stderr) = spawn_boot(root, scratch);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
@@ -183,7 +183,7 @@ impl Node {
     }
 
     /// SIGTERM, then the exit status (at most `DEADLINE`).
-    fn terminate(mut self) -> ExitStatus {
+    pub(crate) fn terminate(mut self) -> ExitStatus {
         self.guard.signal(libc::SIGTERM);
         self.guard.wait()
     }
@@ -204,7 +204,7 @@ impl Node {
     }
 }
 
-fn scratch() -> tempfile::TempDir {
+pub(crate) fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("hotcode-scratch-").tempdir().expect("scratch dir")
 }
 

@@ -171,6 +171,9 @@ fn build_root(name: &str, releases: &[(&str, &[AppVersion])], script: &str) -> t
     std::fs::write(r.join("releases/RELEASES"), format!("[{}].\n", entries.join(",\n ")))
         .expect("RELEASES");
     std::fs::create_dir_all(r.join("run")).expect("run dir");
+    // The node's private directory: its own, mode 0700, or the node refuses it.
+    std::fs::set_permissions(r.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("run dir mode");
     root
 }
 
