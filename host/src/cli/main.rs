@@ -225,11 +225,9 @@ fn make_relup(root: &Path, from: &str, to: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    // Registered before anything else, so that a SIGTERM during boot is not lost: the node
-    // then shuts down as soon as it is up. A second signal while shutting down ends the
-    // process at once (conditional_shutdown acts only when the flag is set already).
+/// A flag that SIGTERM and SIGINT set. A second signal while stopping ends the process at
+/// once (`register_conditional_shutdown` acts only when the flag is set already).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
@@ -237,6 +235,14 @@ fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handlers")?;
     }
+    Ok(stop)
+}
+
+fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Registered before anything else, so that a SIGTERM during boot is not lost: the node
+    // then shuts down as soon as it is up.
+    let stop = stop_on_signals()?;
     // The root's lock before anything reads or writes the root: a second node on it stops
     // here, before it reads RELEASES or touches the first node's socket. Held (declared
     // first, dropped last) until the node has shut down.
@@ -296,14 +302,7 @@ fn request_deadline() -> anyhow::Result<Option<std::time::Duration>> {
 fn watch(dir: &Path, modules: Vec<WatchedModule>, quiet_ms: u64) -> anyhow::Result<ExitCode> {
     // The event lines are the output; the log is for RUST_LOG=info and for errors.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // A second signal while stopping ends the process at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
-            .context("installing the signal handlers")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing the signal handlers")?;
-    }
+    let stop = stop_on_signals()?;
     let node = Arc::new(hotcode::Node::new().context("cannot start the node")?);
     let mut options = WatchOptions::default();
     options.quiet = std::time::Duration::from_millis(quiet_ms);

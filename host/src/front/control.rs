@@ -84,6 +84,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::code::trust::node_uid;
 use crate::release::ReleaseStatus;
 use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
 
@@ -286,7 +287,7 @@ impl RootLock {
                 _ => ControlError::Io { path: dir.clone(), source: e },
             })?;
         let meta = file.metadata().map_err(io_error(&dir))?;
-        let own = effective_uid();
+        let own = node_uid();
         if meta.uid() != own {
             return Err(unsafe_run_dir(
                 &dir,
@@ -403,7 +404,7 @@ impl Control {
         handler: &ReleaseHandler,
         stop: &AtomicBool,
     ) -> Result<ServeExit, ControlError> {
-        let own_uid = effective_uid();
+        let own_uid = node_uid();
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(ServeExit::Stopped);
@@ -629,7 +630,7 @@ pub fn request_with_progress(
         _ => ControlError::Io { path: socket.clone(), source: e },
     })?;
     // Before a byte is sent or believed: is it the node, or someone who took its place?
-    let own = effective_uid();
+    let own = node_uid();
     let uid = peer_uid(&stream).map_err(io_error(&socket))?;
     if uid != own && uid != 0 {
         return Err(ControlError::ForeignPeer { socket, uid, own });
@@ -893,7 +894,7 @@ fn check_run_dir(dir: &Path) -> Result<bool, ControlError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(ControlError::Io { path: dir.to_owned(), source: e }),
     };
-    let own = effective_uid();
+    let own = node_uid();
     let mode = meta.mode() & 0o7777;
     let problem = if meta.file_type().is_symlink() {
         "is a symbolic link".to_owned()
@@ -1010,9 +1011,4 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(cred.uid)
-}
-
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }

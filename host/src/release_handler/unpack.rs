@@ -33,13 +33,22 @@ const REMOVING: &str = "REMOVING";
 /// The prefix of directories being copied in by `unpack`.
 const TEMP_PREFIX: &str = ".unpack-";
 
+/// One application of a package.
+struct PackagedApp {
+    entry: ReleaseApp,
+    /// `lib/<app>-<vsn>/` in the package.
+    dir: PathBuf,
+    /// The modules its `.app` names.
+    modules: Vec<String>,
+}
+
 /// A package, read and validated, before anything is written.
 struct Package {
     rel: RelSpec,
     /// `releases/<vsn>/` in the package.
     release_dir: PathBuf,
-    /// Each application: its entry and its directory in the package.
-    apps: Vec<(ReleaseApp, PathBuf)>,
+    /// Each application: its entry, its directory in the package and its modules.
+    apps: Vec<PackagedApp>,
     record: Option<ModuleHashes>,
 }
 
@@ -154,12 +163,12 @@ impl Package {
                 vsn: app.vsn.clone(),
                 lib_dir: format!("lib/{name}"),
             };
-            apps.push((entry, dir));
+            apps.push(PackagedApp { entry, dir, modules: spec.modules });
         }
         let record_path = release_dir.join(HASHES_FILE);
         let record = if record_path.exists() {
             let record = read_hashes(&record_path)?;
-            Self::verify_record(from, &rel, &apps, &record)?;
+            Self::verify_record(from, &record_path, &rel, &apps, &record)?;
             Some(record)
         } else {
             None
@@ -171,12 +180,12 @@ impl Package {
     /// own library directories, and the package's files must match it.
     fn verify_record(
         from: &Path,
+        where_: &Path,
         rel: &RelSpec,
-        apps: &[(ReleaseApp, PathBuf)],
+        apps: &[PackagedApp],
         record: &ModuleHashes,
     ) -> Result<(), ReleaseError> {
-        let where_ = from.join("releases").join(&rel.vsn).join(HASHES_FILE);
-        let dirs: BTreeSet<&str> = apps.iter().map(|(a, _)| a.lib_dir.as_str()).collect();
+        let dirs: BTreeSet<&str> = apps.iter().map(|a| a.entry.lib_dir.as_str()).collect();
         for (file, digest) in record {
             check_relative(file).map_err(|why| invalid(format!("{}: {why}", where_.display())))?;
             let dir = Path::new(file).parent().and_then(Path::to_str).unwrap_or("");
@@ -199,10 +208,9 @@ impl Package {
                 )));
             }
         }
-        for (app, dir) in apps {
-            let spec = AppSpec::read(&dir.join(format!("{}.app", app.name)))?;
-            for module in &spec.modules {
-                let file = format!("{}/{module}.so", app.lib_dir);
+        for app in apps {
+            for module in &app.modules {
+                let file = format!("{}/{module}.so", app.entry.lib_dir);
                 if !record.contains_key(&file) {
                     return Err(invalid(format!(
                         "{}: module file {file} is not recorded",
@@ -307,8 +315,8 @@ impl ReleaseHandler {
         let used: BTreeSet<PathBuf> =
             state.releases.iter().flat_map(|r| r.apps.iter().map(|a| self.lib_dir(a))).collect();
         let mut to_copy = Vec::new();
-        for (app, src) in &package.apps {
-            let dest = self.lib_dir(app);
+        for app in &package.apps {
+            let (src, dest) = (&app.dir, self.lib_dir(&app.entry));
             if fs::symlink_metadata(&dest).is_ok() {
                 if same_tree(src, &dest)? {
                     continue;
@@ -340,7 +348,7 @@ impl ReleaseHandler {
             name: package.rel.name.clone(),
             vsn: vsn.clone(),
             host_vsn: package.rel.host_vsn.clone(),
-            apps: package.apps.iter().map(|(a, _)| a.clone()).collect(),
+            apps: package.apps.iter().map(|a| a.entry.clone()).collect(),
             status: ReleaseStatus::Unpacked,
         });
         self.write(&releases)?;

@@ -68,9 +68,8 @@ impl Release {
                     ),
                 ));
             };
-            let lib_dir = Path::new(&listed.lib_dir);
-            let dir =
-                if lib_dir.is_absolute() { lib_dir.to_path_buf() } else { root.join(lib_dir) };
+            // RELEASES's LibDir is always `lib/<app>-<vsn>` (checked when it is read).
+            let dir = root.join(&listed.lib_dir);
             let app_path = dir.join(format!("{}.app", listed.name));
             let spec = AppSpec::read(&app_path)?;
             if spec.name != listed.name || spec.vsn != listed.vsn {
