@@ -40,12 +40,43 @@ pub const MODULE_SYMBOL: &str = "HOTCODE_MODULE";
 /// the host's tests check that the two agree.
 pub const APPLY_SYMBOL_PREFIX: &str = "hotcode_apply_";
 
+/// The dynamic symbol a plugin built with `panic = "unwind"` exports (a one-byte static).
+///
+/// [`export_module!`](crate::export_module) exports it only when the plugin is compiled with
+/// unwinding panics, so a release check can tell from the file alone that a plugin would
+/// abort the whole node on its first panic. The descriptor records the same fact in
+/// [`ModuleDescriptor::panic_strategy`] for the loader. The macro spells the name out; the
+/// host's tests check that the two agree.
+pub const PANIC_UNWIND_SYMBOL: &str = "hotcode_panic_unwind";
+
 /// The magic bytes at the start of every [`ModuleHeader`].
 pub const MAGIC: [u8; 8] = *b"HOTCODE\0";
 
 /// The version of this boundary. Bumped on every incompatible change to the header, the
 /// descriptor, or the way function tables are called; the host refuses any other version.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 2 added [`ModuleDescriptor::panic_strategy`].
+pub const ABI_VERSION: u32 = 2;
+
+/// How a plugin was compiled to handle panics (its `panic` profile setting).
+///
+/// The host runs only `Unwind` plugins: with `panic = "abort"` the plugin's first panic
+/// aborts the whole node, where an unwinding panic is caught at the boundary and becomes an
+/// error (a crashed process, a failed call).
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicStrategy {
+    /// `panic = "unwind"` (Cargo's default).
+    Unwind,
+    /// `panic = "abort"`.
+    Abort,
+}
+
+impl PanicStrategy {
+    /// The strategy this crate, and so the plugin that links it, was compiled with.
+    pub const COMPILED: PanicStrategy =
+        if cfg!(panic = "unwind") { PanicStrategy::Unwind } else { PanicStrategy::Abort };
+}
 
 /// What kind of module a plugin is, in OTP's words.
 #[repr(u8)]
@@ -111,6 +142,8 @@ pub struct ModuleDescriptor {
     pub vsn: RStr<'static>,
     /// What kind of module this is.
     pub behaviour: Behaviour,
+    /// How the plugin handles panics; the host refuses [`PanicStrategy::Abort`].
+    pub panic_strategy: PanicStrategy,
     /// Called by the host once, right after loading and checking the library, before any
     /// other call. It prepares the plugin's own runtime (its panic hook).
     pub on_load: extern "C" fn(),

@@ -104,12 +104,19 @@ macro_rules! export_module {
                 name: ::abi_stable::std_types::RStr::from_str($name),
                 vsn: ::abi_stable::std_types::RStr::from_str($vsn),
                 behaviour: $crate::Behaviour::$behaviour,
+                panic_strategy: $crate::PanicStrategy::COMPILED,
                 on_load: $crate::__private::on_load,
                 interface: ::abi_stable::std_types::ROption::RSome(
                     $crate::InterfaceExport::new::<$table_ty>(&TABLE),
                 ),
                 functions: ::abi_stable::std_types::RSlice::from_slice(FUNCTIONS),
             };
+            /// Tells a release check, from the file alone, that this plugin unwinds on panic
+            /// (see `PANIC_UNWIND_SYMBOL`); absent from a `panic = "abort"` build.
+            // SAFETY: no other symbol of a plugin has this name, so it shadows nothing.
+            #[cfg(panic = "unwind")]
+            #[unsafe(export_name = "hotcode_panic_unwind")]
+            static PANIC_UNWIND: u8 = 1;
             /// The hotcode module header: the one symbol the host looks for.
             #[unsafe(no_mangle)]
             pub static HOTCODE_MODULE: $crate::ModuleHeader = $crate::ModuleHeader::new(&DESCRIPTOR);
@@ -160,9 +167,54 @@ pub mod __private {
                     file[..tail.len()].copy_from_slice(tail);
                     PanicSite { file, len: tail.len(), line: loc.line(), column: loc.column() }
                 });
-                LAST_PANIC.with(|last| last.set(site));
+                let previous = LAST_PANIC.with(|last| last.replace(site));
+                if previous.is_some() || cfg!(panic = "abort") {
+                    // A panic while an earlier one on this thread is still unwinding (a
+                    // destructor panicked), or a plugin built to abort: Rust is about to
+                    // abort the process, and this line is the only trace it leaves.
+                    warn_abort(info, site.as_ref(), previous.as_ref());
+                }
             }));
         });
+    }
+
+    /// Writes one line to stderr about a panic Rust will not let unwind: the process is
+    /// about to abort, and the host never sees it.
+    fn warn_abort(
+        info: &panic::PanicHookInfo<'_>,
+        site: Option<&PanicSite>,
+        previous: Option<&PanicSite>,
+    ) {
+        use std::io::Write;
+        fn at(site: Option<&PanicSite>) -> String {
+            match site {
+                Some(s) => {
+                    format!("{}:{}:{}", String::from_utf8_lossy(&s.file[..s.len]), s.line, s.column)
+                }
+                None => "an unknown place".to_owned(),
+            }
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a non-string panic payload");
+        let line = if previous.is_some() {
+            format!(
+                "hotcode plugin: panicked at {} while the panic from {} was unwinding: {what}; \
+                 a panic escaping a destructor during unwinding aborts the process\n",
+                at(site),
+                at(previous)
+            )
+        } else {
+            format!(
+                "hotcode plugin: panicked at {}: {what}; this plugin was built with \
+                 panic = \"abort\", so the process aborts\n",
+                at(site)
+            )
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 
     /// Runs `f`, turning a panic into an [`RPluginError`] instead of unwinding.
@@ -175,9 +227,15 @@ pub mod __private {
                     .map(|s| (*s).to_owned())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a non-string panic payload".to_owned());
-                // The payload's drop glue lives in this plugin: drop it here, not in the host.
-                drop(payload);
-                let message = match LAST_PANIC.with(|last| last.take()) {
+                let site = LAST_PANIC.with(|last| last.take());
+                // The payload's drop glue lives in this plugin: drop it here, not in the
+                // host, and inside `catch_unwind`: a payload whose `Drop` panics is leaked
+                // rather than let that second panic unwind out of the plugin.
+                if let Err(second) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                    LAST_PANIC.with(|last| last.set(None));
+                    std::mem::forget(second);
+                }
+                let message = match site {
                     Some(site) => {
                         let file = String::from_utf8_lossy(&site.file[..site.len]);
                         format!("panicked at {file}:{}:{}: {what}", site.line, site.column)

@@ -41,7 +41,8 @@ pub mod term;
 
 pub use abi::{
     ABI_VERSION, APPLY_SYMBOL_PREFIX, Behaviour, ExportedFn, InterfaceExport, MAGIC, MODULE_SYMBOL,
-    ModuleDescriptor, ModuleHeader, PluginError, PluginErrorKind, RPluginError, TablePtr,
+    ModuleDescriptor, ModuleHeader, PANIC_UNWIND_SYMBOL, PanicStrategy, PluginError,
+    PluginErrorKind, RPluginError, TablePtr,
 };
 pub use callback::Callback;
 pub use export::__private;

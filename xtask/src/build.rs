@@ -61,19 +61,45 @@ pub fn build_plugins(plugins: &[Plugin], profile: Profile) -> Result<Vec<Artifac
     eprintln!("xtask: building {} ({label}): {}", count(plugins.len(), "plugin"), names.join(", "));
 
     let start = Instant::now();
-    let mut cargo = cmd::cargo();
-    cargo.arg("build");
-    if profile == Profile::Release {
-        cargo.arg("--release");
+    // One `cargo build` for the build's profile, and one per profile a fixture asks for.
+    let mut profiles: Vec<Option<&str>> = vec![None];
+    for p in plugins.iter().filter_map(|p| p.profile.as_deref()) {
+        if !profiles.contains(&Some(p)) {
+            profiles.push(Some(p));
+        }
     }
-    for name in &names {
-        cargo.args(["-p", name]);
+    for own in profiles {
+        let members: Vec<&str> = plugins
+            .iter()
+            .filter(|p| p.profile.as_deref() == own)
+            .map(|p| p.package.as_str())
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let mut cargo = cmd::cargo();
+        cargo.arg("build");
+        match own {
+            Some(name) => {
+                cargo.args(["--profile", name]);
+            }
+            None if profile == Profile::Release => {
+                cargo.arg("--release");
+            }
+            None => {}
+        }
+        for name in &members {
+            cargo.args(["-p", name]);
+        }
+        cmd::run(&mut cargo)?;
     }
-    cmd::run(&mut cargo)?;
 
-    let out_dir = profile.out_dir();
     let mut artifacts = Vec::with_capacity(plugins.len());
     for plugin in plugins {
+        let out_dir = match &plugin.profile {
+            Some(own) => project::target_dir().join(own),
+            None => profile.out_dir(),
+        };
         let path = out_dir.join(plugin.artifact_file_name());
         if !path.is_file() {
             bail!(

@@ -161,6 +161,7 @@ mod tests {
             app: app.into(),
             vsn: vsn.into(),
             fixture,
+            profile: None,
             manifest_path: PathBuf::new(),
         }
     }

@@ -8,6 +8,7 @@
 //! app = "greeter"      # the application it belongs to
 //! vsn = "1"            # the application version
 //! # fixture = true     # deliberately bad test plugin: built, never released
+//! # profile = "plugin-abort"  # built with this Cargo profile instead (fixtures only)
 //!
 //! [lib]
 //! crate-type = ["cdylib"]
@@ -24,7 +25,7 @@ use serde_json::{Map, Value};
 use crate::{cmd, project};
 
 /// The keys understood in `[package.metadata.hotcode]`.
-const KNOWN_KEYS: [&str; 4] = ["module", "app", "vsn", "fixture"];
+const KNOWN_KEYS: [&str; 5] = ["module", "app", "vsn", "fixture", "profile"];
 
 /// One plugin crate, as declared in its manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +42,10 @@ pub struct Plugin {
     pub vsn: String,
     /// True for deliberately bad test plugins, which never go into a release.
     pub fixture: bool,
+    /// A Cargo profile this plugin is always built with (its output lands in
+    /// `<target>/<profile>/`), for a fixture that needs settings Cargo only takes per
+    /// profile, such as `panic = "abort"`. `None`: the profile of the build.
+    pub profile: Option<String>,
     /// The package's `Cargo.toml`.
     pub manifest_path: PathBuf,
 }
@@ -170,6 +175,11 @@ fn parse_plugin(
         Some(Value::Bool(b)) => *b,
         Some(other) => bail!("`fixture` must be a boolean, found `{other}`"),
     };
+    let profile = match table.get("profile") {
+        None => None,
+        Some(_) if !fixture => bail!("`profile` is only for fixtures (fixture = true)"),
+        Some(_) => Some(name_field(table, "profile")?),
+    };
     let lib_name = cdylib.ok_or_else(|| {
         anyhow!("the package has no cdylib target (add `[lib] crate-type = [\"cdylib\"]`)")
     })?;
@@ -180,6 +190,7 @@ fn parse_plugin(
         app: name_field(table, "app")?,
         vsn: name_field(table, "vsn")?,
         fixture,
+        profile,
         manifest_path,
     })
 }

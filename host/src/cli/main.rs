@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use hotcode::control::{self, Control, RootLock, ServeExit};
+use hotcode::release::files::AppSpec;
 use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
 use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
 use hotcode::watch::{WatchOptions, WatchedModule, Watcher};
@@ -418,17 +419,57 @@ fn check(path: &Path, root: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
-/// For each `load_object_code {App, AppVsn, [M]}` of every entry: whether
-/// `ROOT/lib/<App>-<AppVsn>/<M>.so` is a hotcode plugin, read without loading it.
+/// What only the root can tell: a relup under `ROOT/releases/<Vsn>/` must be release
+/// `Vsn`'s; and for each `load_object_code {App, AppVsn, [M]}` of every entry, `M` must be a
+/// module of `ROOT/lib/<App>-<AppVsn>/<App>.app` and its `.so` a hotcode plugin this host
+/// would load (read without loading it).
 fn object_code_problems(path: &Path, relup: &Relup, root: &Path) -> Vec<(Option<Pos>, String)> {
     let mut problems = Vec::new();
+    let dir_vsn = path.canonicalize().ok().and_then(|p| {
+        let dir = p.parent()?;
+        let releases = root.join("releases").canonicalize().ok()?;
+        (dir.parent()? == releases).then(|| dir.file_name()?.to_str().map(str::to_owned))?
+    });
+    if let Some(dir_vsn) = dir_vsn
+        && dir_vsn != relup.vsn
+    {
+        problems.push((
+            None,
+            format!(
+                "{}: the relup is for release \"{}\", but it lives in the directory of release \"{dir_vsn}\"",
+                path.display(),
+                relup.vsn
+            ),
+        ));
+    }
     for entry in relup.up.iter().chain(&relup.down) {
         for instruction in &entry.instructions {
             let Instruction::LoadObjectCode { app, app_vsn, modules } = &instruction.value else {
                 continue;
             };
+            let at = format!("{}:{}", path.display(), instruction.pos);
             let dir = root.join("lib").join(format!("{app}-{app_vsn}"));
+            let app_file = dir.join(format!("{app}.app"));
+            let listed = match AppSpec::read(&app_file) {
+                Ok(spec) => Some(spec.modules),
+                Err(e) => {
+                    problems.push((Some(instruction.pos), format!("{at}: {app} {app_vsn}: {e}")));
+                    None
+                }
+            };
             for module in modules {
+                if let Some(listed) = &listed
+                    && !listed.contains(module)
+                {
+                    problems.push((
+                        Some(instruction.pos),
+                        format!(
+                            "{at}: module {module} is not a module of {app} {app_vsn}: {} lists [{}]",
+                            app_file.display(),
+                            listed.join(", ")
+                        ),
+                    ));
+                }
                 let file = dir.join(format!("{module}.so"));
                 if let Err(kind) = hotcode::code::elf::inspect_plugin(&file) {
                     problems.push((

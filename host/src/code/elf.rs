@@ -4,8 +4,9 @@
 //! module file of the target release is a hotcode plugin and whether every `apply` target
 //! exists. Opening a library with `dlopen` runs its initialisers and maps it into the process,
 //! so this module reads the file instead: the ELF header (the same check the loader makes
-//! first, `loader::check_elf`) and the dynamic symbol table, which is what `dlsym`
-//! would search. The full checks (ABI version, descriptor layout, module name) still run at
+//! first, `loader::check_elf`), the dynamic symbol table, which is what `dlsym`
+//! would search, and the first bytes of the module header (magic and ABI version, which are
+//! never relocated). The full checks (descriptor layout, module name) still run at
 //! `load_object_code`, before the point of no return.
 //!
 //! The dynamic symbol table is read with the `object` crate rather than by hand: a
@@ -21,8 +22,8 @@ use std::io;
 use std::path::Path;
 
 use object::read::ReadCache;
-use object::{Object, ObjectKind, ObjectSymbol};
-use plugin_api::{APPLY_SYMBOL_PREFIX, MODULE_SYMBOL};
+use object::{Object, ObjectKind, ObjectSection, ObjectSymbol};
+use plugin_api::{ABI_VERSION, APPLY_SYMBOL_PREFIX, MAGIC, MODULE_SYMBOL, PANIC_UNWIND_SYMBOL};
 
 use crate::code::error::LoadErrorKind;
 
@@ -48,8 +49,10 @@ impl PluginFile {
 }
 
 /// Checks, without loading it, that the file at `path` is a hotcode plugin: it exists, it is
-/// an ELF shared object for this target, and its dynamic symbol table defines
-/// [`MODULE_SYMBOL`]. Returns the `apply` functions it exports.
+/// an ELF shared object for this target, its dynamic symbol table defines [`MODULE_SYMBOL`],
+/// whose bytes in the file start with [`MAGIC`] and this host's [`ABI_VERSION`], and
+/// [`PANIC_UNWIND_SYMBOL`] (a plugin built with `panic = "abort"` lacks it). Returns the
+/// `apply` functions it exports.
 ///
 /// The error says what was wrong but not which file: the caller, who knows which module and
 /// release the file stands for, names it (as [`crate::LoadError`] does).
@@ -60,7 +63,10 @@ impl PluginFile {
 /// - [`LoadErrorKind::Io`] if it cannot be read;
 /// - [`LoadErrorKind::NotSharedObject`] if it is not an ELF shared object for this target,
 ///   is malformed, or is larger than [`MAX_PLUGIN_SIZE`];
-/// - [`LoadErrorKind::MissingSymbol`] if it does not define [`MODULE_SYMBOL`].
+/// - [`LoadErrorKind::MissingSymbol`] if it does not define [`MODULE_SYMBOL`];
+/// - [`LoadErrorKind::BadMagic`] or [`LoadErrorKind::AbiVersion`] if the header is not one
+///   this host reads;
+/// - [`LoadErrorKind::PanicAbort`] if it was built with `panic = "abort"`.
 pub fn inspect_plugin(path: &Path) -> Result<PluginFile, LoadErrorKind> {
     crate::code::loader::check_elf(path)?;
     let file = File::open(path).map_err(open_error)?;
@@ -82,7 +88,8 @@ pub fn inspect_plugin(path: &Path) -> Result<PluginFile, LoadErrorKind> {
             "an ELF file, but not a shared object".to_owned(),
         ));
     }
-    let mut has_header = false;
+    let mut header = None;
+    let mut unwinds = false;
     let mut apply_functions = Vec::new();
     for symbol in elf.dynamic_symbols() {
         // Only a global definition is something `dlsym` would find in this file.
@@ -92,17 +99,48 @@ pub fn inspect_plugin(path: &Path) -> Result<PluginFile, LoadErrorKind> {
         // A name that is not UTF-8 is neither the header nor a function a macro could name.
         let Ok(name) = symbol.name() else { continue };
         if name == MODULE_SYMBOL {
-            has_header = true;
+            header = Some(header_prefix(&elf, &symbol)?);
+        } else if name == PANIC_UNWIND_SYMBOL {
+            unwinds = true;
         } else if let Some(function) = name.strip_prefix(APPLY_SYMBOL_PREFIX) {
             apply_functions.push(function.to_owned());
         }
     }
-    if !has_header {
+    let Some((magic, abi_version)) = header else {
         return Err(LoadErrorKind::MissingSymbol);
+    };
+    // The same checks, in the same order, as the loader makes on the mapped header.
+    if magic != MAGIC {
+        return Err(LoadErrorKind::BadMagic);
+    }
+    if abi_version != ABI_VERSION {
+        return Err(LoadErrorKind::AbiVersion { found: abi_version, expected: ABI_VERSION });
+    }
+    if !unwinds {
+        return Err(LoadErrorKind::PanicAbort);
     }
     apply_functions.sort_unstable();
     apply_functions.dedup();
     Ok(PluginFile { apply_functions })
+}
+
+/// The frozen start of the module header as the file holds it: the magic bytes and the
+/// ABI version (neither is relocated, so the bytes on disk are the bytes `dlopen` maps).
+fn header_prefix<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    symbol: &object::Symbol<'data, '_, R>,
+) -> Result<([u8; 8], u32), LoadErrorKind> {
+    const LEN: u64 = 12;
+    let bad = |why: &str| LoadErrorKind::NotSharedObject(format!("`{MODULE_SYMBOL}` {why}"));
+    let index = symbol.section_index().ok_or_else(|| bad("is not in a section"))?;
+    let section = elf.section_by_index(index).map_err(|e| bad(&e.to_string()))?;
+    let bytes = section
+        .data_range(symbol.address(), LEN)
+        .map_err(|e| bad(&e.to_string()))?
+        .ok_or_else(|| bad("lies outside its section's data"))?;
+    let magic: [u8; 8] = bytes[..8].try_into().map_err(|_| bad("is too short"))?;
+    let version: [u8; 4] = bytes[8..12].try_into().map_err(|_| bad("is too short"))?;
+    Ok((magic, u32::from_ne_bytes(version)))
 }
 
 /// The error for a file that could not be opened, telling a missing file apart.

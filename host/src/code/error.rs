@@ -47,6 +47,12 @@ pub enum LoadErrorKind {
         /// The host's version.
         expected: u32,
     },
+    /// The plugin was built with `panic = "abort"`: its first panic would abort the node.
+    #[error(
+        "it was built with panic = \"abort\", so its first panic would abort the whole node; \
+         build it with unwinding panics (remove `panic = \"abort\"` from its Cargo profile)"
+    )]
+    PanicAbort,
     /// A type at the boundary has another layout in the plugin than the host expects.
     #[error("incompatible layout of {what} (built against an incompatible plugin-api?): {details}")]
     LayoutMismatch {

@@ -22,8 +22,8 @@ use abi_stable::type_layout::TypeLayout;
 use libloading::os::unix::{Library, RTLD_LAZY, RTLD_LOCAL, RTLD_NOW};
 use plugin_api::behaviour::{ApplicationTable, GenServerTable, SupervisorTable};
 use plugin_api::{
-    ABI_VERSION, Behaviour, Interface, MAGIC, MODULE_SYMBOL, ModuleDescriptor, ModuleHeader, RTerm,
-    RTermRef,
+    ABI_VERSION, Behaviour, Interface, MAGIC, MODULE_SYMBOL, ModuleDescriptor, ModuleHeader,
+    PanicStrategy, RTerm, RTermRef,
 };
 
 use crate::code::error::{LoadError, LoadErrorKind};
@@ -275,6 +275,9 @@ fn read_descriptor(module: &str, lib: &Library) -> Result<Descriptor, LoadErrorK
         header.descriptor_layout,
     )?;
     let descriptor: &ModuleDescriptor = header.descriptor;
+    if descriptor.panic_strategy != PanicStrategy::Unwind {
+        return Err(LoadErrorKind::PanicAbort);
+    }
     let name = descriptor.name.as_str().to_owned();
     if name != module {
         return Err(LoadErrorKind::NameMismatch { expected: module.to_owned(), found: name });

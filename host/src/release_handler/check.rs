@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::code::elf;
 use crate::code::loader;
-use crate::release::files::ReleaseEntry;
+use crate::release::files::{AppSpec, ReleaseEntry};
 use crate::release::names::{lib_dir_name, root_path};
 use crate::release::relup::PurgeMethod;
 use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
@@ -93,12 +93,27 @@ pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan,
         .ok_or_else(|| ReleaseError::UnknownRelease { vsn: state.current.clone() })?;
     let up = h.release_dir(vsn)?.join("relup");
     let down = h.release_dir(&state.current)?.join("relup");
+    // A relup lives in the directory of the release it leads to (OTP's `releases/<Vsn>/relup`
+    // with `{Vsn, Up, Down}`): one that names another release is not this release's script.
+    let own = |path: &PathBuf, dir_vsn: &str| -> Result<Option<Relup>, ReleaseError> {
+        match read(path.clone())? {
+            Some(relup) if relup.vsn != dir_vsn => Err(ReleaseError::Check {
+                vsn: vsn.to_owned(),
+                problems: vec![format!(
+                    "{}: the relup is for release \"{}\", but it lives in the directory of release \"{dir_vsn}\"",
+                    path.display(),
+                    relup.vsn
+                )],
+            }),
+            other => Ok(other),
+        }
+    };
     let (direction, script, entry) = if let Some(entry) =
-        read(up.clone())?.and_then(|r| r.entry_for(&state.current, Direction::Up).cloned())
+        own(&up, vsn)?.and_then(|r| r.entry_for(&state.current, Direction::Up).cloned())
     {
         (Direction::Up, up, entry)
     } else if let Some(entry) =
-        read(down.clone())?.and_then(|r| r.entry_for(vsn, Direction::Down).cloned())
+        own(&down, &state.current)?.and_then(|r| r.entry_for(vsn, Direction::Down).cloned())
     {
         (Direction::Down, down, entry)
     } else {
@@ -162,7 +177,25 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                     ));
                     continue;
                 };
+                let app_file = dir.join(format!("{app}.app"));
+                let listed = match h.trusted(&app_file).and_then(|()| Ok(AppSpec::read(&app_file)?))
+                {
+                    Ok(spec) => Some(spec.modules),
+                    Err(e) => {
+                        problem(format!("application {app} {app_vsn}: {e}"));
+                        None
+                    }
+                };
                 for module in modules {
+                    if let Some(listed) = &listed
+                        && !listed.contains(module)
+                    {
+                        problem(format!(
+                            "module {module} is not a module of {app} {app_vsn}: {} lists [{}]",
+                            app_file.display(),
+                            listed.join(", ")
+                        ));
+                    }
                     let file = dir.join(format!("{module}.so"));
                     if let Err(e) = h.trusted(&file) {
                         problem(format!("module {module}: {e}"));

@@ -15,7 +15,7 @@ fn inspect(path: &Path) -> PluginFile {
 #[test]
 fn a_plugin_with_apply_functions_lists_them_sorted() {
     let stubborn = inspect(&fixtures::plugin("fixture-stubborn"));
-    assert_eq!(stubborn.apply_functions, ["release", "reset", "waiting"]);
+    assert_eq!(stubborn.apply_functions, ["bomb", "panic_in_drop", "release", "reset", "waiting"]);
     assert!(stubborn.exports_apply("reset"));
     assert!(!stubborn.exports_apply("block"));
 

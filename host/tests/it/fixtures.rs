@@ -32,7 +32,13 @@ const PLUGINS: &[&str] = &[
     "fixture-ch3-v2",
     "fixture-stubborn",
     "fixture-flaky-sup",
+    "fixture-abi-mismatch",
 ];
+
+/// Plugins built with a Cargo profile of their own (`profile` in their
+/// `[package.metadata.hotcode]`): `(package, profile)`. Their libraries are in
+/// `<target>/<profile>/`, beside the directory of the others.
+const OWN_PROFILE: &[(&str, &str)] = &[("fixture-panic-abort", "plugin-abort")];
 
 fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -51,14 +57,32 @@ fn plugin_dir() -> &'static Path {
         }
         let status = cmd.status().expect("run cargo build for the plugin fixtures");
         assert!(status.success(), "building the plugin fixtures failed: {status}");
+        for (package, profile) in OWN_PROFILE {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(root)
+                .args(["build", "--profile", profile, "-p", package, "--target-dir"])
+                .arg(&target)
+                .status()
+                .expect("run cargo build for a fixture with its own profile");
+            assert!(status.success(), "building {package} failed: {status}");
+        }
         target.join("debug")
     })
 }
 
 /// The built `.so` of plugin package `package`.
 pub fn plugin(package: &str) -> PathBuf {
-    assert!(PLUGINS.contains(&package), "{package} is not a known fixture");
-    let path = plugin_dir().join(format!("lib{}.so", package.replace('-', "_")));
+    let file = format!("lib{}.so", package.replace('-', "_"));
+    let path = match OWN_PROFILE.iter().find(|(p, _)| *p == package) {
+        Some((_, profile)) => {
+            plugin_dir().parent().expect("a target directory").join(profile).join(file)
+        }
+        None => {
+            assert!(PLUGINS.contains(&package), "{package} is not a known fixture");
+            plugin_dir().join(file)
+        }
+    };
     assert!(path.exists(), "missing plugin {}; run `cargo xtask build`", path.display());
     path
 }
