@@ -80,6 +80,10 @@ pub trait GenServer: 'static {
     /// downgrade `from` is `{down, Vsn}` (the newer vsn) and `state` is already in this
     /// version's format (see [`downgrade_state`](Self::downgrade_state)). `extra` is the
     /// relup's `Extra` (`[]` for an implicit migration).
+    ///
+    /// It must be a pure function of its arguments: the release handler runs it once on a
+    /// copy of the state before the point of no return (its *preflight*, refusing the
+    /// install if it fails) and again for the real migration.
     fn code_change(from: Term, state: Term, extra: Term) -> Result<Self::State, Term>;
 }
 
@@ -389,11 +393,14 @@ impl GenServerTable {
     ///
     /// # Safety
     /// As for [`handle_call`](Self::handle_call).
+    /// A state that does not decode (nested too deeply, say) is an error, never a term
+    /// handed on to another version's `code_change`.
     pub unsafe fn export_state(&self, state: StatePtr) -> Result<Term, PluginError> {
-        into_host((self.export_state)(state), |t| decoded(&t))
+        into_host((self.export_state)(state), |t| state_term(&t))?
     }
 
-    /// Exports the state in the format of older version `to_vsn`, for a downgrade.
+    /// Exports the state in the format of older version `to_vsn`, for a downgrade. As for
+    /// [`export_state`](Self::export_state), a state that does not decode is an error.
     ///
     /// # Safety
     /// As for [`handle_call`](Self::handle_call).
@@ -404,7 +411,7 @@ impl GenServerTable {
         extra: &Term,
     ) -> Result<Term, PluginError> {
         let (to, extra) = (RTerm::from_term(to_vsn), RTerm::from_term(extra));
-        into_host((self.downgrade_state)(state, to.as_ref(), extra.as_ref()), |t| decoded(&t))
+        into_host((self.downgrade_state)(state, to.as_ref(), extra.as_ref()), |t| state_term(&t))?
     }
 
     /// Calls `code_change(From, State, Extra)`; the new state belongs to this version.
@@ -487,6 +494,19 @@ fn into_host<T, U>(r: RResult<T, RPluginError>, f: impl FnOnce(T) -> U) -> Resul
         RResult::ROk(v) => Ok(f(v)),
         RResult::RErr(e) => Err(e.into_host()),
     }
+}
+
+/// Decodes an exported state; one that does not decode is an error whose reason is
+/// `{undecodable, Why}`.
+fn state_term(t: &RTerm) -> Result<Term, PluginError> {
+    t.decode().map_err(|e| {
+        let why = e.to_string();
+        PluginError {
+            kind: PluginErrorKind::Failed,
+            message: format!("the exported state does not decode: {why}"),
+            reason: Some(Term::tuple([Term::atom("undecodable"), Term::Str(why)])),
+        }
+    })
 }
 
 /// Decodes a term the plugin encoded; one that does not decode becomes a descriptive term

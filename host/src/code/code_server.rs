@@ -26,9 +26,10 @@ use abi_stable::StableAbi;
 use abi_stable::std_types::RResult;
 use abi_stable::type_layout::TypeLayout;
 use crossbeam::utils::CachePadded;
+use plugin_api::behaviour::GenServerTable;
 use plugin_api::{Interface, RTerm, Term};
 
-use crate::code::error::{ApplyError, CodeServerError, LoadError, LoadErrorKind};
+use crate::code::error::{ApplyError, CallError, CodeServerError, LoadError, LoadErrorKind};
 use crate::code::handle::Handle;
 use crate::code::hold::{self, ThreadInfo, VersionCell};
 use crate::code::loader;
@@ -537,6 +538,49 @@ impl CodeServer {
             function: function.to_owned(),
             error,
         })
+    }
+
+    /// The vsn of the version staged for `module`, if one is.
+    pub fn staged_vsn(&self, module: &str) -> Option<String> {
+        self.lock().staged.get(module).map(|v| v.vsn.clone())
+    }
+
+    /// Tries the staged version of gen_server `module` on a state it has not migrated yet:
+    /// runs its `code_change(From, State, Extra)` on these copies, then drops the state it
+    /// built, in that same version. Nothing reaches the new version otherwise: this is
+    /// the release handler's preflight, before the point of no return, of the migration a
+    /// process will make after it. (`code_change` is documented to be a pure function of its
+    /// arguments, so running it twice is harmless.)
+    ///
+    /// # Errors
+    /// [`CallError::NotLoaded`] if nothing is staged for `module`; [`CallError::Plugin`]
+    /// if `code_change` failed or panicked.
+    pub fn try_code_change(
+        &self,
+        module: &str,
+        from: &Term,
+        state: &Term,
+        extra: &Term,
+    ) -> Result<(), CallError> {
+        let not_loaded = || CallError::NotLoaded { module: module.to_owned() };
+        let version = self.lock().staged.get(module).cloned().ok_or_else(not_loaded)?;
+        if version.behaviour != plugin_api::Behaviour::GenServer {
+            return Ok(());
+        }
+        // The staged version is reachable from no slot: enter it through a pointer of our
+        // own, so that this thread's hold still keeps it mapped (a scan sees the slot).
+        let entry = AtomicPtr::new(version.cell.as_ptr());
+        let held = hold::enter(&entry).map_err(|_| not_loaded())?;
+        // SAFETY: a GenServer version's table was checked against GenServerTable's layout
+        // at load (`check_behaviour`); `held` keeps the version loaded.
+        let table = unsafe { held.table::<GenServerTable>() };
+        let built = table
+            .code_change(from, state, extra)
+            .map_err(|error| CallError::Plugin { module: module.to_owned(), error })?;
+        // SAFETY: `built` was made by this very table just now and is used for nothing else.
+        unsafe { table.drop_state(built) };
+        drop(held);
+        Ok(())
     }
 
     /// The behaviour of the current version of `module`, if it has one.

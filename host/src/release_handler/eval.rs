@@ -1,9 +1,14 @@
 //! Evaluating a checked relup entry (SPEC §5.2–§5.5).
 //!
-//! Before the point of no return only object code is loaded, and any error drops
-//! everything staged: the node is exactly as before. After it, instructions run in order
-//! and the first error is returned as [`ReleaseError::AfterPointOfNoReturn`], which the
-//! handler turns into its error action.
+//! Before the point of no return only object code is loaded, and then the migrations are
+//! tried (the *preflight*, which OTP cannot do): every gen_server running a module the
+//! script loads exports its state as its migration will, and the staged version's
+//! `code_change` runs on that copy. Any error drops everything staged: the node is exactly
+//! as before. After the point of no return, instructions run in order; a downgrade's
+//! `code_change` that comes before its `load` (systools' order) runs right after that
+//! `load`; and at the end every process the preflight checked has migrated, or migrates
+//! then. The first error is returned as [`ReleaseError::AfterPointOfNoReturn`], which the
+//! handler turns into its error action: a lost state is never reported as success.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +17,8 @@ use plugin_api::Term;
 use crate::release::files::AppSpec;
 use crate::release::{Direction, Instruction, Spanned};
 use crate::runtime::application::RestartType;
-use crate::runtime::process::{ChangeMode, Pid, ProcessError};
+use crate::runtime::node::Monitor;
+use crate::runtime::process::{ChangeMode, Pid, ProcessError, ProcessKind, is_normal_exit};
 
 use super::check::Plan;
 use super::{Progress, ReleaseError, ReleaseHandler, fault_point};
@@ -33,6 +39,11 @@ struct Ctx {
     suspended_since: Option<Instant>,
     /// The longest stretch during which some process was suspended.
     suspend_window: Option<Duration>,
+    /// Processes whose state the script migrates (checked by the preflight).
+    watched: Vec<Watched>,
+    /// Downgrade `code_change`s that came before their module's `load` (systools puts
+    /// them there): module, processes, Extra. They run right after that `load`.
+    deferred_down: Vec<(String, Vec<Pid>, Term)>,
 }
 
 /// Runs the entry; returns the suspend window (first suspend to last resume), if any.
@@ -68,12 +79,22 @@ pub(crate) fn run(
             }
         }
     }
+    let watched = match preflight(h, plan, after) {
+        Ok(watched) => watched,
+        Err(e) => {
+            for s in &staged {
+                h.node.code().drop_staged(s);
+            }
+            log::error!("install of {} refused by the preflight: {e}", plan.vsn);
+            return Err(e);
+        }
+    };
     if let Some(p) = point {
         report(p);
         log::info!("point of no return ({} modules staged)", staged.len());
         switch_app_specs(h, plan);
     }
-    let mut ctx = Ctx::default();
+    let mut ctx = Ctx { watched, ..Ctx::default() };
     let first_after = point.map_or(0, |p| p + 1);
     for (i, spanned) in after.iter().enumerate() {
         report(first_after + i);
@@ -87,7 +108,122 @@ pub(crate) fn run(
             });
         }
     }
+    if let Err(reason) = settle(h, &ctx) {
+        return Err(ReleaseError::AfterPointOfNoReturn {
+            at: plan.script.display().to_string(),
+            instruction: "the state migrations the script leaves to the processes".to_owned(),
+            reason,
+        });
+    }
     Ok(ctx.suspend_window)
+}
+
+/// A gen_server the preflight checked: it runs a module the script loads, so its state
+/// must migrate, and the install is not done until it has.
+struct Watched {
+    pid: Pid,
+    module: String,
+    monitor: Monitor,
+}
+
+/// How the script will migrate `module`'s processes: the mode and Extra of its first
+/// `code_change` for `module` (mode `up` when it names none), or an implicit migration.
+fn migration_of(after: &[Spanned<Instruction>], module: &str) -> (Option<ChangeMode>, Term) {
+    after
+        .iter()
+        .find_map(|i| match &i.value {
+            Instruction::CodeChange { mode, changes } => {
+                changes.iter().find(|(m, _)| m == module).map(|(_, extra)| {
+                    let mode = match mode.unwrap_or(Direction::Up) {
+                        Direction::Up => ChangeMode::Up,
+                        Direction::Down => ChangeMode::Down,
+                    };
+                    (Some(mode), extra.clone())
+                })
+            }
+            _ => None,
+        })
+        .unwrap_or((None, Term::List(vec![])))
+}
+
+/// Before the point of no return: for every gen_server running a module the script loads
+/// after it, the migration it will make is tried on a copy of its state in the staged
+/// version (`Node::preflight_code_change`). Any failure refuses the install, nothing
+/// changed. Returns the processes to watch until the end of the script.
+fn preflight(
+    h: &ReleaseHandler,
+    plan: &Plan,
+    after: &[Spanned<Instruction>],
+) -> Result<Vec<Watched>, ReleaseError> {
+    let node = &h.node;
+    let mut loaded: Vec<&str> = Vec::new();
+    for i in after {
+        if let Instruction::Load { module, .. } = &i.value
+            && !loaded.contains(&module.as_str())
+            && node.code().staged_vsn(module).is_some()
+        {
+            loaded.push(module);
+        }
+    }
+    let processes = node.processes();
+    let mut watched = Vec::new();
+    for module in loaded {
+        let pids: Vec<Pid> = processes
+            .iter()
+            .filter(|p| p.kind == ProcessKind::GenServer && p.module == module)
+            .map(|p| p.pid)
+            .collect();
+        if pids.is_empty() {
+            continue;
+        }
+        let (mode, extra) = migration_of(after, module);
+        fault_point("install: a preflight of code_change");
+        if let Err(failure) =
+            node.preflight_code_change(module, &pids, mode, &extra, CODE_CHANGE_TIMEOUT)
+        {
+            return Err(ReleaseError::Preflight {
+                vsn: plan.vsn.clone(),
+                process: failure.pid.map_or_else(|| "processes".to_owned(), |p| p.to_string()),
+                module: module.to_owned(),
+                direction: match mode {
+                    Some(ChangeMode::Up) => "up",
+                    Some(ChangeMode::Down) => "down",
+                    None => "implicit",
+                },
+                reason: failure.reason,
+            });
+        }
+        log::info!("preflight: the code_change of {} {module} process(es) succeeds", pids.len());
+        watched.extend(pids.into_iter().filter_map(|pid| {
+            node.monitor(pid).map(|monitor| Watched { pid, module: module.to_owned(), monitor })
+        }));
+    }
+    Ok(watched)
+}
+
+/// At the end of the script: every watched process has migrated, or migrates now (a
+/// migration left to its next callback, or a downgrade's), and none of them crashed on
+/// the way. A failure is an install error, never "ok" with a state lost.
+fn settle(h: &ReleaseHandler, ctx: &Ctx) -> Result<(), String> {
+    let mut alive = Vec::new();
+    for w in &ctx.watched {
+        match w.monitor.wait(Duration::ZERO) {
+            Some(reason) if !is_normal_exit(&reason) => {
+                return Err(format!(
+                    "{} ({}) exited with {reason} during the install: its state is lost",
+                    w.pid, w.module
+                ));
+            }
+            // Stopped on purpose (a `stop`, an application stop): nothing to migrate.
+            Some(_) => {}
+            None => alive.push(w.pid),
+        }
+    }
+    for (pid, settled) in h.node.settle_many(&alive, CODE_CHANGE_TIMEOUT) {
+        let module = ctx.watched.iter().find(|w| w.pid == pid).map_or("", |w| w.module.as_str());
+        settled.map_err(|e| format!("migrating the state of {pid} ({module}): {e}"))?;
+    }
+    Ok(())
 }
 
 /// At the point of no return, the loaded specs of the target release's applications
@@ -114,10 +250,21 @@ fn eval(
 ) -> Result<(), String> {
     let node = &h.node;
     match &spanned.value {
-        Instruction::Load { module, pre, post } => node
-            .load_module(module, (*pre).into(), (*post).into())
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        Instruction::Load { module, pre, post } => {
+            node.load_module(module, (*pre).into(), (*post).into()).map_err(|e| e.to_string())?;
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ctx.deferred_down)
+                .into_iter()
+                .partition(|(m, _, _)| m == module);
+            ctx.deferred_down = later;
+            for (_, pids, extra) in now {
+                for (pid, answer) in
+                    node.change_code_many(&pids, ChangeMode::Down, &extra, CODE_CHANGE_TIMEOUT)
+                {
+                    answer.map_err(|e| format!("code_change of {pid} ({module}), down: {e}"))?;
+                }
+            }
+            Ok(())
+        }
         Instruction::Remove { module, pre, post } => node
             .remove_module(module, (*pre).into(), (*post).into())
             .map(drop)
@@ -175,6 +322,11 @@ fn eval(
             for (module, extra) in changes {
                 let pids: Vec<Pid> =
                     ctx.suspended.iter().filter(|(m, _)| m == module).map(|(_, p)| *p).collect();
+                if mode == ChangeMode::Down && node.code().staged_vsn(module).is_some() {
+                    // The older version is not loaded yet: convert right after its load.
+                    ctx.deferred_down.push((module.clone(), pids, extra.clone()));
+                    continue;
+                }
                 for (pid, answer) in node.change_code_many(&pids, mode, extra, CODE_CHANGE_TIMEOUT)
                 {
                     answer.map_err(|e| format!("code_change of {pid} ({module}): {e}"))?;

@@ -10,9 +10,11 @@
 //!   OTP does (upgrade: `releases/<New>/relup` up-list; downgrade: `releases/<Current>/relup`
 //!   down-list), every instruction is validated, every file is inspected without loading it,
 //!   and soft-purged modules must not be held. No side effect on the node;
-//! - **installs** (`eval.rs`): object code first (any error drops everything staged, the node
-//!   is exactly as before), then, after the point of no return, the rest in order; an error
-//!   there follows the [`ErrorAction`];
+//! - **installs** (`eval.rs`): object code first, then the preflight of every state
+//!   migration on a copy in the staged code (any error drops everything staged, the node
+//!   is exactly as before), then, after the point of no return, the rest in order, and a
+//!   check that every migrated process did migrate; an error there follows the
+//!   [`ErrorAction`];
 //! - keeps RELEASES on disk with atomic writes, and never writes `current`: a node that dies
 //!   at any instant of an install boots the permanent release again.
 
@@ -126,6 +128,23 @@ pub enum ReleaseError {
     /// dropped and the node is as it was.
     #[error("loading object code failed, nothing changed: {0}")]
     Load(#[from] LoadError),
+    /// The preflight before the point of no return found that a process's state would
+    /// not survive its migration: nothing was changed, everything staged was dropped.
+    #[error(
+        "the install of {vsn} was refused, nothing changed: the {direction} code_change of {process} ({module}) would fail: {reason}"
+    )]
+    Preflight {
+        /// The target release.
+        vsn: String,
+        /// The process (`<0.N.0>`), or `processes` when the failure was not one process's.
+        process: String,
+        /// Its callback module.
+        module: String,
+        /// `up`, `down`, or `implicit` (a migration without a `code_change` instruction).
+        direction: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// An instruction failed after the point of no return.
     #[error("{at}: {instruction} failed after the point of no return: {reason}")]
     AfterPointOfNoReturn {

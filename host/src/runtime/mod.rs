@@ -2,7 +2,8 @@
 //!
 //! This layer gives the code layer's versions their OTP meaning: [`process`] (gen_server
 //! processes, their mailbox, system messages and state migration between versions),
-//! [`supervisor`] (child specs, restart strategies, shutdown), [`application`] (the
+//! [`supervisor`] (child specs, restart strategies, shutdown), [`bounded`] (plugin calls
+//! with a deadline: the caller stops waiting, the call's thread is abandoned), [`application`] (the
 //! application controller, `.app` specs, included applications) and [`node`] (the process
 //! table, registered names, monitors, and the tree walk that finds the processes running a
 //! module).
@@ -18,6 +19,7 @@
 //! lock of the node is held while a process starts or stops (ARCHITECTURE.md).
 
 pub mod application;
+pub mod bounded;
 pub mod node;
 pub mod process;
 pub mod supervisor;

@@ -18,11 +18,22 @@ use plugin_api::Term;
 use crate::code::code_server::{CodeServer, Purged};
 use crate::code::error::CodeServerError;
 use crate::runtime::application::AppController;
+use crate::runtime::bounded;
 use crate::runtime::process::{
     ChangeMode, Dest, ExitSignal, Msg, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
     ProcessKind, SysMsg, spawn_gen_server,
 };
 use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
+
+/// Why a [`Node::preflight_code_change`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", pid.map(|p| format!("{p}: ")).unwrap_or_default())]
+pub struct PreflightFailure {
+    /// The process whose state failed, if the failure was one process's.
+    pub pid: Option<Pid>,
+    /// What failed.
+    pub reason: String,
+}
 
 /// A process that would not stop: its thread is still inside plugin code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -449,15 +460,86 @@ impl Node {
         )
     }
 
+    /// The release handler's preflight of a migration into the version staged for
+    /// `module`, before anything changed: each of `pids` (gen_servers running `module`)
+    /// exports its state as that migration would (`mode` and `extra` as the script will
+    /// give them; `None` is an implicit migration), and the staged version's `code_change`
+    /// runs on each copy and drops what it built. The processes go on untouched.
+    ///
+    /// Everything together is bounded by `timeout`: a process that does not answer, or a
+    /// `code_change` that does not return, fails the preflight.
+    ///
+    /// # Errors
+    /// The first failure: which process, and why (an export that failed or did not decode,
+    /// a `code_change` that failed, panicked or overran).
+    pub fn preflight_code_change(
+        &self,
+        module: &str,
+        pids: &[Pid],
+        mode: Option<ChangeMode>,
+        extra: &Term,
+        timeout: Duration,
+    ) -> Result<(), PreflightFailure> {
+        let start = std::time::Instant::now();
+        let Some(to) = self.inner.code.staged_vsn(module) else {
+            return Err(PreflightFailure { pid: None, reason: format!("no staged {module}") });
+        };
+        let down_extra = (mode == Some(ChangeMode::Down)).then(|| extra.clone());
+        let exports = self.ask_many(
+            pids,
+            timeout,
+            |ack| SysMsg::Export { to: Term::Str(to.clone()), down_extra: down_extra.clone(), ack },
+            |dest, answer| {
+                answer.map_err(|reason| ProcessError::CodeChange {
+                    dest,
+                    reason: Term::tuple([Term::atom("export_failed"), reason]),
+                })
+            },
+        );
+        let mut copies = Vec::with_capacity(exports.len());
+        for (pid, exported) in exports {
+            let (from, state) =
+                exported.map_err(|e| PreflightFailure { pid: Some(pid), reason: e.to_string() })?;
+            copies.push((pid, from, state));
+        }
+        let inner = Arc::clone(&self.inner);
+        let (module_name, extra) = (module.to_owned(), extra.clone());
+        let left = timeout.saturating_sub(start.elapsed());
+        let what = format!("{module}:code_change of the staged vsn {to} (preflight)");
+        let tried = bounded::run(what, left, move || {
+            for (pid, from, state) in copies {
+                if let Err(e) = inner.code.try_code_change(&module_name, &from, &state, &extra) {
+                    return Err(PreflightFailure { pid: Some(pid), reason: e.to_string() });
+                }
+            }
+            Ok(())
+        });
+        tried.map_err(|overrun| PreflightFailure { pid: None, reason: overrun.to_string() })?
+    }
+
+    /// Has each of `pids` (gen_servers) migrate its state now if its module's current
+    /// version is not the one that made it (the migration its next callback would make),
+    /// so that a failure is seen now, by the caller, rather than by the next request.
+    /// Returns, per pid, whether it migrated.
+    pub fn settle_many(
+        &self,
+        pids: &[Pid],
+        timeout: Duration,
+    ) -> Vec<(Pid, Result<bool, ProcessError>)> {
+        self.ask_many(pids, timeout, SysMsg::Settle, |dest, answer| {
+            answer.map_err(|reason| ProcessError::CodeChange { dest, reason })
+        })
+    }
+
     /// Sends one system request to each of `pids`, then collects the answers against one
     /// deadline; `answer` turns a reply into the result for that pid.
-    fn ask_many<A>(
+    fn ask_many<A, T>(
         &self,
         pids: &[Pid],
         timeout: Duration,
         request: impl Fn(Sender<A>) -> SysMsg,
-        answer: impl Fn(String, A) -> Result<(), ProcessError>,
-    ) -> Vec<(Pid, Result<(), ProcessError>)> {
+        answer: impl Fn(String, A) -> Result<T, ProcessError>,
+    ) -> Vec<(Pid, Result<T, ProcessError>)> {
         let deadline = std::time::Instant::now() + timeout;
         let pending: Vec<_> = pids
             .iter()

@@ -172,6 +172,18 @@ pub(crate) enum SysMsg {
         ack: Sender<Result<(), Term>>,
     },
     GetState(Sender<Result<Term, Term>>),
+    /// The state exported the way a migration into a version of vsn `to` would export it
+    /// (`down_extra`: a downgrade with that Extra), with the `From` term that migration
+    /// would pass; nothing changes. For the release handler's preflight.
+    Export {
+        to: Term,
+        down_extra: Option<Term>,
+        ack: Sender<Result<(Term, Term), Term>>,
+    },
+    /// Migrate the state now if its version is no longer the module's current one (the
+    /// migration the next callback would make); answers whether it migrated. A failure
+    /// crashes the process, as a failed `ChangeCode` does.
+    Settle(Sender<Result<bool, Term>>),
     /// Graceful stop: `terminate(Reason, State)` runs.
     Terminate(Term),
     /// Wakes a process whose kill flag was set (see [`ProcEntry::kill`]).
@@ -450,6 +462,20 @@ impl Server {
                     let _ = ack.send(self.export_state());
                     Ok(None)
                 }
+                Msg::Sys(SysMsg::Export { to, down_extra, ack }) => {
+                    let _ = ack.send(self.export_for(&to, down_extra.as_ref()));
+                    Ok(None)
+                }
+                Msg::Sys(SysMsg::Settle(ack)) => match self.settle() {
+                    Ok(migrated) => {
+                        let _ = ack.send(Ok(migrated));
+                        Ok(None)
+                    }
+                    Err(reason) => {
+                        let _ = ack.send(Err(reason.clone()));
+                        Err(reason)
+                    }
+                },
                 Msg::Sys(SysMsg::Terminate(reason)) => break Exit::Graceful(reason),
                 Msg::Sys(SysMsg::Kill) => break Exit::Abrupt(Term::atom("killed")),
                 Msg::ChildExit { .. } | Msg::Sup(_) => Ok(None),
@@ -505,23 +531,12 @@ impl Server {
             return Err(Term::atom("no_state_version"));
         };
         let old_vsn = self.node.code.vsn_of(old.cell()).unwrap_or_else(|| "undefined".to_owned());
-        let from = match mode {
-            Some(ChangeMode::Down) => Term::tuple([Term::atom("down"), Term::Str(old_vsn.clone())]),
-            _ => Term::Str(old_vsn.clone()),
-        };
+        let to = Term::Str(self.node.code.vsn_of(new.cell()).unwrap_or_default());
+        let down_extra = (mode == Some(ChangeMode::Down)).then_some(extra);
+        let (from, exported) = self.export_from(&old, &old_vsn, &to, down_extra)?;
         // SAFETY: the pinned version made the state, and only GenServerTable versions of
         // this module are ever pinned by this thread.
         let old_table = unsafe { old.table::<GenServerTable>() };
-        let exported = match mode {
-            Some(ChangeMode::Down) => {
-                let to = Term::Str(self.node.code.vsn_of(new.cell()).unwrap_or_default());
-                // SAFETY: `self.state` was made by the pinned version, entered just above.
-                unsafe { old_table.downgrade_state(self.state, &to, extra) }
-            }
-            // SAFETY: as above.
-            _ => unsafe { old_table.export_state(self.state) },
-        }
-        .map_err(|e| e.exit_reason())?;
         // SAFETY: `new` holds a version of this module, which exports GenServerTable.
         let new_table = unsafe { new.table::<GenServerTable>() };
         let state = new_table.code_change(&from, &exported, extra).map_err(|e| {
@@ -542,6 +557,53 @@ impl Server {
         );
         drop(old);
         Ok(())
+    }
+
+    /// The state exported from the version `old` holds (which made it) for a version of
+    /// vsn `to`, with the `From` term of that migration: `export_state` and the old vsn, or
+    /// for a downgrade `downgrade_state(State, To, Extra)` and `{down, OldVsn}`.
+    fn export_from(
+        &self,
+        old: &hold::Hold,
+        old_vsn: &str,
+        to: &Term,
+        down_extra: Option<&Term>,
+    ) -> Result<(Term, Term), Term> {
+        // SAFETY: the pinned version made the state, and only GenServerTable versions of
+        // this module are ever pinned by this thread.
+        let table = unsafe { old.table::<GenServerTable>() };
+        let (from, exported) = match down_extra {
+            Some(extra) => (
+                Term::tuple([Term::atom("down"), Term::Str(old_vsn.to_owned())]),
+                // SAFETY: `self.state` was made by the version `old` holds.
+                unsafe { table.downgrade_state(self.state, to, extra) },
+            ),
+            // SAFETY: as above.
+            None => (Term::Str(old_vsn.to_owned()), unsafe { table.export_state(self.state) }),
+        };
+        Ok((from, exported.map_err(|e| e.exit_reason())?))
+    }
+
+    /// [`SysMsg::Export`]: the state as a migration to vsn `to` would export it.
+    fn export_for(&self, to: &Term, down_extra: Option<&Term>) -> Result<(Term, Term), Term> {
+        let Some(old) = hold::enter_pinned() else {
+            return Err(Term::atom("no_state_version"));
+        };
+        let old_vsn = self.node.code.vsn_of(old.cell()).unwrap_or_else(|| "undefined".to_owned());
+        self.export_from(&old, &old_vsn, to, down_extra)
+    }
+
+    /// [`SysMsg::Settle`]: the migration the next callback would make, made now.
+    fn settle(&mut self) -> Result<bool, Term> {
+        let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
+        if hold::pinned_cell().is_some_and(|c| std::ptr::eq(c, held.cell())) {
+            return Ok(false);
+        }
+        match self.pending_down.take() {
+            Some(extra) => self.migrate(&held, Some(ChangeMode::Down), &extra)?,
+            None => self.migrate(&held, None, &Term::List(vec![]))?,
+        }
+        Ok(true)
     }
 
     fn change_code(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<(), Term> {

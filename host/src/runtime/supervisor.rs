@@ -430,6 +430,13 @@ impl Sup {
                     });
                     let _ = ack.send(Ok(Term::list(children)));
                 }
+                // A supervisor's state is its child list, rebuilt by its code_change.
+                Msg::Sys(SysMsg::Export { ack, .. }) => {
+                    let _ = ack.send(Err(Term::atom("not_a_gen_server")));
+                }
+                Msg::Sys(SysMsg::Settle(ack)) => {
+                    let _ = ack.send(Ok(false));
+                }
                 Msg::Sys(SysMsg::Terminate(reason)) => break reason,
                 Msg::Sys(SysMsg::Kill) => break Term::atom("killed"),
                 Msg::Call { reply, .. } => {

@@ -219,3 +219,43 @@ pub fn record_release(root: &Path, vsn: &str, files: &[&str]) {
     let text = hotcode::release::hashes::render_hashes(&record);
     std::fs::write(root.join("releases").join(vsn).join("modules.sha256"), text).expect("record");
 }
+
+/// Adds release C to a [`release_root`] root: prim_app 2 and ch_app 2, whose ch3 is
+/// `fixture-ch3-v2` (ch_app and ch_sup as in ch_app 1), unpacked, with `relup` as its
+/// relup and its integrity record.
+pub fn add_ch3_v2_release(r: &Path, relup: &str) {
+    let lib = r.join("lib/ch_app-2");
+    std::fs::create_dir_all(&lib).expect("lib dir");
+    std::fs::write(
+        lib.join("ch_app.app"),
+        "{application, ch_app, [{vsn, \"2\"}, {modules, [ch_app, ch_sup, ch3]}, {mod, {ch_app, []}}]}.\n",
+    )
+    .expect(".app");
+    for m in ["ch_app", "ch_sup"] {
+        std::fs::copy(r.join(format!("lib/ch_app-1/{m}.so")), lib.join(format!("{m}.so")))
+            .expect(".so");
+    }
+    std::fs::copy(plugin("fixture-ch3-v2"), lib.join("ch3.so")).expect("ch3.so");
+    let host = env!("CARGO_PKG_VERSION");
+    std::fs::create_dir_all(r.join("releases/C")).expect("release dir");
+    std::fs::write(
+        r.join("releases/C/prim.rel"),
+        format!("{{release, {{\"prim\", \"C\"}}, {{hotcode, \"{host}\"}}, [{{prim_app, \"2\"}}, {{ch_app, \"2\"}}]}}.\n"),
+    )
+    .expect(".rel");
+    std::fs::write(r.join("releases/C/relup"), relup).expect("relup");
+    let releases = std::fs::read_to_string(r.join("releases/RELEASES")).expect("RELEASES");
+    let c = format!(
+        " {{release, \"prim\", \"C\", \"{host}\", [{{prim_app, \"2\", \"lib/prim_app-2\"}}, {{ch_app, \"2\", \"lib/ch_app-2\"}}], unpacked}}]."
+    );
+    std::fs::write(
+        r.join("releases/RELEASES"),
+        releases.trim_end().trim_end_matches("].").to_owned() + ",\n" + &c + "\n",
+    )
+    .expect("RELEASES");
+    record_release(
+        r,
+        "C",
+        &["lib/ch_app-2/ch_app.so", "lib/ch_app-2/ch_sup.so", "lib/ch_app-2/ch3.so"],
+    );
+}

@@ -12,6 +12,7 @@ mod dist_layout;
 mod elf;
 mod fixtures;
 mod make_relup;
+mod preflight;
 mod processes;
 mod release_handler;
 mod release_security;

@@ -301,46 +301,13 @@ fn an_error_before_the_point_of_no_return_rolls_everything_back() {
 fn a_failing_code_change_after_the_point_of_no_return_is_an_error() {
     let root = fixtures::release_root("included-app-supervisor");
     let r = root.path();
-    // Release C: ch_app 2 with ch3 version 2, whose code_change fails on Extra = fail.
-    let lib = r.join("lib/ch_app-2");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::write(
-        lib.join("ch_app.app"),
-        "{application, ch_app, [{vsn, \"2\"}, {modules, [ch_app, ch_sup, ch3]}, {mod, {ch_app, []}}]}.\n",
-    )
-    .unwrap();
-    for m in ["ch_app", "ch_sup"] {
-        std::fs::copy(r.join(format!("lib/ch_app-1/{m}.so")), lib.join(format!("{m}.so"))).unwrap();
-    }
-    std::fs::copy(fixtures::plugin("fixture-ch3-v2"), lib.join("ch3.so")).unwrap();
-    let host = env!("CARGO_PKG_VERSION");
-    std::fs::create_dir_all(r.join("releases/C")).unwrap();
-    std::fs::write(
-        r.join("releases/C/prim.rel"),
-        format!("{{release, {{\"prim\", \"C\"}}, {{hotcode, \"{host}\"}}, [{{prim_app, \"2\"}}, {{ch_app, \"2\"}}]}}.\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        r.join("releases/C/relup"),
-        "{\"C\",\n [{\"B\", [],\n  [{load_object_code,{ch_app,\"2\",[ch3]}},\n   point_of_no_return,\n   \
-         {suspend,[ch3]},\n   {load,{ch3,brutal_purge,brutal_purge}},\n   {code_change,up,[{ch3,fail}]},\n   \
-         {resume,[ch3]}]}],\n [{\"B\", [], []}]}.\n",
-    )
-    .unwrap();
-    let releases = std::fs::read_to_string(r.join("releases/RELEASES")).unwrap();
-    let c = format!(
-        " {{release, \"prim\", \"C\", \"{host}\", [{{prim_app, \"2\", \"lib/prim_app-2\"}}, {{ch_app, \"2\", \"lib/ch_app-2\"}}], unpacked}}]."
-    );
-    std::fs::write(
-        r.join("releases/RELEASES"),
-        releases.trim_end().trim_end_matches("].").to_owned() + ",\n" + &c + "\n",
-    )
-    .unwrap();
-
-    fixtures::record_release(
+    // Release C: ch3 version 2, whose code_change succeeds once (the preflight, before
+    // the point of no return) and fails after (the real migration).
+    fixtures::add_ch3_v2_release(
         r,
-        "C",
-        &["lib/ch_app-2/ch_app.so", "lib/ch_app-2/ch_sup.so", "lib/ch_app-2/ch3.so"],
+        "{\"C\",\n [{\"B\", [],\n  [{load_object_code,{ch_app,\"2\",[ch3]}},\n   point_of_no_return,\n   \
+         {suspend,[ch3]},\n   {load,{ch3,brutal_purge,brutal_purge}},\n   {code_change,up,[{ch3,fail_second}]},\n   \
+         {resume,[ch3]}]}],\n [{\"B\", [], []}]}.\n",
     );
     let h = boot(r);
     h.install("B").unwrap();
@@ -349,7 +316,7 @@ fn a_failing_code_change_after_the_point_of_no_return_is_an_error() {
         Err(ReleaseError::AfterPointOfNoReturn { at, instruction, reason }) => {
             assert!(at.ends_with("releases/C/relup:7:4"), "{at}");
             assert!(instruction.starts_with("{code_change,up"), "{instruction}");
-            assert!(reason.contains("asked_to_fail"), "{reason}");
+            assert!(reason.contains("failed_the_second_time"), "{reason}");
         }
         other => panic!("expected an error after the point of no return, got {other:?}"),
     }
