@@ -9,19 +9,31 @@
 //! Part 2 is the service example: a TCP counter service on 127.0.0.1 whose request handler
 //! is a plugin, upgraded and downgraded again and again while clients hammer it.
 //! Part 3 swaps a library module back and forth while threads call it.
+//!
+//! Every check waits for the event it checks (a version answering, a library leaving the
+//! memory map), for at most [`DEADLINE`], instead of hoping the scheduler produced it within
+//! a fixed time; a check that fails says which check, what it expected and what it saw.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hotcode::release_handler::{ErrorAction, ReleaseHandler};
-use hotcode::{CodeServer, PurgeMethod, Purged, VersionInfo};
+use hotcode::{CodeServer, Handle, PurgeMethod, Purged, VersionInfo};
 use plugin_api::interfaces::Greeter;
 use plugin_api::{Callback, Term};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// How long a check waits for the event it checks. Threads on a machine whose cores are
+/// busy with other work may wait many milliseconds for a CPU, never this long.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// How often a waiting check looks again.
+const POLL: Duration = Duration::from_millis(1);
 
 fn main() -> ExitCode {
     match run() {
@@ -50,6 +62,70 @@ fn run() -> Result<()> {
     library_under_load(&dist)?;
     println!("\nok: the demo ran to the end");
     Ok(())
+}
+
+/// A check of the demo that did not hold.
+#[derive(Debug)]
+struct CheckFailed {
+    /// The check's short name, `section/what`.
+    check: String,
+    expected: String,
+    observed: String,
+}
+
+impl Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "check {} failed\n  expected: {}\n  observed: {}",
+            self.check, self.expected, self.observed
+        )
+    }
+}
+
+impl std::error::Error for CheckFailed {}
+
+fn failed(
+    check: &str,
+    expected: impl Display,
+    observed: impl Display,
+) -> Box<dyn std::error::Error> {
+    Box::new(CheckFailed {
+        check: check.to_owned(),
+        expected: expected.to_string(),
+        observed: observed.to_string(),
+    })
+}
+
+/// Passes if `ok`, otherwise fails naming the check, what it expected and what it observed.
+fn check(check: &str, ok: bool, expected: impl Display, observed: impl Display) -> Result<()> {
+    if ok { Ok(()) } else { Err(failed(check, expected, observed)) }
+}
+
+/// Waits for the event `check` checks: `observe` says whether it happened and describes
+/// what it saw. Fails with the last observation once [`DEADLINE`] has passed; otherwise
+/// returns how long it waited.
+fn wait_for(
+    check: &str,
+    expected: impl Display,
+    mut observe: impl FnMut() -> Result<(bool, String)>,
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let (happened, observed) = observe()?;
+        let waited = started.elapsed();
+        if happened {
+            return Ok(waited);
+        }
+        if waited >= DEADLINE {
+            return Err(failed(
+                check,
+                format!("{expected}, within {DEADLINE:?}"),
+                format!("{observed}, after {waited:.1?}"),
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Copies a dist root to a scratch directory, so the demo leaves `target/dist` as built.
@@ -99,6 +175,7 @@ fn module_version(h: &ReleaseHandler, module: &str) -> Option<VersionInfo> {
 
 fn included_app(root: &Path, script: &str) -> Result<()> {
     step(&format!("Included application, by relups/{script}.relup"));
+    let name = |check: &str| format!("{script}/{check}");
     let tmp = scratch_root(root)?;
     let h = ReleaseHandler::boot(tmp.path(), ErrorAction::Return)?;
     say(format!("$ hotcode boot {}   (booted release {})", root.display(), h.current()));
@@ -109,25 +186,31 @@ fn included_app(root: &Path, script: &str) -> Result<()> {
     let up = h.install("B")?;
     say(format!("installed B, upgrading from {}: {:?}", up.from, up.direction));
     show_apps(&h);
-    let ch3 = *h.node().processes_running("ch3").first().ok_or("ch3 is not running")?;
+    // Installing B starts ch_app's processes before it returns, as OTP's start does.
+    let ch3 = h.node().processes_running("ch3").first().copied().ok_or_else(|| {
+        failed(&name("ch3-started"), "a process running ch3 once B is installed", "none")
+    })?;
+    let ask = |request: Term| {
+        h.node()
+            .call(ch3, request.clone(), Duration::from_secs(5))
+            .map_err(|e| failed(&name("ch3-serves"), format!("ch3 {ch3} to answer {request}"), e))
+    };
     let mut channels = Vec::new();
     for _ in 0..3 {
-        channels.push(h.node().call(ch3, Term::atom("alloc"), Duration::from_secs(5))?);
+        channels.push(ask(Term::atom("alloc"))?);
     }
     say(format!("ch3 {ch3} allocates channels: {}", Term::list(channels.clone())));
     for ch in channels {
-        h.node().call(ch3, Term::tuple([Term::atom("free"), ch]), Duration::from_secs(5))?;
+        ask(Term::tuple([Term::atom("free"), ch]))?;
     }
-    say(format!(
-        "and frees them: count = {}",
-        h.node().call(ch3, Term::atom("count"), Duration::from_secs(5))?
-    ));
-    let ch_libs: Vec<(String, VersionInfo)> = ["ch_sup", "ch3"]
-        .iter()
-        .filter_map(|m| module_version(&h, m).map(|v| (m.to_string(), v)))
-        .collect();
-    for (m, v) in &ch_libs {
+    say(format!("and frees them: count = {}", ask(Term::atom("count"))?));
+    let mut ch_libs = Vec::new();
+    for m in ["ch_sup", "ch3"] {
+        let v = module_version(&h, m).ok_or_else(|| {
+            failed(&name("ch-loaded"), format!("{m} loaded once B is installed"), "not loaded")
+        })?;
         say(format!("{m} vsn {} mapped from {}", v.vsn, v.copy.display()));
+        ch_libs.push((m, v));
     }
     h.make_permanent("B")?;
     say("$ hotcode ctl ROOT make-permanent B");
@@ -137,18 +220,31 @@ fn included_app(root: &Path, script: &str) -> Result<()> {
     let down = h.install("A")?;
     say(format!("installed A, downgrading from {}: {:?}", down.from, down.direction));
     show_apps(&h);
-    say(format!("processes running ch3: {}", h.node().processes_running("ch3").len()));
-    let mut all_gone = true;
+    // ch_app's processes stop, and its libraries are unloaded as soon as nothing holds
+    // them: each is narrated as the install left it, then waited for.
+    let running = h.node().processes_running("ch3").len();
+    say(format!("processes running ch3: {running}"));
+    if running != 0 {
+        let waited = wait_for(&name("ch3-stopped"), "no process running ch3 in A", || {
+            let n = h.node().processes_running("ch3").len();
+            Ok((n == 0, format!("{n} processes running ch3")))
+        })?;
+        say(format!("processes running ch3: 0, {waited:.1?} later"));
+    }
     for (m, v) in &ch_libs {
         let mapped = hotcode::code::maps::is_mapped(&v.copy)?;
-        all_gone &= !mapped;
         say(format!("{m} still in the node's memory map: {mapped}"));
+        if mapped {
+            let expected = format!("{m} vsn {} ({}) unmapped in A", v.vsn, v.copy.display());
+            let waited = wait_for(&name("ch-unloaded"), expected, || {
+                let mapped = hotcode::code::maps::is_mapped(&v.copy)?;
+                Ok((!mapped, format!("{m} still mapped")))
+            })?;
+            say(format!("{m} left the node's memory map {waited:.1?} later"));
+        }
     }
     h.make_permanent("A")?;
     show_releases(&h);
-    if !all_gone {
-        return Err("ch_app's libraries stayed mapped after the downgrade".into());
-    }
     Ok(())
 }
 
@@ -167,28 +263,44 @@ fn service(root: &Path) -> Result<()> {
     ));
     let load = hotcode::service::LoadGen::start(server.addr(), 2, "demo")?;
     say("2 client threads send `INCR <own key>` in a loop and check every answer");
+    // Each install happens under load, and the next waits until the clients have been
+    // answered by the version just installed. Five answers: a client has at most one
+    // request in flight, so at most two of them (one per client) can be replies of an
+    // earlier install of the same version read late; at least three come from this one.
+    const ANSWERS: u64 = 5;
+    wait_for(
+        "service/clients-running",
+        format!("{ANSWERS} answers by v1 before the first install"),
+        || {
+            let n = load.answered_by_version()[0];
+            Ok((n >= ANSWERS, format!("{n} answers by v1")))
+        },
+    )?;
     let mut windows = Vec::new();
     let mut install_ms = Vec::new();
-    for cycle in 0..SERVICE_CYCLES {
-        for vsn in ["2", "1"] {
-            let before = load.answered();
-            let started = std::time::Instant::now();
+    for cycle in 1..=SERVICE_CYCLES {
+        for (vsn, by) in [("2", 1), ("1", 0)] {
+            let started = Instant::now();
             let done = h.install(vsn)?;
             install_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            let before = load.answered_by_version()[by];
             windows.extend(done.suspend_window);
-            if cycle == 0 {
+            if cycle == 1 {
                 let window = done.suspend_window.map_or("-".into(), |w| format!("{w:?}"));
                 say(format!(
                     "install {vsn}: {:?} from {}, handler suspended for {window}",
                     done.direction, done.from
                 ));
             }
-            // Let the clients make progress in each version before the next change.
-            while load.answered() < before + 5 {
-                std::thread::yield_now();
-            }
+            let expected = format!(
+                "{ANSWERS} answers by v{vsn} after install {vsn} of cycle {cycle} returned"
+            );
+            wait_for("service/answered-by-installed", expected, || {
+                let n = load.answered_by_version()[by].saturating_sub(before);
+                Ok((n >= ANSWERS, format!("{n} answers by v{vsn}, {} in all", load.answered())))
+            })?;
         }
-        if cycle == 1 {
+        if cycle == 2 {
             say("...");
         }
     }
@@ -197,29 +309,150 @@ fn service(root: &Path) -> Result<()> {
     install_ms.sort_by(f64::total_cmp);
     let p50 = windows.get(windows.len() / 2).copied().unwrap_or_default();
     let max = windows.last().copied().unwrap_or_default();
+    let install_p50 = install_ms.get(install_ms.len() / 2).copied().unwrap_or_default();
     say(format!(
         "summary: {} requests, {} failed, answered by v1: {}, by v2: {}",
         report.requests, report.failed, report.by_version[0], report.by_version[1]
     ));
     say(format!(
-        "suspend window: median {p50:?}, max {max:?}; install: median {:.1} ms; slowest request {} us",
-        install_ms[install_ms.len() / 2],
+        "suspend window: median {p50:?}, max {max:?}; install: median {install_p50:.1} ms; slowest request {} us",
         report.max_latency_us
     ));
-    if report.failed != 0 || report.by_version.contains(&0) {
-        return Err(format!("the service lost requests: {:?}", report.problems).into());
-    }
-    Ok(())
+    check(
+        "service/no-failed-requests",
+        report.failed == 0,
+        "every request answered, each with its counter + 1",
+        format!("{} failed: {}", report.failed, report.problems.join("; ")),
+    )
 }
 
 fn lib(dist: &Path, vsn: u32) -> PathBuf {
     dist.join(format!("lib/greeter-{vsn}/greeter.so"))
 }
 
-const SWAPS: u32 = 20;
+const SWAPS: u64 = 20;
+
+const CALLERS: usize = 2;
+
+/// The version current after `swaps` swaps: v1 first, then v2, v1, ...
+fn vsn_after(swaps: u64) -> u32 {
+    if swaps % 2 == 1 { 2 } else { 1 }
+}
+
+/// Where the swapping stands, as one number: `2 * swaps` once `swaps` swaps are done,
+/// odd while the next one is under way.
+fn describe_phase(phase: u64) -> String {
+    if phase.is_multiple_of(2) {
+        format!("after swap {}", phase / 2)
+    } else {
+        format!("during swap {}", phase / 2 + 1)
+    }
+}
+
+/// What the caller threads saw, shared with the thread that swaps.
+#[derive(Default)]
+struct Calls {
+    /// The phase (see [`describe_phase`]). The swapping thread makes it odd before `load`
+    /// and even again after `load` returned, so a call that starts and ends in the same
+    /// even phase must be answered by the version of that phase: had it entered a newer
+    /// one, it would have seen the odd phase stored before that version became current.
+    phase: AtomicU64,
+    /// Per caller: 1 + the phase its last completed call started in (0: none yet).
+    done: [AtomicU64; CALLERS],
+    /// Calls answered by v1 and by v2.
+    answered: [AtomicU64; 2],
+    /// Calls that started and ended in one phase but were answered by another version
+    /// than that phase's.
+    stale: AtomicU64,
+    /// Calls that failed, or were answered by a version that is neither 1 nor 2.
+    failed: AtomicU64,
+    /// The first few problems, for the report.
+    problems: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Calls {
+    fn note(&self, problem: String) {
+        if let Ok(mut problems) = self.problems.lock()
+            && problems.len() < 5
+        {
+            problems.push(problem);
+        }
+    }
+
+    fn problems(&self) -> String {
+        self.problems.lock().map(|p| p.join("; ")).unwrap_or_default()
+    }
+
+    /// One caller thread: calls the greeter until told to stop, checking each answer
+    /// that came wholly within one phase against that phase's version.
+    fn call_until_stopped(&self, me: usize, greeter: &Handle<Greeter>) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let started = self.phase.load(Ordering::Acquire);
+            let answer = greeter.call(|g| g.version());
+            let ended = self.phase.load(Ordering::Acquire);
+            match answer {
+                Ok(vsn @ (1 | 2)) => {
+                    self.answered[vsn as usize - 1].fetch_add(1, Ordering::Relaxed);
+                    let expected = vsn_after(started / 2);
+                    if started == ended && started.is_multiple_of(2) && vsn != expected {
+                        self.stale.fetch_add(1, Ordering::Relaxed);
+                        self.note(format!(
+                            "caller-{me}: a call made wholly {} (v{expected} current) was \
+                             answered by v{vsn}",
+                            describe_phase(started)
+                        ));
+                    }
+                }
+                Ok(vsn) => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    self.note(format!("caller-{me}: answered by unknown version {vsn}"));
+                }
+                Err(e) => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    self.note(format!("caller-{me}: {e}"));
+                }
+            }
+            self.done[me].store(started + 1, Ordering::Release);
+        }
+    }
+
+    /// Whether every caller completed a call that started after swap `swaps` was done,
+    /// and when each one's last call started. A wrong answer fails at once.
+    fn reached(&self, swaps: u64) -> Result<(bool, String)> {
+        let stale = self.stale.load(Ordering::Relaxed);
+        check(
+            "library/calls-enter-current",
+            stale == 0,
+            "every call made between two swaps answered by the version the first made current",
+            format!("{stale} answered by another: {}", self.problems()),
+        )?;
+        let done = self.done.each_ref().map(|d| d.load(Ordering::Acquire));
+        let seen: Vec<String> = done
+            .iter()
+            .enumerate()
+            .map(|(me, d)| match d {
+                0 => format!("caller-{me} completed no call"),
+                d => format!("caller-{me}'s last call started {}", describe_phase(d - 1)),
+            })
+            .collect();
+        Ok((done.iter().all(|&d| d > 2 * swaps), seen.join(", ")))
+    }
+}
+
+/// Tells the callers to stop when dropped, so no early return leaves them running.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 fn library_under_load(dist: &Path) -> Result<()> {
-    step(&format!("A library module swapped v1 <-> v2 {SWAPS} times while 2 threads call it"));
+    step(&format!(
+        "A library module swapped v1 <-> v2 {SWAPS} times while {CALLERS} threads call it"
+    ));
     let server = CodeServer::new()?;
     server.load_object_code("greeter", lib(dist, 1))?;
     server.load("greeter", PurgeMethod::SoftPurge, PurgeMethod::SoftPurge)?;
@@ -228,77 +461,138 @@ fn library_under_load(dist: &Path) -> Result<()> {
         "greeter:greet(\"newcomer\") -> {:?}",
         greeter.call(|g| g.greet("newcomer".into()))?
     ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let callers: Vec<_> = (0..2)
-        .map(|n| {
-            let (greeter, stop, counts) = (greeter.clone(), stop.clone(), counts.clone());
-            std::thread::Builder::new().name(format!("caller-{n}")).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let slot = match greeter.call(|g| g.version()) {
-                        Ok(v @ 1..=2) => v as usize,
-                        _ => 0,
-                    };
-                    counts[slot].fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    for swap in 0..SWAPS {
-        let vsn = if swap % 2 == 0 { 2 } else { 1 };
-        server.load_object_code("greeter", lib(dist, vsn))?;
-        let old = server.load("greeter", PurgeMethod::BrutalPurge, PurgeMethod::SoftPurge)?;
-        if swap < 2 || swap == SWAPS - 1 {
-            say(format!("swap {:>2}: v{vsn} current; old version: {}", swap + 1, describe(&old)));
-        } else if swap == 2 {
-            say("...");
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    for c in callers {
-        c.join().map_err(|_| "a caller thread panicked")?;
-    }
-    let [failed, n1, n2] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
-    say(format!("calls answered by v1: {n1}, by v2: {n2}, failed: {failed}"));
-
-    let current = server.status().modules[0].current.clone().ok_or("greeter not current")?;
-    let barrier = Barrier::new(2);
+    // Each swap happens while the callers call, and the next waits until every caller has
+    // completed a call started after it, which the check in `call_until_stopped` holds to
+    // the version the swap made current.
+    let calls = Calls::default();
     std::thread::scope(|s| -> Result<()> {
-        let parked = std::thread::Builder::new().name("parked".into()).spawn_scoped(s, || {
-            greeter.call(|g| {
-                g.park(Callback::new(&|| {
-                    barrier.wait();
-                    barrier.wait();
-                    0
-                }))
+        let _stop = StopOnDrop(&calls.stop);
+        let (calls, greeter) = (&calls, &greeter);
+        let callers = (0..CALLERS)
+            .map(|me| {
+                std::thread::Builder::new()
+                    .name(format!("caller-{me}"))
+                    .spawn_scoped(s, move || calls.call_until_stopped(me, greeter))
             })
-        })?;
-        barrier.wait();
-        server.load_object_code("greeter", lib(dist, 2))?;
-        server.load("greeter", PurgeMethod::BrutalPurge, PurgeMethod::SoftPurge)?;
-        say(format!(
-            "a thread parked inside v{}; upgrade, then purge -> {}",
-            current.vsn,
-            describe(&server.purge("greeter"))
-        ));
-        say(format!(
-            "v{} still mapped while held: {}",
-            current.vsn,
-            hotcode::code::maps::is_mapped(&current.copy)?
-        ));
-        barrier.wait();
-        parked.join().map_err(|_| "parked thread panicked")??;
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let expected =
+            format!("each of the {CALLERS} callers answered by v1 before the first swap");
+        wait_for("library/callers-running", expected, || calls.reached(0))?;
+        for swap in 1..=SWAPS {
+            let vsn = vsn_after(swap);
+            server.load_object_code("greeter", lib(dist, vsn))?;
+            calls.phase.store(2 * swap - 1, Ordering::Release);
+            let old = server.load("greeter", PurgeMethod::BrutalPurge, PurgeMethod::SoftPurge)?;
+            calls.phase.store(2 * swap, Ordering::Release);
+            if swap <= 2 || swap == SWAPS {
+                say(format!("swap {swap:>2}: v{vsn} current; old version: {}", describe(&old)));
+            } else if swap == 3 {
+                say("...");
+            }
+            let expected = format!("each caller answered by v{vsn} after swap {swap}");
+            wait_for("library/answered-by-current", expected, || calls.reached(swap))?;
+        }
+        calls.stop.store(true, Ordering::Relaxed);
+        for caller in callers {
+            caller.join().map_err(|_| "a caller thread panicked")?;
+        }
         Ok(())
     })?;
-    say(format!(
-        "after the parked call returned, v{} mapped: {}",
-        current.vsn,
-        hotcode::code::maps::is_mapped(&current.copy)?
-    ));
-    if failed != 0 || n1 == 0 || n2 == 0 || !server.status().leaked.is_empty() {
-        return Err("the library swap did not go as it should (see above)".into());
+    let [n1, n2] = calls.answered.each_ref().map(|n| n.load(Ordering::Relaxed));
+    let failed_calls = calls.failed.load(Ordering::Relaxed);
+    say(format!("calls answered by v1: {n1}, by v2: {n2}, failed: {failed_calls}"));
+    check(
+        "library/no-failed-calls",
+        failed_calls == 0,
+        "every call answered by v1 or v2",
+        format!("{failed_calls} failed: {}", calls.problems()),
+    )?;
+
+    let current = server
+        .status()
+        .modules
+        .into_iter()
+        .find(|m| m.name == "greeter")
+        .and_then(|m| m.current)
+        .ok_or_else(|| failed("parked/greeter-current", "greeter has a current version", "none"))?;
+    let greeter = &greeter;
+    std::thread::scope(|s| -> Result<()> {
+        // The parked thread says when it is inside the version, then stays there until
+        // `release` is dropped, which every way out of this scope does before joining it.
+        let (inside_tx, inside) = crossbeam::channel::bounded::<()>(1);
+        let (release, release_rx) = crossbeam::channel::bounded::<()>(0);
+        let parked =
+            std::thread::Builder::new().name("parked".into()).spawn_scoped(s, move || {
+                greeter.call(|g| {
+                    g.park(Callback::new(&|| {
+                        // Neither can fail while the main thread waits; if it stopped
+                        // waiting, there is nothing to tell it.
+                        let _ = inside_tx.send(());
+                        let _ = release_rx.recv();
+                        0
+                    }))
+                })
+            })?;
+        let held = match inside.recv_timeout(DEADLINE) {
+            Ok(()) => purge_while_parked(&server, dist, &current),
+            Err(e) => Err(failed(
+                "parked/entered",
+                format!("a thread parked inside v{} within {DEADLINE:?}", current.vsn),
+                e,
+            )),
+        };
+        drop(release);
+        parked.join().map_err(|_| "parked thread panicked")??;
+        held
+    })?;
+    let mapped = hotcode::code::maps::is_mapped(&current.copy)?;
+    say(format!("after the parked call returned, v{} mapped: {mapped}", current.vsn));
+    if mapped {
+        let expected = format!(
+            "v{} ({}) unmapped once its last holder returned",
+            current.vsn,
+            current.copy.display()
+        );
+        let waited = wait_for("parked/unloaded-on-return", expected, || {
+            let mapped = hotcode::code::maps::is_mapped(&current.copy)?;
+            Ok((!mapped, format!("v{} still mapped", current.vsn)))
+        })?;
+        say(format!("v{} left the memory map {waited:.1?} later", current.vsn));
     }
-    Ok(())
+    let leaked = server.status().leaked;
+    let leaked: Vec<String> =
+        leaked.iter().map(|l| format!("{} vsn {}: {}", l.module, l.vsn, l.reason)).collect();
+    check("library/no-leaks", leaked.is_empty(), "no library leaked", leaked.join("; "))
+}
+
+/// Upgrades and purges while a thread is parked inside the current version: the purge
+/// waits for it and the library stays mapped. Nothing here depends on timing: the parked
+/// thread stays inside until the caller releases it.
+fn purge_while_parked(server: &CodeServer, dist: &Path, current: &VersionInfo) -> Result<()> {
+    server.load_object_code("greeter", lib(dist, 2))?;
+    server.load("greeter", PurgeMethod::BrutalPurge, PurgeMethod::SoftPurge)?;
+    let purged = server.purge("greeter");
+    say(format!(
+        "a thread parked inside v{}; upgrade, then purge -> {}",
+        current.vsn,
+        describe(&purged)
+    ));
+    let by_parked = matches!(&purged, Purged::Pending { holders }
+        if holders.iter().any(|h| h.thread.name == "parked"));
+    check(
+        "parked/purge-pending",
+        by_parked,
+        format!("purging v{} to wait for the thread parked inside it", current.vsn),
+        describe(&purged),
+    )?;
+    let mapped = hotcode::code::maps::is_mapped(&current.copy)?;
+    say(format!("v{} still mapped while held: {mapped}", current.vsn));
+    check(
+        "parked/mapped-while-held",
+        mapped,
+        format!("v{} ({}) mapped while a thread is inside it", current.vsn, current.copy.display()),
+        "unmapped",
+    )
 }
 
 fn describe(p: &Purged) -> String {

@@ -209,14 +209,15 @@ pub struct LoadReport {
 pub struct LoadGen {
     stop: Arc<AtomicBool>,
     clients: Vec<JoinHandle<LoadReport>>,
-    answered: Arc<AtomicU64>,
+    /// Correct answers so far by handler version, `[v1, v2]`, over all clients.
+    answered: Arc<[AtomicU64; 2]>,
 }
 
 impl LoadGen {
     /// Starts `clients` client threads against `addr`; keys are `<prefix>-<n>`.
     pub fn start(addr: SocketAddr, clients: usize, prefix: &str) -> std::io::Result<LoadGen> {
         let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
+        let answered: Arc<[AtomicU64; 2]> = Arc::default();
         let mut handles = Vec::new();
         for n in 0..clients {
             let conn = TcpStream::connect(addr)?;
@@ -233,7 +234,13 @@ impl LoadGen {
 
     /// Correct answers so far, over all clients.
     pub fn answered(&self) -> u64 {
-        self.answered.load(Ordering::Relaxed)
+        self.answered_by_version().iter().sum()
+    }
+
+    /// Correct answers so far by handler version, `[v1, v2]`, over all clients: lets a
+    /// caller wait until the clients have been answered by the version it installed.
+    pub fn answered_by_version(&self) -> [u64; 2] {
+        [0, 1].map(|i| self.answered[i].load(Ordering::Relaxed))
     }
 
     /// Stops the clients and adds up what they saw.
@@ -259,7 +266,7 @@ impl LoadGen {
     }
 }
 
-fn client(conn: TcpStream, key: &str, stop: &AtomicBool, answered: &AtomicU64) -> LoadReport {
+fn client(conn: TcpStream, key: &str, stop: &AtomicBool, answered: &[AtomicU64; 2]) -> LoadReport {
     let mut report = LoadReport::default();
     let fail = |report: &mut LoadReport, what: String| {
         report.failed += 1;
@@ -290,9 +297,10 @@ fn client(conn: TcpStream, key: &str, stop: &AtomicBool, answered: &AtomicU64) -
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["OK", value, vsn @ ("v1" | "v2")] if value.parse::<i64>() == Ok(expected) => {
+                let by = usize::from(*vsn == "v2");
                 report.requests += 1;
-                report.by_version[usize::from(*vsn == "v2")] += 1;
-                answered.fetch_add(1, Ordering::Relaxed);
+                report.by_version[by] += 1;
+                answered[by].fetch_add(1, Ordering::Relaxed);
                 expected += 1;
             }
             ["OK", value, _] if value.parse::<i64>().is_ok() => {
