@@ -53,5 +53,6 @@ pub use code::handle::Handle;
 pub use code::hold::{MAX_DEPTH, ThreadInfo};
 pub use code::reaper::LeakedLibrary;
 pub use runtime::application::{AppError, RestartType, RunningApp};
-pub use runtime::node::{Abandoned, Monitor, Node, NodeRef};
+pub use runtime::bounded::{Overrun, Timeouts};
+pub use runtime::node::{Abandoned, Monitor, Node, NodeRef, PreflightFailure};
 pub use runtime::process::{ChangeMode, Dest, Pid, ProcessError, ProcessInfo, ProcessKind};

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use hotcode::Timeouts;
 use hotcode::control::{self, Control, RootLock, ServeExit};
 use hotcode::release::files::AppSpec;
 use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
@@ -94,6 +96,20 @@ enum Command {
         /// release, or report the error to the client and keep running.
         #[arg(long, value_enum, default_value_t = Action::Restart)]
         error_action: Action,
+        /// How long a gen_server's init or an application's start may take (e.g. 30s,
+        /// 500ms); a start that overruns fails and its process is abandoned.
+        #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
+        init_timeout: Duration,
+        /// How long an {apply, {M, F, A}} of a relup may take; an overrun fails the install.
+        #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+        apply_timeout: Duration,
+        /// How long a process's code_change (and the preflight of a module's processes)
+        /// may take; an overrun fails the install.
+        #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
+        code_change_timeout: Duration,
+        /// How long an application's stop callback may take.
+        #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
+        stop_timeout: Duration,
     },
     /// Send one release-handling request to the node running on ROOT.
     #[command(after_help = CTL_EXAMPLES)]
@@ -201,7 +217,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Boot { root, error_action } => boot(&root, error_action),
+        Command::Boot {
+            root,
+            error_action,
+            init_timeout,
+            apply_timeout,
+            code_change_timeout,
+            stop_timeout,
+        } => {
+            let timeouts = Timeouts {
+                init: init_timeout,
+                apply: apply_timeout,
+                code_change: code_change_timeout,
+                app_stop: stop_timeout,
+            };
+            boot(&root, error_action, timeouts)
+        }
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
         Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
@@ -239,7 +270,18 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
+/// A duration as a person writes it: a whole number and a unit, `ms` or `s` (`500ms`, `30s`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration like 500ms or 30s");
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 1),
+        None => (text.strip_suffix('s').ok_or_else(bad)?, 1000),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    Ok(Duration::from_millis(n.checked_mul(unit).ok_or_else(bad)?))
+}
+
+fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitCode> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Registered before anything else, so that a SIGTERM during boot is not lost: the node
     // then shuts down as soon as it is up.
@@ -257,7 +299,7 @@ fn boot(root: &Path, action: Action) -> anyhow::Result<ExitCode> {
         Action::Restart => ErrorAction::Restart,
         Action::Return => ErrorAction::Return,
     };
-    let handler = ReleaseHandler::boot(root, error_action)
+    let handler = ReleaseHandler::boot_with(root, error_action, timeouts)
         .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
     let current = handler.current();
     let name = handler

@@ -23,8 +23,6 @@ use crate::runtime::process::{ChangeMode, Pid, ProcessError, ProcessKind, is_nor
 use super::check::Plan;
 use super::{Progress, ReleaseError, ReleaseHandler, fault_point};
 
-/// How long a `code_change` of one process may take.
-const CODE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `infinity` for suspend, in practice.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -179,7 +177,7 @@ fn preflight(
         let (mode, extra) = migration_of(after, module);
         fault_point("install: a preflight of code_change");
         if let Err(failure) =
-            node.preflight_code_change(module, &pids, mode, &extra, CODE_CHANGE_TIMEOUT)
+            node.preflight_code_change(module, &pids, mode, &extra, h.node.timeouts().code_change)
         {
             return Err(ReleaseError::Preflight {
                 vsn: plan.vsn.clone(),
@@ -219,7 +217,7 @@ fn settle(h: &ReleaseHandler, ctx: &Ctx) -> Result<(), String> {
             None => alive.push(w.pid),
         }
     }
-    for (pid, settled) in h.node.settle_many(&alive, CODE_CHANGE_TIMEOUT) {
+    for (pid, settled) in h.node.settle_many(&alive, h.node.timeouts().code_change) {
         let module = ctx.watched.iter().find(|w| w.pid == pid).map_or("", |w| w.module.as_str());
         settled.map_err(|e| format!("migrating the state of {pid} ({module}): {e}"))?;
     }
@@ -257,9 +255,12 @@ fn eval(
                 .partition(|(m, _, _)| m == module);
             ctx.deferred_down = later;
             for (_, pids, extra) in now {
-                for (pid, answer) in
-                    node.change_code_many(&pids, ChangeMode::Down, &extra, CODE_CHANGE_TIMEOUT)
-                {
+                for (pid, answer) in node.change_code_many(
+                    &pids,
+                    ChangeMode::Down,
+                    &extra,
+                    h.node.timeouts().code_change,
+                ) {
                     answer.map_err(|e| format!("code_change of {pid} ({module}), down: {e}"))?;
                 }
             }
@@ -327,7 +328,8 @@ fn eval(
                     ctx.deferred_down.push((module.clone(), pids, extra.clone()));
                     continue;
                 }
-                for (pid, answer) in node.change_code_many(&pids, mode, extra, CODE_CHANGE_TIMEOUT)
+                for (pid, answer) in
+                    node.change_code_many(&pids, mode, extra, h.node.timeouts().code_change)
                 {
                     answer.map_err(|e| format!("code_change of {pid} ({module}): {e}"))?;
                 }
@@ -413,8 +415,6 @@ fn apply(
             }
             .map_err(|e| e.to_string())
         }
-        _ => {
-            node.code().apply(module, function, args.to_vec()).map(drop).map_err(|e| e.to_string())
-        }
+        _ => node.apply(module, function, args.to_vec()).map(drop),
     }
 }

@@ -38,6 +38,7 @@ use crate::release::names::{NameKind, check_name, lib_dir_name, root_path};
 use crate::release::{Direction, ParseError};
 
 use crate::runtime::application::{AppError, RestartType};
+use crate::runtime::bounded::Timeouts;
 use crate::runtime::node::Node;
 use integrity::Record;
 
@@ -268,8 +269,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
 }
 
 impl ReleaseHandler {
-    /// Boots the permanent release of `root` on a new node.
+    /// Boots the permanent release of `root` on a new node, with the default [`Timeouts`].
     pub fn boot(root: impl Into<PathBuf>, error_action: ErrorAction) -> Result<Self, ReleaseError> {
+        Self::boot_with(root, error_action, Timeouts::default())
+    }
+
+    /// Boots the permanent release of `root` on a new node that waits for plugin code as
+    /// `timeouts` say (from the boot on: `init` and `start` of the release's processes and
+    /// applications, then every install's `apply`s and `code_change`s).
+    pub fn boot_with(
+        root: impl Into<PathBuf>,
+        error_action: ErrorAction,
+        timeouts: Timeouts,
+    ) -> Result<Self, ReleaseError> {
         let root = root.into();
         let path = root.join("releases").join("RELEASES");
         let releases = read_releases(&path)?;
@@ -280,6 +292,7 @@ impl ReleaseHandler {
             .ok_or_else(|| ReleaseError::NoPermanent { path: path.clone() })?;
         check_host_vsn(&permanent.vsn, &permanent.host_vsn)?;
         let node = Node::new()?;
+        node.set_timeouts(timeouts);
         let handler = ReleaseHandler {
             root,
             node,

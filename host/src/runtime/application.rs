@@ -19,6 +19,7 @@ use plugin_api::Term;
 use plugin_api::behaviour::ApplicationTable;
 
 use crate::release::files::AppSpec;
+use crate::runtime::bounded;
 use crate::runtime::node::{Node, NodeInner};
 use crate::runtime::process::{Parent, Pid, ProcessError};
 use crate::runtime::supervisor::{Shutdown, spawn_supervisor};
@@ -177,6 +178,20 @@ fn with_callback<R>(
     })
 }
 
+/// [`with_callback`] on a thread of its own, waiting at most `timeout` (see
+/// [`bounded`](crate::runtime::bounded)); an overrun is `{timeout, Module:Function}`.
+fn with_callback_bounded<R: Send + 'static>(
+    node: &Arc<NodeInner>,
+    module: &str,
+    function: &str,
+    timeout: Duration,
+    f: impl FnOnce(&ApplicationTable) -> Result<R, plugin_api::PluginError> + Send + 'static,
+) -> Result<R, Term> {
+    let (inner, m) = (Arc::clone(node), module.to_owned());
+    bounded::run(format!("{module}:{function}"), timeout, move || with_callback(&inner, &m, f))
+        .map_err(|overrun| Term::tuple([Term::atom("timeout"), Term::Str(overrun.to_string())]))?
+}
+
 pub(crate) fn stop_all(node: &Arc<NodeInner>) {
     let names: Vec<String> =
         controller(node).running.iter().rev().map(|a| a.name.clone()).collect();
@@ -199,8 +214,10 @@ fn stop(node: &Arc<NodeInner>, name: &str) -> Result<(), AppError> {
     if let Some(top) = app.top {
         node.stop_child(top, Shutdown::Infinity);
     }
+    let timeout = node.timeouts().app_stop;
     if let Some((module, _)) = spec.and_then(|s| s.mod_)
-        && let Err(reason) = with_callback(node, &module, |t| t.stop(&Term::List(vec![])))
+        && let Err(reason) =
+            with_callback_bounded(node, &module, "stop", timeout, |t| t.stop(&Term::List(vec![])))
     {
         log::warn!("application {name}: {module}:stop failed: {reason}");
     }
@@ -273,8 +290,12 @@ impl Node {
                     module: module.clone(),
                     reason,
                 };
-                let started = with_callback(node, module, |t| t.start(&Term::atom("normal"), args))
-                    .map_err(callback_err)?;
+                let args_copy = args.clone();
+                let timeout = node.timeouts().init;
+                let started = with_callback_bounded(node, module, "start", timeout, move |t| {
+                    t.start(&Term::atom("normal"), &args_copy)
+                })
+                .map_err(callback_err)?;
                 let (sup, sup_args) = top_supervisor(&started).ok_or_else(|| {
                     callback_err(Term::tuple([Term::atom("bad_return"), started.clone()]))
                 })?;

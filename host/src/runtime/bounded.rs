@@ -12,6 +12,37 @@ use std::time::Duration;
 
 use crossbeam::channel;
 
+/// How long a node waits for plugin code, per kind of call. A call that overruns is
+/// reported naming module and function; what fails with it depends on the call (a process
+/// start, an install, a stop), and the node goes on.
+///
+/// A process's `terminate` is bounded by its child spec's shutdown time (OTP's knob), not
+/// here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A gen_server's `init` and an application's `start` callback (OTP's `start_link`
+    /// Timeout, `infinity` by default there). Default 30 s. A start that overruns fails with
+    /// `{timeout, init}` and the process is abandoned.
+    pub init: Duration,
+    /// An `{apply, {M, F, A}}` of a relup (unbounded in OTP). Default 60 s.
+    pub apply: Duration,
+    /// A process's `code_change`, and the preflight of one module's processes. Default 30 s.
+    pub code_change: Duration,
+    /// An application's `stop` callback (unbounded in OTP). Default 30 s.
+    pub app_stop: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            init: Duration::from_secs(30),
+            apply: Duration::from_secs(60),
+            code_change: Duration::from_secs(30),
+            app_stop: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A call that did not return within its deadline; its thread was abandoned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} did not return within {after:?} (its thread is abandoned, inside plugin code)")]

@@ -18,7 +18,7 @@ use plugin_api::Term;
 use crate::code::code_server::{CodeServer, Purged};
 use crate::code::error::CodeServerError;
 use crate::runtime::application::AppController;
-use crate::runtime::bounded;
+use crate::runtime::bounded::{self, Timeouts};
 use crate::runtime::process::{
     ChangeMode, Dest, ExitSignal, Msg, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
     ProcessKind, SysMsg, spawn_gen_server,
@@ -54,6 +54,7 @@ struct Procs {
 /// Shared by the [`Node`] handle and every process thread.
 pub(crate) struct NodeInner {
     pub(crate) code: CodeServer,
+    timeouts: Mutex<Timeouts>,
     procs: Mutex<Procs>,
     next_pid: AtomicU64,
     pub(crate) apps: Mutex<AppController>,
@@ -65,6 +66,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl NodeInner {
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        *lock(&self.timeouts)
+    }
+
+    /// Lists `pid` as abandoned: it will not stop, its thread is inside plugin code. (Not
+    /// if it has exited meanwhile: its exit removes it from both lists, under this lock.)
+    pub(crate) fn abandon(&self, pid: Pid, module: &str) {
+        let mut procs = lock(&self.procs);
+        if procs.table.contains_key(&pid) && !procs.abandoned.iter().any(|a| a.pid == pid) {
+            procs.abandoned.push(Abandoned { pid, module: module.to_owned() });
+        }
+    }
+
     pub(crate) fn register(&self, entry: ProcEntry) -> Result<Pid, Term> {
         let mut procs = lock(&self.procs);
         if let Some(name) = &entry.name
@@ -143,12 +157,22 @@ impl NodeInner {
     }
 
     /// Stops a child the way its shutdown spec says; abandons it if it will not stop.
+    ///
+    /// The shutdown time is honoured once: a process that has not stopped when it is up is
+    /// told to die at its next message boundary and abandoned at once (OTP kills it then;
+    /// a thread inside plugin code cannot be killed). An abandoned process is not waited
+    /// for again.
     pub(crate) fn stop_child(&self, pid: Pid, shutdown: Shutdown) {
-        let Some((tx, exit, kill, module)) = lock(&self.procs)
-            .table
-            .get(&pid)
-            .map(|e| (e.tx.clone(), e.exit.clone(), e.kill.clone(), e.module.clone()))
-        else {
+        let Some((tx, exit, kill, module)) = ({
+            let procs = lock(&self.procs);
+            if procs.abandoned.iter().any(|a| a.pid == pid) {
+                return;
+            }
+            procs
+                .table
+                .get(&pid)
+                .map(|e| (e.tx.clone(), e.exit.clone(), e.kill.clone(), e.module.clone()))
+        }) else {
             return;
         };
         let kill_now = || {
@@ -172,20 +196,13 @@ impl NodeInner {
         if exit.wait(grace).is_some() {
             return;
         }
-        // It did not stop in time: kill it at its next message boundary, wait a little more.
+        // It did not stop in time: it dies at its next message boundary, if it reaches one.
         kill_now();
-        let extra = grace.map_or(KILL_GRACE, |g| g.max(Duration::from_millis(100)));
-        if exit.wait(Some(extra)).is_some() {
-            return;
-        }
         log::error!(
             "{pid} ({module}) did not stop within its shutdown time; abandoning it: the code \
              versions it holds stay loaded until its thread returns"
         );
-        let mut procs = lock(&self.procs);
-        if procs.table.contains_key(&pid) && !procs.abandoned.iter().any(|a| a.pid == pid) {
-            procs.abandoned.push(Abandoned { pid, module });
-        }
+        self.abandon(pid, &module);
     }
 
     pub(crate) fn call(
@@ -322,11 +339,36 @@ impl Node {
         Node {
             inner: Arc::new(NodeInner {
                 code,
+                timeouts: Mutex::new(Timeouts::default()),
                 procs: Mutex::default(),
                 next_pid: AtomicU64::new(100),
                 apps: Mutex::new(AppController::default()),
             }),
         }
+    }
+
+    /// How long this node waits for plugin code (see [`Timeouts`]).
+    pub fn timeouts(&self) -> Timeouts {
+        self.inner.timeouts()
+    }
+
+    /// Sets how long this node waits for plugin code, from now on.
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        *lock(&self.inner.timeouts) = timeouts;
+    }
+
+    /// `{apply, {M, F, A}}`: calls a function `module` exports for apply, waiting at most
+    /// the node's apply timeout. A call that overruns is an error naming the function; its
+    /// thread is abandoned inside the plugin, and the version it runs stays loaded until
+    /// it returns.
+    pub fn apply(&self, module: &str, function: &str, args: Vec<Term>) -> Result<Term, String> {
+        let inner = Arc::clone(&self.inner);
+        let (m, f) = (module.to_owned(), function.to_owned());
+        let timeout = self.inner.timeouts().apply;
+        bounded::run(format!("{module}:{function}"), timeout, move || {
+            inner.code.apply(&m, &f, args).map_err(|e| e.to_string())
+        })
+        .map_err(|overrun| overrun.to_string())?
     }
 
     pub(crate) fn inner(&self) -> &Arc<NodeInner> {

@@ -305,12 +305,17 @@ pub(crate) type Serve = Box<dyn FnOnce() + Send>;
 /// Registers a process and starts its thread: `init` runs there (OTP's `init/1`), and this
 /// returns once it has, with the pid or the init failure, like `gen_server:start_link`.
 /// On success the thread goes on with the [`Serve`] that `init` returned.
+///
+/// With `init_timeout`, an `init` that has not returned by then fails the start with
+/// `{timeout, init}` (OTP's `{error, timeout}`): the process is listed as abandoned and
+/// told to die, which it does as soon as its `init` returns.
 pub(crate) fn spawn_process(
     node: &Arc<NodeInner>,
     module: &str,
     kind: ProcessKind,
     name: Option<String>,
     children: Option<Arc<Mutex<Vec<crate::runtime::supervisor::ChildInfo>>>>,
+    init_timeout: Option<Duration>,
     init: impl FnOnce(Birth) -> Result<Serve, Term> + Send + 'static,
 ) -> Result<Pid, ProcessError> {
     let start_err = |reason: Term| ProcessError::Start { module: module.to_owned(), reason };
@@ -329,9 +334,10 @@ pub(crate) fn spawn_process(
         .map_err(start_err)?;
     let (started_tx, started_rx) = channel::bounded::<Result<(), Term>>(1);
     let thread_node = Arc::clone(node);
+    let thread_kill = Arc::clone(&kill);
     let spawned = std::thread::Builder::new().name(thread_name(module, pid)).spawn(move || {
         hold::set_current_process(pid.0);
-        let birth = Birth { node: Arc::clone(&thread_node), pid, rx, kill };
+        let birth = Birth { node: Arc::clone(&thread_node), pid, rx, kill: thread_kill };
         match init(birth) {
             Ok(serve) => {
                 let _ = started_tx.send(Ok(()));
@@ -348,13 +354,27 @@ pub(crate) fn spawn_process(
         node.unregister(pid, Term::atom("spawn_failed"));
         return Err(start_err(Term::tuple([Term::atom("spawn_failed"), Term::Str(e.to_string())])));
     }
-    match started_rx.recv() {
+    let started = match init_timeout {
+        Some(timeout) => started_rx.recv_timeout(timeout),
+        None => started_rx.recv().map_err(|_| channel::RecvTimeoutError::Disconnected),
+    };
+    match started {
         Ok(Ok(())) => {
             log::debug!("started {module} as {pid}");
             Ok(pid)
         }
         Ok(Err(reason)) => Err(start_err(reason)),
-        Err(_) => Err(start_err(Term::atom("init_crashed"))),
+        Err(channel::RecvTimeoutError::Timeout) => {
+            kill.store(true, Ordering::SeqCst);
+            node.abandon(pid, module);
+            let after = init_timeout.unwrap_or_default();
+            log::error!(
+                "{pid} ({module}): init did not return within {after:?}; the start fails and \
+                 the process is abandoned (it exits when init returns)"
+            );
+            Err(start_err(Term::tuple([Term::atom("timeout"), Term::atom("init")])))
+        }
+        Err(channel::RecvTimeoutError::Disconnected) => Err(start_err(Term::atom("init_crashed"))),
     }
 }
 
@@ -374,7 +394,8 @@ pub(crate) fn spawn_gen_server(
 ) -> Result<Pid, ProcessError> {
     let handle = node.code.handle::<GenServerTable>(module).map_err(|e| bad_module(module, e))?;
     let module_name = module.to_owned();
-    spawn_process(node, module, ProcessKind::GenServer, name, None, move |birth| {
+    let init_timeout = Some(node.timeouts().init);
+    spawn_process(node, module, ProcessKind::GenServer, name, None, init_timeout, move |birth| {
         let state = init(&handle, &args)?;
         let server = Server {
             node: birth.node,

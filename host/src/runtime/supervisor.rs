@@ -278,7 +278,8 @@ pub(crate) fn spawn_supervisor(
     let snapshot = Arc::new(Mutex::new(Vec::new()));
     let module_name = module.to_owned();
     let children = Some(Arc::clone(&snapshot));
-    spawn_process(node, module, ProcessKind::Supervisor, name, children, move |birth| {
+    // A supervisor's init starts its children, each bounded by its own init timeout.
+    spawn_process(node, module, ProcessKind::Supervisor, name, children, None, move |birth| {
         let mut sup = Sup {
             node: birth.node,
             pid: birth.pid,

@@ -15,9 +15,12 @@ fn inspect(path: &Path) -> PluginFile {
 #[test]
 fn a_plugin_with_apply_functions_lists_them_sorted() {
     let stubborn = inspect(&fixtures::plugin("fixture-stubborn"));
-    assert_eq!(stubborn.apply_functions, ["bomb", "panic_in_drop", "release", "reset", "waiting"]);
+    assert_eq!(
+        stubborn.apply_functions,
+        ["block", "bomb", "panic_in_drop", "release", "reset", "waiting"]
+    );
     assert!(stubborn.exports_apply("reset"));
-    assert!(!stubborn.exports_apply("block"));
+    assert!(!stubborn.exports_apply("block_terminate"));
 
     let flaky = inspect(&fixtures::plugin("fixture-flaky-sup"));
     assert_eq!(flaky.apply_functions, ["break_specs", "fix_specs"]);

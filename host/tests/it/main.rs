@@ -3,6 +3,7 @@
 mod applications;
 mod architecture;
 mod bad_input;
+mod bounded_calls;
 mod checks;
 mod cli;
 mod code_server;
