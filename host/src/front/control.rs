@@ -58,8 +58,12 @@
 //! time cannot hold the node's only control thread for longer than that.
 //!
 //! A client that reads end-of-file before the final line knows that the node went away in
-//! the middle of the operation (it was killed, or exited to restart after a failure past the
-//! point of no return).
+//! the middle of the operation: it was killed, or it exited on purpose (to restart after a
+//! failure past the point of no return, or on SIGTERM). A node that exits on purpose first
+//! writes why to `ROOT/run/last-exit` ([`last_exit`]); [`request`] then reads that record,
+//! with the same trust rules as the rest of `ROOT/run`, and returns the reason
+//! ([`ControlError::NodeExited`]) if the record is from the node it talked to (its pid, as
+//! the kernel gave it) and was written after the request began.
 //!
 //! The commands are those of `hotcode ctl`: `which-releases`, `status`, `unpack PATH`
 //! (absolute), `check-install VSN`, `install VSN`, `make-permanent VSN`, `reboot-old VSN`
@@ -82,10 +86,11 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::code::trust::node_uid;
 use crate::release::ReleaseStatus;
+use crate::release_handler::last_exit::{self, Ending};
 use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
 
 /// Where the socket is, relative to the release root.
@@ -206,13 +211,31 @@ pub enum ControlError {
         field: String,
     },
     /// The node broke the protocol: it closed the connection before its final line (it
-    /// died or exited during the operation), or sent a final line that is not one.
+    /// died or exited during the operation without recording why), or sent a final line
+    /// that is not one.
     #[error("{}: {detail}", socket.display())]
     Protocol {
         /// The socket.
         socket: PathBuf,
         /// What happened.
         detail: String,
+    },
+    /// The node exited before its final line, and recorded why in `ROOT/run/last-exit`
+    /// after the request began.
+    #[error(
+        "the node (pid {pid}) exited with code {code} before it answered; it recorded why in \
+         {}:\n{reason}",
+        record.display()
+    )]
+    NodeExited {
+        /// The record, `ROOT/run/last-exit`.
+        record: PathBuf,
+        /// The node's pid.
+        pid: u32,
+        /// The code it exited with.
+        code: i32,
+        /// Why, as it wrote it (text, control characters escaped).
+        reason: String,
     },
 }
 
@@ -435,7 +458,7 @@ impl Control {
         let deadline = Instant::now() + self.deadline;
         // Who it is, before a single byte of what it wants: a refused peer costs the node
         // one short answer and nothing else.
-        let peer = peer_uid(&stream)?;
+        let peer = peer_cred(&stream)?.uid;
         if peer != own_uid {
             log::warn!("control: refused a connection from uid {peer}");
             let reply = Reply::err(
@@ -601,8 +624,10 @@ impl Drop for Control {
 /// or root, or writable by group or others; [`ControlError::ForeignPeer`] if the process
 /// listening on the socket runs as a uid other than this process's effective uid or root
 /// (nothing is sent to it); [`ControlError::BadField`] if a field cannot be sent;
-/// [`ControlError::Protocol`] if the node closed the connection before its final line;
-/// [`ControlError::Io`] for other socket errors.
+/// [`ControlError::NodeExited`] if the node closed the connection before its final line and
+/// recorded why in `ROOT/run/last-exit` (after the request began, under the pid the kernel
+/// gave for it); [`ControlError::Protocol`] if it closed the connection before its final
+/// line otherwise, or sent a bad final line; [`ControlError::Io`] for other socket errors.
 pub fn request(root: &Path, fields: &[String]) -> Result<(Vec<String>, i32), ControlError> {
     request_with_progress(root, fields, &mut |_| {})
 }
@@ -622,6 +647,8 @@ pub fn request_with_progress(
     }
     let socket = socket_path(root);
     let not_running = || ControlError::NotRunning { root: root.to_owned(), socket: socket.clone() };
+    // An exit record older than this is not about this request.
+    let began = SystemTime::now();
     if !check_run_dir(&root.join(RUN_DIR))? {
         return Err(not_running());
     }
@@ -631,7 +658,8 @@ pub fn request_with_progress(
     })?;
     // Before a byte is sent or believed: is it the node, or someone who took its place?
     let own = node_uid();
-    let uid = peer_uid(&stream).map_err(io_error(&socket))?;
+    let peer = peer_cred(&stream).map_err(io_error(&socket))?;
+    let uid = peer.uid;
     if uid != own && uid != 0 {
         return Err(ControlError::ForeignPeer { socket, uid, own });
     }
@@ -651,8 +679,9 @@ pub fn request_with_progress(
         let line = match line {
             Ok(line) => line,
             // After a refusal, the node closed with our request unread, which resets the
-            // connection once its answer has been read: the answer is complete.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !lines.is_empty() => break,
+            // connection once its answer has been read: the answer is complete. Without
+            // one, the node went away before it took the connection: said below.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
             Err(e) => return Err(ControlError::Io { path: socket, source: e }),
         };
         match line.strip_prefix(PROGRESS_PREFIX) {
@@ -662,11 +691,7 @@ pub fn request_with_progress(
     }
     let protocol = |detail: String| ControlError::Protocol { socket: socket.clone(), detail };
     let Some(last) = lines.pop() else {
-        return Err(protocol(
-            "the node closed the connection without answering (did it exit or die during the \
-             operation?)"
-                .to_owned(),
-        ));
+        return Err(went_away(root, &socket, peer.pid, began, "without answering".to_owned()));
     };
     let code = if last == "OK" {
         0
@@ -677,13 +702,50 @@ pub fn request_with_progress(
             .ok_or_else(|| protocol(format!("bad final line {last:?}")))?
     } else {
         lines.push(last);
-        return Err(protocol(format!(
-            "the node closed the connection before its final line (did it exit or die during \
-             the operation?); it had said: {}",
-            lines.join(" / ")
-        )));
+        let said = format!("before its final line, having said: {}", lines.join(" / "));
+        return Err(went_away(root, &socket, peer.pid, began, said));
     };
     Ok((lines, code))
+}
+
+/// The error for a node (pid `pid`) that closed the connection `how` ("without
+/// answering"): its reason from `ROOT/run/last-exit` if it wrote one after the request
+/// began (`began`), else what is known.
+fn went_away(root: &Path, socket: &Path, pid: u32, began: SystemTime, how: String) -> ControlError {
+    let file = last_exit::path(root);
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    // Read with the same trust as the socket: ROOT/run checked again, then the file itself.
+    let record = check_run_dir(&root.join(RUN_DIR))
+        .map_err(|e| e.to_string())
+        .and_then(|_| last_exit::read(root).map_err(|e| e.to_string()));
+    let why = match record {
+        Ok(Some(r)) if r.pid == pid => match r.ending {
+            // Written before the exit closed our connection, so after we connected.
+            Ending::Exited(code) if ms(r.at) >= ms(began) => {
+                return ControlError::NodeExited { record: file, pid, code, reason: r.reason };
+            }
+            Ending::Exited(_) => format!(
+                "{} holds an exit of pid {pid} from before this request ({})",
+                file.display(),
+                r.age()
+            ),
+            Ending::Running => format!(
+                "it recorded no exit in {}: it was killed (SIGKILL?) or crashed",
+                file.display()
+            ),
+        },
+        Ok(Some(r)) => format!(
+            "{} is about pid {}, not this node: it was killed (SIGKILL?) or crashed",
+            file.display(),
+            r.pid
+        ),
+        Ok(None) => format!("there is no {}: it was killed (SIGKILL?) or crashed", file.display()),
+        Err(e) => format!("its exit record was not read: {e}"),
+    };
+    ControlError::Protocol {
+        socket: socket.to_owned(),
+        detail: format!("the node (pid {pid}) closed the connection {how}; {why}"),
+    }
 }
 
 /// An answer: lines, then `OK` or `ERR code`.
@@ -990,9 +1052,17 @@ fn wait_readable(listener: &UnixListener, timeout: Duration) -> io::Result<bool>
     Ok(ready > 0)
 }
 
-/// The uid of the process at the other end of `stream`, from the kernel (`SO_PEERCRED`):
-/// the credentials it had when it connected, which it cannot forge.
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+/// Who is at the other end of a Unix stream, as the kernel recorded it.
+#[derive(Debug, Clone, Copy)]
+struct PeerCred {
+    uid: u32,
+    pid: u32,
+}
+
+/// The uid and pid of the process at the other end of `stream`, from the kernel
+/// (`SO_PEERCRED`): the credentials it had when it connected (or, for a listening node,
+/// when it listened), which it cannot forge.
+fn peer_cred(stream: &UnixStream) -> io::Result<PeerCred> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
         .map_err(|_| io::Error::other("ucred size"))?;
@@ -1010,5 +1080,6 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    let pid = u32::try_from(cred.pid).map_err(|_| io::Error::other("negative peer pid"))?;
+    Ok(PeerCred { uid: cred.uid, pid })
 }

@@ -14,11 +14,14 @@
 //!   is exactly as before), then, after the point of no return, the rest in order; an error
 //!   there follows the [`ErrorAction`];
 //! - keeps RELEASES on disk with atomic writes, and never writes `current`: a node that dies
-//!   at any instant of an install boots the permanent release again.
+//!   at any instant of an install boots the permanent release again;
+//! - records why the node exits, when it exits on purpose, in `ROOT/run/last-exit`
+//!   ([`last_exit`]).
 
 mod check;
 mod eval;
 mod integrity;
+pub mod last_exit;
 mod unpack;
 
 use std::collections::BTreeSet;
@@ -58,8 +61,9 @@ pub const EXIT_RESTART: i32 = 3;
 /// What to do when an instruction fails after the point of no return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorAction {
-    /// Log and exit the process with [`EXIT_RESTART`], so that the service manager
-    /// restarts the node, which boots the permanent release (`hotcode boot` does this).
+    /// Log, record why in `ROOT/run/last-exit` ([`last_exit`]) and exit the process with
+    /// [`EXIT_RESTART`], so that the service manager restarts the node, which boots the
+    /// permanent release (`hotcode boot` does this).
     Restart,
     /// Return the error; the embedder decides.
     Return,
@@ -421,7 +425,20 @@ impl ReleaseHandler {
             Ok(window) => window,
             Err(e @ ReleaseError::AfterPointOfNoReturn { .. }) => {
                 if self.error_action == ErrorAction::Restart {
-                    log::error!("{e}; exiting so that the node restarts on the permanent release");
+                    let permanent = state
+                        .releases
+                        .iter()
+                        .find(|r| r.status == ReleaseStatus::Permanent)
+                        .map_or("?", |r| r.vsn.as_str());
+                    let reason = format!(
+                        "install of release {vsn} failed: {e}; the node exits with \
+                         {EXIT_RESTART} so that its service manager restarts it on the permanent \
+                         release {permanent}"
+                    );
+                    log::error!("{reason}");
+                    // Before the exit closes the client's connection: the client reads it
+                    // when it sees the connection close without an answer.
+                    last_exit::record_exit(&self.root, EXIT_RESTART, &reason);
                     log::logger().flush();
                     std::process::exit(EXIT_RESTART);
                 }

@@ -11,6 +11,7 @@ mod dist_layout;
 mod elf;
 mod fixtures;
 mod make_relup;
+mod node_exit;
 mod processes;
 mod release_handler;
 mod release_security;
