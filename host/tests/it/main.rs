@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod code_server;
 mod concurrency;
+mod control_concurrency;
 mod control_security;
 mod dist_layout;
 mod elf;
