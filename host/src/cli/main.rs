@@ -13,15 +13,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use hotcode::Timeouts;
 use hotcode::control::{self, Control, RootLock, ServeExit};
+use hotcode::release::ReleaseStatus;
 use hotcode::release::files::AppSpec;
 use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
+use hotcode::release_handler::last_exit::{self, Ending, ExitRecord};
 use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
 use hotcode::watch::{WatchOptions, WatchedModule, Watcher};
 
@@ -39,8 +41,13 @@ EXAMPLES:
 
 The node runs the permanent release of ROOT and listens on ROOT/run/hotcode.sock (mode
 0600, peers of another uid refused) until SIGTERM or SIGINT, then stops its applications in
-reverse start order and exits 0. After `hotcode ctl ROOT reboot-old VSN` it exits 3 so that
-the service manager restarts it on the release that is permanent now.
+reverse start order and exits 0. After `hotcode ctl ROOT reboot-old VSN`, or after an
+install failed past the point of no return (with --error-action restart), it exits 3 so
+that the service manager restarts it on the release that is permanent now.
+
+Whenever it exits on purpose it first writes why to ROOT/run/last-exit (mode 0600): a first
+line `<unix ms> <pid> <exit code>`, then the reason. `hotcode ctl` prints that reason when
+the node closes its connection without answering, and the next `hotcode boot` logs it.
 
 ROOT/run must be a real directory of the node's user with mode 0700 (it is created so if
 missing), and the node holds a lock on it for its whole life: a second node on the same
@@ -56,7 +63,9 @@ EXAMPLES:
     hotcode ctl target/dist/included-app-restart install A
 
 Exit status: 0 ok, 1 the node refused the operation (the reason is on stderr) or no node is
-running, 2 usage.";
+running, 2 usage. If the node exits during the request (an install that failed past the
+point of no return makes it exit 3 to be restarted), ctl prints the reason the node
+recorded in ROOT/run/last-exit and exits 1.";
 
 const CHECK_EXAMPLES: &str = "\
 EXAMPLES:
@@ -257,17 +266,39 @@ fn make_relup(root: &Path, from: &str, to: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A flag that SIGTERM and SIGINT set. A second signal while stopping ends the process at
+/// What SIGTERM and SIGINT set: the stop flag, and which of the two arrived (its number).
+struct Signals {
+    stop: Arc<AtomicBool>,
+    which: Arc<AtomicUsize>,
+}
+
+impl Signals {
+    /// The name of the signal that stopped the node.
+    fn name(&self) -> &'static str {
+        match i32::try_from(self.which.load(Ordering::SeqCst)) {
+            Ok(signal_hook::consts::SIGINT) => "SIGINT",
+            Ok(signal_hook::consts::SIGTERM) => "SIGTERM",
+            _ => "a signal",
+        }
+    }
+}
+
+/// The flag that SIGTERM and SIGINT set. A second signal while stopping ends the process at
 /// once (`register_conditional_shutdown` acts only when the flag is set already).
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+fn stop_on_signals() -> anyhow::Result<Signals> {
     let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("installing the signal handlers")?;
+        // Before the stop flag: whoever sees the flag finds the signal's name.
+        let number = usize::try_from(signal).context("a signal number")?;
+        signal_hook::flag::register_usize(signal, Arc::clone(&which), number)
             .context("installing the signal handlers")?;
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handlers")?;
     }
-    Ok(stop)
+    Ok(Signals { stop, which })
 }
 
 /// A duration as a person writes it: a whole number and a unit, `ms` or `s` (`500ms`, `30s`).
@@ -285,13 +316,61 @@ fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitC
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Registered before anything else, so that a SIGTERM during boot is not lost: the node
     // then shuts down as soon as it is up.
-    let stop = stop_on_signals()?;
+    let signals = stop_on_signals()?;
     // The root's lock before anything reads or writes the root: a second node on it stops
-    // here, before it reads RELEASES or touches the first node's socket. Held (declared
-    // first, dropped last) until the node has shut down.
+    // here, before it reads RELEASES or touches the first node's socket (or its exit
+    // record). Held (declared first, dropped last) until the node has shut down.
     let lock = RootLock::acquire(root).context("cannot lock the release root")?;
-    // The socket next, so that it exists before "node up" is printed.
-    let mut control = Control::bind(&lock).context("cannot open the control socket")?;
+    previous_exit(root);
+    // From now on the record says this node runs, until it says why it exited: a node
+    // killed by SIGKILL leaves that, not the reason of an older exit.
+    if let Err(e) = last_exit::write(root, &ExitRecord::running_now()) {
+        log::warn!("cannot record that the node runs: {e}");
+    }
+    let result = run_node(root, action, timeouts, &lock, &signals);
+    if let Err(e) = &result {
+        last_exit::record_exit(root, 1, &format!("hotcode boot failed: {e:#}"));
+    }
+    drop(lock);
+    result
+}
+
+/// Logs why the previous node on `root` exited, as it recorded it: at warn level unless it
+/// stopped cleanly.
+fn previous_exit(root: &Path) {
+    match last_exit::read(root) {
+        Ok(None) => {}
+        Ok(Some(record)) => {
+            let (pid, age) = (record.pid, record.age());
+            match record.ending {
+                Ending::Exited(0) => {
+                    log::info!("the previous node (pid {pid}) exited 0, {age}: {}", record.reason);
+                }
+                Ending::Exited(code) => log::warn!(
+                    "the previous node (pid {pid}) exited with code {code}, {age}: {}",
+                    record.reason
+                ),
+                Ending::Running => log::warn!(
+                    "the previous node (pid {pid}, started {age}) recorded no exit: it was \
+                     killed (SIGKILL?) or crashed"
+                ),
+            }
+        }
+        Err(e) => log::warn!("the previous node's exit record is not believed: {e}"),
+    }
+}
+
+/// The node's life once it holds the root's lock: the socket, the release, serving until a
+/// signal or a restart, the shutdown. Records why it stops in ROOT/run/last-exit.
+fn run_node(
+    root: &Path,
+    action: Action,
+    timeouts: Timeouts,
+    lock: &RootLock,
+    signals: &Signals,
+) -> anyhow::Result<ExitCode> {
+    // The socket first, so that it exists before "node up" is printed.
+    let mut control = Control::bind(lock).context("cannot open the control socket")?;
     if let Some(deadline) = request_deadline()? {
         control = control.with_request_deadline(deadline);
     }
@@ -309,22 +388,32 @@ fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitC
         .map_or_else(|| "?".to_owned(), |r| r.name);
     println!("hotcode: node up on {}, release {name} {current}", root.display());
     std::io::stdout().flush().context("writing to stdout")?;
-    let exit = control.serve(&handler, &stop).context("serving the control socket")?;
-    log::info!("shutting down: stopping applications");
+    let exit = control.serve(&handler, &signals.stop).context("serving the control socket")?;
+    let (code, reason) = match exit {
+        ServeExit::Stopped => (0, format!("stopped by {}", signals.name())),
+        ServeExit::Restart => {
+            let permanent = handler
+                .which_releases()
+                .into_iter()
+                .find(|r| r.status == ReleaseStatus::Permanent)
+                .map_or_else(|| "?".to_owned(), |r| r.vsn);
+            (
+                EXIT_RESTART,
+                format!(
+                    "reboot-old made release {permanent} permanent; the node exits with \
+                     {EXIT_RESTART} so that its service manager restarts it on {permanent}"
+                ),
+            )
+        }
+    };
+    // Before the socket closes: a client whose connection was still waiting reads it.
+    last_exit::record_exit(root, code, &reason);
+    log::info!("{reason}; shutting down: stopping applications");
     handler.node().shutdown();
     drop(control);
     drop(handler);
-    drop(lock);
-    Ok(match exit {
-        ServeExit::Stopped => {
-            log::info!("node stopped");
-            ExitCode::SUCCESS
-        }
-        ServeExit::Restart => {
-            log::info!("node stopped; exiting with {EXIT_RESTART} to be restarted");
-            ExitCode::from(u8::try_from(EXIT_RESTART).unwrap_or(1))
-        }
-    })
+    log::info!("node stopped");
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 /// The environment variable that overrides [`control::REQUEST_DEADLINE`], in milliseconds:
@@ -345,7 +434,7 @@ fn request_deadline() -> anyhow::Result<Option<std::time::Duration>> {
 fn watch(dir: &Path, modules: Vec<WatchedModule>, quiet_ms: u64) -> anyhow::Result<ExitCode> {
     // The event lines are the output; the log is for RUST_LOG=info and for errors.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("error")).init();
-    let stop = stop_on_signals()?;
+    let stop = stop_on_signals()?.stop;
     let node = Arc::new(hotcode::Node::new().context("cannot start the node")?);
     let mut options = WatchOptions::default();
     options.quiet = std::time::Duration::from_millis(quiet_ms);
@@ -364,7 +453,7 @@ fn watch(dir: &Path, modules: Vec<WatchedModule>, quiet_ms: u64) -> anyhow::Resu
     }
     // The flag is set from a signal handler, which cannot wake a channel: look at it
     // between events.
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         match watcher.events().recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(event) => {
                 let mut out = std::io::stdout().lock();

@@ -55,11 +55,15 @@
 //!
 //! The whole request line must arrive within [`REQUEST_DEADLINE`] of the connection being
 //! accepted (an overall deadline, not one per read): a client that trickles one byte at a
-//! time cannot hold the node's only control thread for longer than that.
+//! time cannot hold one of the node's [`MAX_CONNECTIONS`] connections for longer than that.
 //!
 //! A client that reads end-of-file before the final line knows that the node went away in
-//! the middle of the operation (it was killed, or exited to restart after a failure past the
-//! point of no return).
+//! the middle of the operation: it was killed, or it exited on purpose (to restart after a
+//! failure past the point of no return, or on SIGTERM). A node that exits on purpose first
+//! writes why to `ROOT/run/last-exit` ([`last_exit`]); [`request`] then reads that record,
+//! with the same trust rules as the rest of `ROOT/run`, and returns the reason
+//! ([`ControlError::NodeExited`]) if the record is from the node it talked to (its pid, as
+//! the kernel gave it) and was written after the request began.
 //!
 //! The commands are those of `hotcode ctl`: `which-releases`, `status`, `unpack PATH`
 //! (absolute), `check-install VSN`, `install VSN`, `make-permanent VSN`, `reboot-old VSN`
@@ -67,13 +71,31 @@
 //!
 //! # Serving
 //!
-//! [`Control::serve`] handles one connection at a time: release operations are serialised
-//! by the release handler anyway, and a queue of clients waiting in the listen backlog is the
-//! simplest faithful picture of that. Between connections it waits in `poll(2)` with a short
-//! timeout, so that it notices the stop flag (set by a signal handler) promptly without
-//! spinning. After `reboot-old` has been answered, `serve` returns [`ServeExit::Restart`]:
-//! the node must restart to run the release that is permanent now.
+//! [`Control::serve`] accepts connections on one thread and serves each on a thread of its
+//! own, at most [`MAX_CONNECTIONS`] at once: one more is answered `ERR 1` with a reason
+//! ("busy") without a byte of it being read, and closed. The peer's uid is checked on the
+//! accepting thread, before anything else.
+//!
+//! Requests come in two kinds:
+//!
+//! - **read-only** (`which-releases`, `status`) run at once, beside anything else: they read
+//!   the release handler's published view of the releases and the node's own tables, and
+//!   never wait for a release operation. So `ctl status` answers while an install runs, and
+//!   says which operation runs and which wait.
+//! - **release operations** (`unpack`, `check-install`, `install`, `make-permanent`,
+//!   `reboot-old`, `remove`) run one at a time, in the order they arrived: each waits its
+//!   turn in a queue, then holds the release handler's lock for its whole run as before.
+//!   Once the node is stopping or restarting, an operation still waiting is refused rather
+//!   than started.
+//!
+//! The accepting thread waits in `poll(2)` with a short timeout, so that it notices the stop
+//! flag (set by a signal handler) promptly without spinning; a connection thread waiting for
+//! a request line looks at it as often. When `serve` returns, every connection thread has
+//! finished (an operation that runs is not cut short). After `reboot-old` has been
+//! answered, `serve` returns [`ServeExit::Restart`]: the node must restart to run the
+//! release that is permanent now.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -81,11 +103,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::{self, Scope};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::code::trust::node_uid;
 use crate::release::ReleaseStatus;
+use crate::release_handler::last_exit::{self, Ending};
 use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
 
 /// Where the socket is, relative to the release root.
@@ -94,8 +119,12 @@ pub const SOCKET: &str = "run/hotcode.sock";
 /// The directory that holds the socket and carries the node's lock, relative to the root.
 pub const RUN_DIR: &str = "run";
 
-/// How long `serve` sleeps in `poll(2)` before it looks at the stop flag again.
+/// How long `serve` sleeps in `poll(2)`, and a connection in a read, before it looks at the
+/// stop flag again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The most connections served at once. One more is answered "busy" and closed, unread.
+pub const MAX_CONNECTIONS: usize = 8;
 
 /// How long, in all, the node waits for a client's whole request line after accepting its
 /// connection (not per read). [`Control::with_request_deadline`] changes it.
@@ -206,13 +235,31 @@ pub enum ControlError {
         field: String,
     },
     /// The node broke the protocol: it closed the connection before its final line (it
-    /// died or exited during the operation), or sent a final line that is not one.
+    /// died or exited during the operation without recording why), or sent a final line
+    /// that is not one.
     #[error("{}: {detail}", socket.display())]
     Protocol {
         /// The socket.
         socket: PathBuf,
         /// What happened.
         detail: String,
+    },
+    /// The node exited before its final line, and recorded why in `ROOT/run/last-exit`
+    /// after the request began.
+    #[error(
+        "the node (pid {pid}) exited with code {code} before it answered; it recorded why in \
+         {}:\n{reason}",
+        record.display()
+    )]
+    NodeExited {
+        /// The record, `ROOT/run/last-exit`.
+        record: PathBuf,
+        /// The node's pid.
+        pid: u32,
+        /// The code it exited with.
+        code: i32,
+        /// Why, as it wrote it (text, control characters escaped).
+        reason: String,
     },
 }
 
@@ -391,8 +438,11 @@ impl Control {
         &self.path
     }
 
-    /// Answers requests for `handler`, one connection at a time, until `stop` is set
-    /// (checked at least every 100 ms while idle) or a `reboot-old` succeeded.
+    /// Answers requests for `handler` until `stop` is set (checked at least every 100 ms)
+    /// or a `reboot-old` succeeded: at most [`MAX_CONNECTIONS`] connections at once, each on
+    /// a thread of its own; read-only requests at once, release operations one at a time
+    /// in arrival order (see the [module docs](self)). Returns once every connection thread
+    /// has finished.
     ///
     /// # Errors
     ///
@@ -404,144 +454,324 @@ impl Control {
         handler: &ReleaseHandler,
         stop: &AtomicBool,
     ) -> Result<ServeExit, ControlError> {
-        let own_uid = node_uid();
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(ServeExit::Stopped);
+        let serving = Serving {
+            handler,
+            stop,
+            own_uid: node_uid(),
+            restart: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            turn: Condvar::new(),
+        };
+        thread::scope(|scope| {
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(ServeExit::Stopped);
+                }
+                if serving.restart.load(Ordering::SeqCst) {
+                    return Ok(ServeExit::Restart);
+                }
+                if !wait_readable(&self.listener, POLL_INTERVAL).map_err(io_error(&self.path))? {
+                    continue;
+                }
+                let stream = match self.listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if is_transient(&e) => continue,
+                    Err(e) => return Err(ControlError::Io { path: self.path.clone(), source: e }),
+                };
+                if let Err(e) = self.admit(scope, &serving, stream) {
+                    log::warn!("control connection: {e}");
+                }
             }
-            if !wait_readable(&self.listener, POLL_INTERVAL).map_err(io_error(&self.path))? {
-                continue;
-            }
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if is_transient(&e) => continue,
-                Err(e) => return Err(ControlError::Io { path: self.path.clone(), source: e }),
-            };
-            match self.connection(handler, stream, own_uid) {
-                Ok(true) => return Ok(ServeExit::Restart),
-                Ok(false) => {}
-                Err(e) => log::warn!("control connection: {e}"),
-            }
-        }
+        })
     }
 
-    /// Handles one connection; true if the node must restart now.
-    fn connection(
-        &self,
-        handler: &ReleaseHandler,
+    /// Checks a new connection's peer and the number of connections, then serves it on a
+    /// thread of its own. A refused peer gets its answer from this thread, unread.
+    fn admit<'scope, 'env>(
+        &'env self,
+        scope: &'scope Scope<'scope, 'env>,
+        serving: &'env Serving<'env>,
         stream: UnixStream,
-        own_uid: u32,
-    ) -> io::Result<bool> {
+    ) -> io::Result<()> {
         let deadline = Instant::now() + self.deadline;
         // Who it is, before a single byte of what it wants: a refused peer costs the node
         // one short answer and nothing else.
-        let peer = peer_uid(&stream)?;
+        let peer = peer_cred(&stream)?.uid;
+        let own_uid = serving.own_uid;
         if peer != own_uid {
             log::warn!("control: refused a connection from uid {peer}");
-            let reply = Reply::err(
-                EXIT_REFUSED,
+            return refuse(
+                &stream,
                 format!("refused: uid {peer} may not control this node (it runs as uid {own_uid})"),
             );
-            // Non-blocking: the refusal fits in the empty socket buffer, and a peer that
-            // does not read it must not hold the node.
-            stream.set_nonblocking(true)?;
-            let sent = reply.send(&stream);
-            discard_pending(&stream);
-            return sent.map(|()| false);
         }
+        if serving.active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            log::warn!("control: refused a connection: {MAX_CONNECTIONS} are being served");
+            return refuse(
+                &stream,
+                format!(
+                    "busy: the node is serving {MAX_CONNECTIONS} connections already, the most \
+                     it takes at once; try again when one has finished (`status` lists the \
+                     release operations running and waiting)"
+                ),
+            );
+        }
+        // Kept to answer on if no thread can be started for the connection.
+        let spare = stream.try_clone()?;
+        serving.active.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new().name("hotcode-control".to_owned()).spawn_scoped(
+            scope,
+            move || {
+                let slot = Slot(&serving.active);
+                if let Err(e) = self.connection(serving, &stream, deadline) {
+                    log::warn!("control connection: {e}");
+                }
+                // The slot is free before the client sees its connection close, so a client
+                // that read its answer to the end may connect again at once.
+                drop(slot);
+                drop(stream);
+            },
+        );
+        if let Err(e) = spawned {
+            serving.active.fetch_sub(1, Ordering::SeqCst);
+            log::error!("control: cannot start a thread for a connection: {e}");
+            return refuse(&spare, format!("busy: the node cannot start a thread for it: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Serves one connection whose peer was admitted: reads its request by `deadline`,
+    /// runs it, answers.
+    fn connection(
+        &self,
+        serving: &Serving<'_>,
+        stream: &UnixStream,
+        deadline: Instant,
+    ) -> io::Result<()> {
         stream.set_nonblocking(false)?;
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        let request = match read_request(&stream, deadline) {
+        let request = match read_request(stream, deadline, &|| serving.ending()) {
             Ok(request) => request,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 let message =
                     format!("no complete request line within {} ms", self.deadline.as_millis());
-                let _ = Reply::err(EXIT_USAGE, message.clone()).send(&stream);
+                let _ = Reply::err(EXIT_USAGE, message.clone()).send(stream);
                 return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                let message = "the node is stopping; the request was not read".to_owned();
+                let _ = Reply::err(EXIT_REFUSED, message.clone()).send(stream);
+                return Err(io::Error::new(io::ErrorKind::Interrupted, message));
             }
             Err(e) => return Err(e),
         };
         let reply = match request {
             Ok(fields) => {
                 log::info!("control: {}", fields.join(" "));
-                self.dispatch(handler, &fields, &stream)
+                self.dispatch(serving, &fields, stream)
             }
             Err(message) => Reply::usage(message),
         };
-        if let Err(e) = reply.send(&stream) {
+        if let Err(e) = reply.send(stream) {
             // The operation is done whether or not its client heard of it; after a
             // reboot-old the node must restart all the same.
             log::warn!("control: the client went away before its answer: {e}");
         }
-        Ok(reply.restart)
+        Ok(())
     }
 
-    fn dispatch(&self, handler: &ReleaseHandler, fields: &[String], stream: &UnixStream) -> Reply {
+    fn dispatch(&self, serving: &Serving<'_>, fields: &[String], stream: &UnixStream) -> Reply {
+        let handler = serving.handler;
         let request = match Request::parse(fields) {
             Ok(request) => request,
             Err(message) => return Reply::usage(message),
         };
-        let result = match request {
-            Request::WhichReleases => Ok(which_releases(handler)),
-            Request::Status => Ok(status(handler)),
-            Request::Unpack(path) => {
-                if !Path::new(path).is_absolute() {
-                    return Reply::err(
-                        EXIT_REFUSED,
-                        format!("unpack needs an absolute path, not {path:?}"),
-                    );
-                }
-                handler
-                    .unpack(Path::new(path))
-                    .map(|vsn| vec![format!("ok: unpacked release {vsn}")])
-            }
-            Request::CheckInstall(vsn) => handler.check_install(vsn).map(|plan| {
-                vec![format!(
-                    "ok: {} can be installed ({} from {}, {} instructions from {})",
-                    plan.vsn,
-                    direction_word(plan.direction),
-                    plan.from,
-                    plan.entry.instructions.len(),
-                    plan.script.display()
-                )]
-            }),
-            Request::Install(vsn) => {
-                let mut progress = |p: Progress<'_>| {
-                    // Progress lines go out as the install runs; a client that left misses
-                    // them, which must not stop the install.
-                    let line = format!(
-                        "{PROGRESS_PREFIX}install {vsn}: [{}/{}] {}\n",
-                        p.step, p.total, p.instruction
-                    );
-                    let _ = (&*stream).write_all(line.replace('\r', " ").as_bytes());
+        match request {
+            // Read-only: at once, whatever runs.
+            Request::WhichReleases => Reply::ok(which_releases(handler)),
+            Request::Status => Reply::ok(status(handler, &serving.queue())),
+            // Release operations: one at a time, in arrival order.
+            _ => {
+                let op = || {
+                    let reply = operate(handler, request, stream);
+                    // Within the turn: once reboot-old made another release permanent, no
+                    // operation waiting behind it may start on this node.
+                    if reply.restart {
+                        serving.restart.store(true, Ordering::SeqCst);
+                    }
+                    reply
                 };
-                handler.install_with_progress(vsn, &mut progress)
+                match serving.in_turn(fields.join(" "), op) {
+                    Ok(reply) => reply,
+                    Err(message) => Reply::err(EXIT_REFUSED, message),
+                }
             }
-            .map(|installed| {
-                vec![format!(
-                    "ok: installed {vsn} ({} from {}): {}",
-                    direction_word(installed.direction),
-                    installed.from,
-                    installed.descr
-                )]
-            }),
-            Request::MakePermanent(vsn) => {
-                handler.make_permanent(vsn).map(|()| vec![format!("ok: {vsn} is permanent")])
-            }
-            Request::RebootOld(vsn) => handler.reboot_old(vsn).map(|()| {
-                vec![format!("ok: {vsn} is permanent again; the node restarts to run it")]
-            }),
-            Request::Remove(vsn) => {
-                handler.remove(vsn).map(|()| vec![format!("ok: removed release {vsn}")])
-            }
-        };
-        match result {
-            Ok(lines) => {
-                Reply { lines, code: 0, restart: matches!(request, Request::RebootOld(_)) }
-            }
-            Err(e) => Reply::err(EXIT_REFUSED, error_chain(&e)),
         }
     }
+}
+
+/// Runs release operation `request` (the caller holds the turn) and makes its answer.
+/// Read-only requests are answered by `dispatch` and never come here; they would be
+/// answered the same way if they did.
+fn operate(handler: &ReleaseHandler, request: Request<'_>, stream: &UnixStream) -> Reply {
+    let result = match request {
+        Request::WhichReleases => Ok(which_releases(handler)),
+        Request::Status => Ok(status(handler, &Queue::default())),
+        Request::Unpack(path) => {
+            if !Path::new(path).is_absolute() {
+                return Reply::err(
+                    EXIT_REFUSED,
+                    format!("unpack needs an absolute path, not {path:?}"),
+                );
+            }
+            handler.unpack(Path::new(path)).map(|vsn| vec![format!("ok: unpacked release {vsn}")])
+        }
+        Request::CheckInstall(vsn) => handler.check_install(vsn).map(|plan| {
+            vec![format!(
+                "ok: {} can be installed ({} from {}, {} instructions from {})",
+                plan.vsn,
+                direction_word(plan.direction),
+                plan.from,
+                plan.entry.instructions.len(),
+                plan.script.display()
+            )]
+        }),
+        Request::Install(vsn) => {
+            let mut progress = |p: Progress<'_>| {
+                // Progress lines go out as the install runs; a client that left misses
+                // them, which must not stop the install.
+                let line = format!(
+                    "{PROGRESS_PREFIX}install {vsn}: [{}/{}] {}\n",
+                    p.step, p.total, p.instruction
+                );
+                let _ = (&*stream).write_all(line.replace('\r', " ").as_bytes());
+            };
+            handler.install_with_progress(vsn, &mut progress)
+        }
+        .map(|installed| {
+            vec![format!(
+                "ok: installed {vsn} ({} from {}): {}",
+                direction_word(installed.direction),
+                installed.from,
+                installed.descr
+            )]
+        }),
+        Request::MakePermanent(vsn) => {
+            handler.make_permanent(vsn).map(|()| vec![format!("ok: {vsn} is permanent")])
+        }
+        Request::RebootOld(vsn) => handler
+            .reboot_old(vsn)
+            .map(|()| vec![format!("ok: {vsn} is permanent again; the node restarts to run it")]),
+        Request::Remove(vsn) => {
+            handler.remove(vsn).map(|()| vec![format!("ok: removed release {vsn}")])
+        }
+    };
+    match result {
+        Ok(lines) => Reply { lines, code: 0, restart: matches!(request, Request::RebootOld(_)) },
+        Err(e) => Reply::err(EXIT_REFUSED, error_chain(&e)),
+    }
+}
+
+/// What the connections of one [`Control::serve`] share.
+struct Serving<'a> {
+    handler: &'a ReleaseHandler,
+    stop: &'a AtomicBool,
+    own_uid: u32,
+    /// Set once a `reboot-old` succeeded (before the next operation's turn): the node
+    /// restarts, and starts no more operations.
+    restart: AtomicBool,
+    /// Connections being served now.
+    active: AtomicUsize,
+    /// The release operations running and waiting.
+    queue: Mutex<Queue>,
+    /// Signalled whenever an operation ends or gives up its place.
+    turn: Condvar,
+}
+
+/// The release operations of one `serve`: the one running, and those waiting, in arrival
+/// order.
+#[derive(Debug, Default, Clone)]
+struct Queue {
+    /// The request, and since when it runs.
+    running: Option<(String, Instant)>,
+    /// Tickets and requests, first come first.
+    waiting: VecDeque<(u64, String)>,
+    /// The next ticket.
+    next: u64,
+}
+
+impl Serving<'_> {
+    /// Whether the node is stopping or restarting.
+    fn ending(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.restart.load(Ordering::SeqCst)
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        // Every change to the queue is complete before the lock is let go.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the queue, for `status`.
+    fn queue(&self) -> Queue {
+        self.lock_queue().clone()
+    }
+
+    /// Waits until every operation that arrived before it has finished, then runs `op` as
+    /// the one running operation, described by `what`. `Err` with a reason, and `op` not
+    /// run, if the node started stopping or restarting meanwhile.
+    fn in_turn<T>(&self, what: String, op: impl FnOnce() -> T) -> Result<T, String> {
+        let mut queue = self.lock_queue();
+        let ticket = queue.next;
+        queue.next += 1;
+        queue.waiting.push_back((ticket, what.clone()));
+        while queue.running.is_some() || queue.waiting.front().map(|(t, _)| *t) != Some(ticket) {
+            queue = self.turn.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        queue.waiting.pop_front();
+        if self.ending() {
+            // The next in line must find out too.
+            self.turn.notify_all();
+            return Err(format!("the node is stopping; {what} was not started"));
+        }
+        if !queue.waiting.is_empty() {
+            log::info!("control: {what} starts; {} operation(s) wait for it", queue.waiting.len());
+        }
+        queue.running = Some((what, Instant::now()));
+        drop(queue);
+        // Whatever happens in `op`, even a panic, the next in line gets its turn.
+        let _done = Done(self);
+        Ok(op())
+    }
+}
+
+/// Ends the running operation of a [`Serving`] when dropped.
+struct Done<'a, 'b>(&'a Serving<'b>);
+
+impl Drop for Done<'_, '_> {
+    fn drop(&mut self) {
+        self.0.lock_queue().running = None;
+        self.0.turn.notify_all();
+    }
+}
+
+/// One connection's place among the [`MAX_CONNECTIONS`], given back when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers `message` as a refusal (`ERR 1`) without reading the request and without
+/// blocking: the refusal fits in the empty socket buffer, and a peer that does not read it
+/// must not hold the node.
+fn refuse(stream: &UnixStream, message: String) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
+    let sent = Reply::err(EXIT_REFUSED, message).send(stream);
+    discard_pending(stream);
+    sent
 }
 
 /// A request, checked for its command and number of arguments.
@@ -601,8 +831,10 @@ impl Drop for Control {
 /// or root, or writable by group or others; [`ControlError::ForeignPeer`] if the process
 /// listening on the socket runs as a uid other than this process's effective uid or root
 /// (nothing is sent to it); [`ControlError::BadField`] if a field cannot be sent;
-/// [`ControlError::Protocol`] if the node closed the connection before its final line;
-/// [`ControlError::Io`] for other socket errors.
+/// [`ControlError::NodeExited`] if the node closed the connection before its final line and
+/// recorded why in `ROOT/run/last-exit` (after the request began, under the pid the kernel
+/// gave for it); [`ControlError::Protocol`] if it closed the connection before its final
+/// line otherwise, or sent a bad final line; [`ControlError::Io`] for other socket errors.
 pub fn request(root: &Path, fields: &[String]) -> Result<(Vec<String>, i32), ControlError> {
     request_with_progress(root, fields, &mut |_| {})
 }
@@ -622,6 +854,8 @@ pub fn request_with_progress(
     }
     let socket = socket_path(root);
     let not_running = || ControlError::NotRunning { root: root.to_owned(), socket: socket.clone() };
+    // An exit record older than this is not about this request.
+    let began = SystemTime::now();
     if !check_run_dir(&root.join(RUN_DIR))? {
         return Err(not_running());
     }
@@ -631,7 +865,8 @@ pub fn request_with_progress(
     })?;
     // Before a byte is sent or believed: is it the node, or someone who took its place?
     let own = node_uid();
-    let uid = peer_uid(&stream).map_err(io_error(&socket))?;
+    let peer = peer_cred(&stream).map_err(io_error(&socket))?;
+    let uid = peer.uid;
     if uid != own && uid != 0 {
         return Err(ControlError::ForeignPeer { socket, uid, own });
     }
@@ -651,8 +886,9 @@ pub fn request_with_progress(
         let line = match line {
             Ok(line) => line,
             // After a refusal, the node closed with our request unread, which resets the
-            // connection once its answer has been read: the answer is complete.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !lines.is_empty() => break,
+            // connection once its answer has been read: the answer is complete. Without
+            // one, the node went away before it took the connection: said below.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
             Err(e) => return Err(ControlError::Io { path: socket, source: e }),
         };
         match line.strip_prefix(PROGRESS_PREFIX) {
@@ -662,11 +898,7 @@ pub fn request_with_progress(
     }
     let protocol = |detail: String| ControlError::Protocol { socket: socket.clone(), detail };
     let Some(last) = lines.pop() else {
-        return Err(protocol(
-            "the node closed the connection without answering (did it exit or die during the \
-             operation?)"
-                .to_owned(),
-        ));
+        return Err(went_away(root, &socket, peer.pid, began, "without answering".to_owned()));
     };
     let code = if last == "OK" {
         0
@@ -677,13 +909,50 @@ pub fn request_with_progress(
             .ok_or_else(|| protocol(format!("bad final line {last:?}")))?
     } else {
         lines.push(last);
-        return Err(protocol(format!(
-            "the node closed the connection before its final line (did it exit or die during \
-             the operation?); it had said: {}",
-            lines.join(" / ")
-        )));
+        let said = format!("before its final line, having said: {}", lines.join(" / "));
+        return Err(went_away(root, &socket, peer.pid, began, said));
     };
     Ok((lines, code))
+}
+
+/// The error for a node (pid `pid`) that closed the connection `how` ("without
+/// answering"): its reason from `ROOT/run/last-exit` if it wrote one after the request
+/// began (`began`), else what is known.
+fn went_away(root: &Path, socket: &Path, pid: u32, began: SystemTime, how: String) -> ControlError {
+    let file = last_exit::path(root);
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    // Read with the same trust as the socket: ROOT/run checked again, then the file itself.
+    let record = check_run_dir(&root.join(RUN_DIR))
+        .map_err(|e| e.to_string())
+        .and_then(|_| last_exit::read(root).map_err(|e| e.to_string()));
+    let why = match record {
+        Ok(Some(r)) if r.pid == pid => match r.ending {
+            // Written before the exit closed our connection, so after we connected.
+            Ending::Exited(code) if ms(r.at) >= ms(began) => {
+                return ControlError::NodeExited { record: file, pid, code, reason: r.reason };
+            }
+            Ending::Exited(_) => format!(
+                "{} holds an exit of pid {pid} from before this request ({})",
+                file.display(),
+                r.age()
+            ),
+            Ending::Running => format!(
+                "it recorded no exit in {}: it was killed (SIGKILL?) or crashed",
+                file.display()
+            ),
+        },
+        Ok(Some(r)) => format!(
+            "{} is about pid {}, not this node: it was killed (SIGKILL?) or crashed",
+            file.display(),
+            r.pid
+        ),
+        Ok(None) => format!("there is no {}: it was killed (SIGKILL?) or crashed", file.display()),
+        Err(e) => format!("its exit record was not read: {e}"),
+    };
+    ControlError::Protocol {
+        socket: socket.to_owned(),
+        detail: format!("the node (pid {pid}) closed the connection {how}; {why}"),
+    }
 }
 
 /// An answer: lines, then `OK` or `ERR code`.
@@ -694,6 +963,10 @@ struct Reply {
 }
 
 impl Reply {
+    fn ok(lines: Vec<String>) -> Reply {
+        Reply { lines, code: 0, restart: false }
+    }
+
     fn err(code: i32, message: String) -> Reply {
         Reply { lines: message.lines().map(str::to_owned).collect(), code, restart: false }
     }
@@ -722,10 +995,13 @@ impl Reply {
 }
 
 /// Reads the request line by `deadline`, however the client paces its bytes:
-/// `Ok(Err(message))` for a malformed one, an error of kind `TimedOut` past the deadline.
+/// `Ok(Err(message))` for a malformed one, an error of kind `TimedOut` past the deadline,
+/// one of kind `Interrupted` once `stopping()` says so (asked at least every
+/// [`POLL_INTERVAL`]).
 fn read_request(
     mut stream: &UnixStream,
     deadline: Instant,
+    stopping: &dyn Fn() -> bool,
 ) -> io::Result<Result<Vec<String>, String>> {
     let limit = usize::try_from(MAX_REQUEST + 1).unwrap_or(usize::MAX);
     let mut raw = Vec::new();
@@ -735,14 +1011,24 @@ fn read_request(
         if remaining.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline passed"));
         }
-        // The time left in all, not a fresh timeout for each read.
-        stream.set_read_timeout(Some(remaining))?;
+        if stopping() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "the node is stopping"));
+        }
+        // The time left in all, not a fresh timeout for each read; in slices, to look at
+        // the stop flag between them.
+        stream.set_read_timeout(Some(remaining.min(POLL_INTERVAL)))?;
         let want = buf.len().min(limit - raw.len());
         let n = match stream.read(&mut buf[..want]) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline passed"));
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
             }
             Err(e) => return Err(e),
         };
@@ -795,7 +1081,9 @@ fn which_releases(handler: &ReleaseHandler) -> Vec<String> {
         .collect()
 }
 
-fn status(handler: &ReleaseHandler) -> Vec<String> {
+/// The `status` answer; `queue` is the release operations running and waiting, listed
+/// after the release line when there are any.
+fn status(handler: &ReleaseHandler, queue: &Queue) -> Vec<String> {
     let node = handler.node();
     let releases = handler.which_releases();
     let current = handler.current();
@@ -806,6 +1094,15 @@ fn status(handler: &ReleaseHandler) -> Vec<String> {
         Some(p) => format!("release: {name} {current} (current; permanent is {})", p.vsn),
         None => format!("release: {name} {current} (no permanent release)"),
     }];
+    if let Some((what, since)) = &queue.running {
+        lines.push(format!(
+            "operation: {what} (running for {:.1} s)",
+            since.elapsed().as_secs_f64()
+        ));
+    }
+    for (_, what) in &queue.waiting {
+        lines.push(format!("  waiting: {what}"));
+    }
     let processes = node.processes();
     let apps = node.which_applications();
     lines.push(format!("applications: {}", apps.len()));
@@ -990,9 +1287,17 @@ fn wait_readable(listener: &UnixListener, timeout: Duration) -> io::Result<bool>
     Ok(ready > 0)
 }
 
-/// The uid of the process at the other end of `stream`, from the kernel (`SO_PEERCRED`):
-/// the credentials it had when it connected, which it cannot forge.
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+/// Who is at the other end of a Unix stream, as the kernel recorded it.
+#[derive(Debug, Clone, Copy)]
+struct PeerCred {
+    uid: u32,
+    pid: u32,
+}
+
+/// The uid and pid of the process at the other end of `stream`, from the kernel
+/// (`SO_PEERCRED`): the credentials it had when it connected (or, for a listening node,
+/// when it listened), which it cannot forge.
+fn peer_cred(stream: &UnixStream) -> io::Result<PeerCred> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
         .map_err(|_| io::Error::other("ucred size"))?;
@@ -1010,5 +1315,6 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    let pid = u32::try_from(cred.pid).map_err(|_| io::Error::other("negative peer pid"))?;
+    Ok(PeerCred { uid: cred.uid, pid })
 }

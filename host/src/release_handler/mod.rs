@@ -16,14 +16,23 @@
 //!   check that every migrated process did migrate; an error there follows the
 //!   [`ErrorAction`];
 //! - keeps RELEASES on disk with atomic writes, and never writes `current`: a node that dies
-//!   at any instant of an install boots the permanent release again.
+//!   at any instant of an install boots the permanent release again;
+//! - records why the node exits, when it exits on purpose, in `ROOT/run/last-exit`
+//!   ([`last_exit`]).
+//!
+//! One operation at a time holds the handler's lock, from its check to its last write.
+//! Reading what the releases are ([`ReleaseHandler::which_releases`],
+//! [`ReleaseHandler::current`]) does not wait for it: readers see the state as the last
+//! operation left it, published when that operation let go of the lock.
 
 mod check;
 mod eval;
 mod integrity;
+pub mod last_exit;
 mod unpack;
 
 use std::collections::BTreeSet;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -61,8 +70,9 @@ pub const EXIT_RESTART: i32 = 3;
 /// What to do when an instruction fails after the point of no return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorAction {
-    /// Log and exit the process with [`EXIT_RESTART`], so that the service manager
-    /// restarts the node, which boots the permanent release (`hotcode boot` does this).
+    /// Log, record why in `ROOT/run/last-exit` ([`last_exit`]) and exit the process with
+    /// [`EXIT_RESTART`], so that the service manager restarts the node, which boots the
+    /// permanent release (`hotcode boot` does this).
     Restart,
     /// Return the error; the embedder decides.
     Return,
@@ -256,12 +266,50 @@ struct State {
     records: std::collections::BTreeMap<String, Record>,
 }
 
+/// What readers see without waiting for an operation: the releases and the current one as
+/// the last operation left them.
+struct View {
+    releases: Vec<ReleaseEntry>,
+    current: String,
+}
+
+/// The handler's lock, held by one operation at a time. Letting go of it publishes the
+/// state to the [`View`].
+struct StateGuard<'a> {
+    state: MutexGuard<'a, State>,
+    view: &'a Mutex<View>,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        // Lock order: the state, then the view; readers take only the view.
+        let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.releases.clone_from(&self.state.releases);
+        view.current.clone_from(&self.state.current);
+    }
+}
+
 /// The release handler of one node and one release root. See the [module docs](self).
 pub struct ReleaseHandler {
     root: PathBuf,
     node: Node,
     error_action: ErrorAction,
     state: Mutex<State>,
+    view: Mutex<View>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
@@ -297,6 +345,7 @@ impl ReleaseHandler {
             root,
             node,
             error_action,
+            view: Mutex::new(View { releases: releases.clone(), current: permanent.vsn.clone() }),
             state: Mutex::new(State {
                 releases,
                 current: permanent.vsn.clone(),
@@ -310,9 +359,14 @@ impl ReleaseHandler {
         Ok(handler)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> StateGuard<'_> {
         // Every write to the state happens after the step it records succeeded.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        StateGuard { state: self.state.lock().unwrap_or_else(|p| p.into_inner()), view: &self.view }
+    }
+
+    /// The state as the last operation left it, without waiting for one that runs.
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The node.
@@ -325,9 +379,10 @@ impl ReleaseHandler {
         &self.root
     }
 
-    /// The version of the release the node runs.
+    /// The version of the release the node runs (while an install runs: the one it started
+    /// from). Does not wait for a running operation.
     pub fn current(&self) -> String {
-        self.lock().current.clone()
+        self.view().current.clone()
     }
 
     /// The library directory of `app`: always `ROOT/lib/<app>-<vsn>`, built from its checked
@@ -400,9 +455,10 @@ impl ReleaseHandler {
         Ok(())
     }
 
-    /// `release_handler:which_releases()`.
+    /// `release_handler:which_releases()`, as the last operation left the releases: it does
+    /// not wait for a running one.
     pub fn which_releases(&self) -> Vec<ReleaseInfo> {
-        let state = self.lock();
+        let state = self.view();
         state
             .releases
             .iter()
@@ -453,7 +509,20 @@ impl ReleaseHandler {
             Ok(window) => window,
             Err(e @ ReleaseError::AfterPointOfNoReturn { .. }) => {
                 if self.error_action == ErrorAction::Restart {
-                    log::error!("{e}; exiting so that the node restarts on the permanent release");
+                    let permanent = state
+                        .releases
+                        .iter()
+                        .find(|r| r.status == ReleaseStatus::Permanent)
+                        .map_or("?", |r| r.vsn.as_str());
+                    let reason = format!(
+                        "install of release {vsn} failed: {e}; the node exits with \
+                         {EXIT_RESTART} so that its service manager restarts it on the permanent \
+                         release {permanent}"
+                    );
+                    log::error!("{reason}");
+                    // Before the exit closes the client's connection: the client reads it
+                    // when it sees the connection close without an answer.
+                    last_exit::record_exit(&self.root, EXIT_RESTART, &reason);
                     log::logger().flush();
                     std::process::exit(EXIT_RESTART);
                 }

@@ -122,13 +122,18 @@ pub(crate) fn ctl_ok(root: &Path, args: &[&str]) -> String {
 /// A running `hotcode boot`, killed on drop.
 pub(crate) struct Node {
     guard: ChildGuard,
-    up_line: String,
+    pub(crate) up_line: String,
     stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr, which ends at the pipe's end.
+    stderr_reader: JoinHandle<()>,
 }
 
 /// Spawns `hotcode boot ROOT`, its private library copies going to `scratch` (a node that
 /// is killed cannot delete them itself). Returns the child, its stdout lines and its stderr.
-fn spawn_boot(root: &Path, scratch: &Path) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>) {
+fn spawn_boot(
+    root: &Path,
+    scratch: &Path,
+) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
         Command::new(BIN)
             .arg("boot")
@@ -152,20 +157,20 @@ fn spawn_boot(root: &Path, scratch: &Path) -> (ChildGuard, Receiver<String>, Arc
     let stderr = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&stderr);
     let mut pipe = guard.child.stderr.take().expect("stderr");
-    thread::spawn(move || {
+    let reader = thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n @ 1..) = pipe.read(&mut buf) {
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text);
         }
     });
-    (guard, lines, stderr)
+    (guard, lines, stderr, reader)
 }
 
 impl Node {
     /// Boots a node on `root` and waits (at most `DEADLINE`) for its "node up" line.
     pub(crate) fn boot(root: &Path, scratch: &Path) -> Node {
-        let (guard, lines, stderr) = spawn_boot(root, scratch);
+        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
                 assert!(
@@ -173,7 +178,7 @@ impl Node {
                         .starts_with(&format!("hotcode: node up on {}, release ", root.display())),
                     "unexpected first line {up_line:?}"
                 );
-                Node { guard, up_line, stderr }
+                Node { guard, up_line, stderr, stderr_reader }
             }
             Err(e) => {
                 drop(guard);
@@ -189,8 +194,32 @@ impl Node {
     }
 
     /// Waits for a node that is exiting on its own (at most `DEADLINE`).
-    fn wait_exit(mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(mut self) -> ExitStatus {
         self.guard.wait()
+    }
+
+    /// Waits for a node that is exiting (at most `DEADLINE`), then for the end of its
+    /// stderr: all of it, not what the reader had collected so far.
+    pub(crate) fn wait_exit_with_stderr(mut self) -> (ExitStatus, String) {
+        let status = self.guard.wait();
+        // The pipe ends when the node and anything that inherited it are gone.
+        let deadline = Instant::now() + DEADLINE;
+        while !self.stderr_reader.is_finished() {
+            assert!(Instant::now() < deadline, "the node's stderr did not end");
+            thread::sleep(Duration::from_millis(5));
+        }
+        (status, self.stderr())
+    }
+
+    /// SIGTERM, then the exit status and all of stderr (at most `DEADLINE`).
+    pub(crate) fn terminate_with_stderr(self) -> (ExitStatus, String) {
+        self.guard.signal(libc::SIGTERM);
+        self.wait_exit_with_stderr()
+    }
+
+    /// The node's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.guard.child.id()
     }
 
     /// SIGKILL, and reap.
@@ -199,7 +228,7 @@ impl Node {
         self.guard.wait();
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -336,15 +365,26 @@ fn the_socket_is_private_and_one_node_per_root() {
     let leftovers: Vec<_> = fs::read_dir(r.join("run"))
         .expect("run dir")
         .map(|e| e.expect("entry").file_name())
-        .filter(|name| name != "hotcode.sock")
+        .filter(|name| name != "hotcode.sock" && name != "last-exit")
         .collect();
-    assert!(leftovers.is_empty(), "nothing but the socket in run/: {leftovers:?}");
+    assert!(leftovers.is_empty(), "nothing but the socket and last-exit in run/: {leftovers:?}");
+    // The exit record says that this node runs; it is the node's alone.
+    let record = r.join("run/last-exit");
+    assert_eq!(
+        fs::symlink_metadata(&record).expect("last-exit").permissions().mode() & 0o777,
+        0o600
+    );
+    let running = fs::read_to_string(&record).expect("last-exit");
+    assert!(
+        running.lines().next().is_some_and(|l| l.ends_with(&format!(" {} running", node.pid())))
+    );
 
     let second = hotcode(&[OsStr::new("boot"), r.as_os_str()]);
     assert_eq!(second.code, Some(1), "{second:?}");
     assert!(second.stderr.contains("a node is already running on"), "{}", second.stderr);
-    // The refused node left the first one's socket alone.
+    // The refused node left the first one's socket and exit record alone.
     ctl_ok(r, &["status"]);
+    assert_eq!(fs::read_to_string(&record).expect("last-exit"), running);
 
     assert_eq!(node.terminate().code(), Some(0));
 }

@@ -394,7 +394,7 @@ fn a_slow_client_is_cut_off_at_the_overall_deadline() {
     let start = Instant::now();
     let mut slow = UnixStream::connect(r.join("run/hotcode.sock")).expect("connect");
     slow.write_all(b"s").expect("first byte");
-    // Queued behind the slow client: answered once the node is rid of it.
+    // Served beside the slow client, which holds one connection and nothing else.
     let status = thread::spawn({
         let r = r.to_owned();
         move || ctl(&r, &["status"])

@@ -20,6 +20,8 @@ fn a_plugin_with_apply_functions_lists_them_sorted() {
         ["block", "bomb", "panic_in_drop", "release", "reset", "waiting"]
     );
     assert!(stubborn.exports_apply("reset"));
+    // A call it answers is not a function it exports.
+    assert!(!stubborn.exports_apply("crash"));
     assert!(!stubborn.exports_apply("block_terminate"));
 
     let flaky = inspect(&fixtures::plugin("fixture-flaky-sup"));
