@@ -14,7 +14,7 @@
 use std::ffi::c_void;
 
 use abi_stable::StableAbi;
-use abi_stable::std_types::{RResult, RString};
+use abi_stable::std_types::{ROption, RResult, RString};
 
 use crate::abi::{PluginError, PluginErrorKind, RPluginError};
 use crate::export::__private::guard;
@@ -48,6 +48,15 @@ pub enum CastResult {
 pub trait GenServer: 'static {
     /// The server's state: plugin-owned, never seen by the host or by another version.
     type State: 'static;
+    /// The name a server started with `args` registers under, as OTP's
+    /// `gen_server:start_link({local, Name}, Module, Args, Opts)` in the module's own
+    /// `start_link` decides it; `None` (the default) registers nothing. The host registers
+    /// the name before `init` runs; a name that is taken fails the start with
+    /// `{already_started, Pid}`, and the name is free again when the process exits.
+    fn local_name(args: &Term) -> Option<String> {
+        let _ = args;
+        None
+    }
     /// Starts the server (`init(Args)`); `Err(Reason)` is `{stop, Reason}`.
     fn init(args: Term) -> Result<Self::State, Term>;
     /// A synchronous request.
@@ -89,6 +98,12 @@ pub trait GenServer: 'static {
 
 /// A supervisor callback module.
 pub trait Supervisor: 'static {
+    /// The name a supervisor started with `args` registers under (OTP's
+    /// `supervisor:start_link({local, Name}, Module, Args)`); see [`GenServer::local_name`].
+    fn local_name(args: &Term) -> Option<String> {
+        let _ = args;
+        None
+    }
     /// Returns `{Flags, [ChildSpec]}` (OTP's `{ok, {SupFlags, ChildSpecs}}`), or
     /// `Err(Reason)`. Flags are `{Strategy, Intensity, Period}`; a child spec is
     /// `{Id, {M, F, A}, Restart, Shutdown, Type, Modules}`.
@@ -133,11 +148,13 @@ pub struct RCastOutcome {
 }
 
 type RTermResult = RResult<RTerm, RPluginError>;
+type RNameResult = RResult<ROption<RString>, RPluginError>;
 
 /// The gen_server callback table.
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct GenServerTable {
+    local_name: extern "C" fn(RTermRef<'_>) -> RNameResult,
     init: extern "C" fn(RTermRef<'_>) -> RResult<StatePtr, RPluginError>,
     handle_call: extern "C" fn(StatePtr, RTermRef<'_>) -> RResult<RCallOutcome, RPluginError>,
     handle_cast: extern "C" fn(StatePtr, RTermRef<'_>) -> RResult<RCastOutcome, RPluginError>,
@@ -160,6 +177,7 @@ unsafe impl Interface for GenServerTable {
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct SupervisorTable {
+    local_name: extern "C" fn(RTermRef<'_>) -> RNameResult,
     init: extern "C" fn(RTermRef<'_>) -> RTermResult,
 }
 
@@ -216,6 +234,9 @@ impl GenServerTable {
         unsafe fn take<T: GenServer>(p: StatePtr) -> T::State {
             // SAFETY: the caller's contract: `p` is a live Box<T::State> made by `boxed`.
             *unsafe { Box::from_raw(p.0.cast::<T::State>()) }
+        }
+        extern "C" fn local_name<T: GenServer>(args: RTermRef<'_>) -> RNameResult {
+            run(|| Ok(T::local_name(&arg(args)?).map(RString::from).into()))
         }
         extern "C" fn init<T: GenServer>(args: RTermRef<'_>) -> RResult<StatePtr, RPluginError> {
             run(|| T::init(arg(args)?).map(boxed).map_err(|r| RPluginError::failed(&r)))
@@ -319,6 +340,7 @@ impl GenServerTable {
             let _ = guard(move || drop(owned));
         }
         GenServerTable {
+            local_name: local_name::<T>,
             init: init::<T>,
             handle_call: handle_call::<T>,
             handle_cast: handle_cast::<T>,
@@ -329,6 +351,12 @@ impl GenServerTable {
             code_change: code_change::<T>,
             drop_state: drop_state::<T>,
         }
+    }
+
+    /// The name a server started with `args` registers under, if any.
+    pub fn local_name(&self, args: &Term) -> Result<Option<String>, PluginError> {
+        let args = RTerm::from_term(args);
+        into_host((self.local_name)(args.as_ref()), |n| n.into_option().map(String::from))
     }
 
     /// Calls `init(Args)`; the new state belongs to this table's version.
@@ -445,7 +473,16 @@ impl SupervisorTable {
                     .map_err(|r| RPluginError::failed(&r))
             })
         }
-        SupervisorTable { init: init::<T> }
+        extern "C" fn local_name<T: Supervisor>(args: RTermRef<'_>) -> RNameResult {
+            run(|| Ok(T::local_name(&arg(args)?).map(RString::from).into()))
+        }
+        SupervisorTable { local_name: local_name::<T>, init: init::<T> }
+    }
+
+    /// The name a supervisor started with `args` registers under, if any.
+    pub fn local_name(&self, args: &Term) -> Result<Option<String>, PluginError> {
+        let args = RTerm::from_term(args);
+        into_host((self.local_name)(args.as_ref()), |n| n.into_option().map(String::from))
     }
 
     /// Calls `init(Args)`: `{Flags, [ChildSpec]}`.

@@ -84,7 +84,12 @@ impl NodeInner {
         if let Some(name) = &entry.name
             && procs.names.contains_key(name)
         {
-            return Err(Term::tuple([Term::atom("already_registered"), Term::atom(name.as_str())]));
+            // OTP's answer to a start under a taken name: `{already_started, Pid}`.
+            let holder = procs.names[name];
+            return Err(Term::tuple([
+                Term::atom("already_started"),
+                Term::Str(holder.to_string()),
+            ]));
         }
         let pid = Pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
         if let Some(name) = &entry.name {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, Sender};
 use plugin_api::behaviour::{GenServerTable, StatePtr};
-use plugin_api::{PluginError, Term};
+use plugin_api::{Interface, PluginError, Term};
 
 use crate::code::handle::Handle;
 use crate::code::hold;
@@ -384,6 +384,29 @@ pub(crate) fn bad_module(module: &str, why: impl std::fmt::Display) -> ProcessEr
     ProcessError::Start { module: module.to_owned(), reason }
 }
 
+/// The name to register a process of `module` started with `args` under: `name` if the
+/// starter gave one, else what the module's `local_name(Args)` says (OTP's
+/// `start_link({local, Name}, ...)` in the module's own code).
+pub(crate) fn registered_name<I: Interface>(
+    handle: &Handle<I>,
+    name: Option<String>,
+    args: &Term,
+    local_name: impl FnOnce(&I, &Term) -> Result<Option<String>, PluginError>,
+) -> Result<Option<String>, ProcessError> {
+    let module = handle.module();
+    let name = match name {
+        Some(name) => Some(name),
+        None => handle.call(|t| local_name(t, args)).map_err(|e| bad_module(module, e))?,
+    };
+    if let Some(n) = &name
+        && (n.is_empty() || n.len() > 255 || n.chars().any(char::is_control))
+    {
+        let reason = Term::tuple([Term::atom("bad_name"), Term::Str(n.clone())]);
+        return Err(ProcessError::Start { module: module.to_owned(), reason });
+    }
+    Ok(name)
+}
+
 /// Spawns a gen_server running `module` with `init(args)`, and waits for `init` to finish.
 pub(crate) fn spawn_gen_server(
     node: &Arc<NodeInner>,
@@ -393,6 +416,7 @@ pub(crate) fn spawn_gen_server(
     parent: Parent,
 ) -> Result<Pid, ProcessError> {
     let handle = node.code.handle::<GenServerTable>(module).map_err(|e| bad_module(module, e))?;
+    let name = registered_name(&handle, name, &args, GenServerTable::local_name)?;
     let module_name = module.to_owned();
     let init_timeout = Some(node.timeouts().init);
     spawn_process(node, module, ProcessKind::GenServer, name, None, init_timeout, move |birth| {

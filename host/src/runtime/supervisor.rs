@@ -25,7 +25,7 @@ use crate::code::handle::Handle;
 use crate::runtime::node::NodeInner;
 use crate::runtime::process::{
     ChangeMode, Msg, Parent, Pid, ProcessError, ProcessKind, SysMsg, bad_module, is_normal_exit,
-    spawn_gen_server, spawn_process,
+    registered_name, spawn_gen_server, spawn_process,
 };
 
 /// When a child is restarted.
@@ -275,6 +275,7 @@ pub(crate) fn spawn_supervisor(
     parent: Parent,
 ) -> Result<Pid, ProcessError> {
     let handle = node.code.handle::<SupervisorTable>(module).map_err(|e| bad_module(module, e))?;
+    let name = registered_name(&handle, name, &args, SupervisorTable::local_name)?;
     let snapshot = Arc::new(Mutex::new(Vec::new()));
     let module_name = module.to_owned();
     let children = Some(Arc::clone(&snapshot));

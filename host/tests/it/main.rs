@@ -14,6 +14,7 @@ mod dist_layout;
 mod elf;
 mod fixtures;
 mod make_relup;
+mod names;
 mod node_exit;
 mod preflight;
 mod processes;

@@ -49,6 +49,11 @@ fn ints(t: &Term) -> Option<Vec<i64>> {
 }
 
 impl GenServer for Ch3 {
+    /// Registered as `ch3`, as the OTP example's `start_link` does with `{local, ch3}`.
+    fn local_name(_args: &Term) -> Option<String> {
+        Some("ch3".to_owned())
+    }
+
     type State = Channels;
 
     fn init(_args: Term) -> Result<Channels, Term> {

@@ -8,6 +8,11 @@ use plugin_api::behaviour::Supervisor;
 struct ChSup;
 
 impl Supervisor for ChSup {
+    /// Registered as `ch_sup`, as the OTP example's `start_link` does with `{local, ch_sup}`.
+    fn local_name(_args: &Term) -> Option<String> {
+        Some("ch_sup".to_owned())
+    }
+
     fn init(_args: Term) -> Result<Term, Term> {
         let flags = Term::tuple([Term::atom("one_for_one"), Term::Int(5), Term::Int(10)]);
         let ch3 = Term::tuple([

@@ -9,6 +9,11 @@ use plugin_api::behaviour::Supervisor;
 struct PrimSup;
 
 impl Supervisor for PrimSup {
+    /// Registered as `prim_sup`, as the OTP example's `start_link` does with `{local, prim_sup}`.
+    fn local_name(_args: &Term) -> Option<String> {
+        Some("prim_sup".to_owned())
+    }
+
     fn init(_args: Term) -> Result<Term, Term> {
         let flags = Term::tuple([Term::atom("one_for_one"), Term::Int(1), Term::Int(60)]);
         let ch_sup = Term::tuple([

@@ -26,6 +26,11 @@ fn parse_pairs(state: &Term) -> Option<BTreeMap<String, i64>> {
 }
 
 impl GenServer for Handler {
+    /// Registered as `svc_handler` (`{local, svc_handler}`), so that clients can call it by name.
+    fn local_name(_args: &Term) -> Option<String> {
+        Some("svc_handler".to_owned())
+    }
+
     type State = BTreeMap<String, i64>;
 
     fn init(_args: Term) -> Result<Self::State, Term> {

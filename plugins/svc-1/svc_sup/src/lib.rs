@@ -8,6 +8,11 @@ use plugin_api::behaviour::Supervisor;
 struct SvcSup;
 
 impl Supervisor for SvcSup {
+    /// Registered as `svc_sup` (`{local, svc_sup}`).
+    fn local_name(_args: &Term) -> Option<String> {
+        Some("svc_sup".to_owned())
+    }
+
     fn init(_args: Term) -> Result<Term, Term> {
         let flags = Term::tuple([Term::atom("one_for_one"), Term::Int(10), Term::Int(10)]);
         let handler = Term::tuple([

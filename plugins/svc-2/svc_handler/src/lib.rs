@@ -49,6 +49,11 @@ impl Counters {
 }
 
 impl GenServer for Handler {
+    /// Registered as `svc_handler` (`{local, svc_handler}`), so that clients can call it by name.
+    fn local_name(_args: &Term) -> Option<String> {
+        Some("svc_handler".to_owned())
+    }
+
     type State = Counters;
 
     fn init(_args: Term) -> Result<Counters, Term> {
