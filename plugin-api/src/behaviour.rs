@@ -53,6 +53,7 @@ pub trait GenServer: 'static {
     /// `start_link` decides it; `None` (the default) registers nothing. The host registers
     /// the name before `init` runs; a name that is taken fails the start with
     /// `{already_started, Pid}`, and the name is free again when the process exits.
+    /// It runs on the starting thread, without a deadline: it must return at once.
     fn local_name(args: &Term) -> Option<String> {
         let _ = args;
         None
@@ -90,9 +91,11 @@ pub trait GenServer: 'static {
     /// version's format (see [`downgrade_state`](Self::downgrade_state)). `extra` is the
     /// relup's `Extra` (`[]` for an implicit migration).
     ///
-    /// It must be a pure function of its arguments: the release handler runs it once on a
-    /// copy of the state before the point of no return (its *preflight*, refusing the
-    /// install if it fails) and again for the real migration.
+    /// It must be a pure function of its arguments, and so must
+    /// [`export_state`](Self::export_state) and [`downgrade_state`](Self::downgrade_state):
+    /// the release handler runs the three once on a copy of the state before the point of
+    /// no return (its *preflight*, refusing the install if one fails) and again for the
+    /// real migration.
     fn code_change(from: Term, state: Term, extra: Term) -> Result<Self::State, Term>;
 }
 
@@ -417,12 +420,12 @@ impl GenServerTable {
         into_host((self.terminate)(state, reason.as_ref()), |()| ())
     }
 
-    /// Exports the state as a term for another version's `code_change`.
+    /// Exports the state as a term for another version's `code_change`. A state that
+    /// does not decode (nested too deeply, say) is an error, never a term handed on to
+    /// another version's `code_change`.
     ///
     /// # Safety
     /// As for [`handle_call`](Self::handle_call).
-    /// A state that does not decode (nested too deeply, say) is an error, never a term
-    /// handed on to another version's `code_change`.
     pub unsafe fn export_state(&self, state: StatePtr) -> Result<Term, PluginError> {
         into_host((self.export_state)(state), |t| state_term(&t))?
     }

@@ -202,8 +202,9 @@ pub mod __private {
             .unwrap_or("a non-string panic payload");
         let line = if previous.is_some() {
             format!(
-                "hotcode plugin: panicked at {} while the panic from {} was unwinding: {what}; \
-                 a panic escaping a destructor during unwinding aborts the process\n",
+                "hotcode plugin: panicked at {} while the panic from {} was not yet caught by \
+                 hotcode's guard: {what}; if this one escapes a destructor during unwinding, \
+                 Rust aborts the process now\n",
                 at(site),
                 at(previous)
             )
@@ -219,6 +220,8 @@ pub mod __private {
 
     /// Runs `f`, turning a panic into an [`RPluginError`] instead of unwinding.
     pub fn guard<T>(f: impl FnOnce() -> T) -> RResult<T, RPluginError> {
+        // A panic the plugin caught itself earlier leaves its mark; it is not in flight.
+        LAST_PANIC.with(|last| last.set(None));
         match panic::catch_unwind(AssertUnwindSafe(f)) {
             Ok(value) => RResult::ROk(value),
             Err(payload) => {

@@ -563,14 +563,23 @@ impl CodeServer {
         extra: &Term,
     ) -> Result<(), CallError> {
         let not_loaded = || CallError::NotLoaded { module: module.to_owned() };
-        let version = self.lock().staged.get(module).cloned().ok_or_else(not_loaded)?;
-        if version.behaviour != plugin_api::Behaviour::GenServer {
-            return Ok(());
-        }
         // The staged version is reachable from no slot: enter it through a pointer of our
-        // own, so that this thread's hold still keeps it mapped (a scan sees the slot).
-        let entry = AtomicPtr::new(version.cell.as_ptr());
-        let held = hold::enter(&entry).map_err(|_| not_loaded())?;
+        // own, and do so under the lock, while the version is still the staged one. Only
+        // `drop_staged` and a new `stage` retire a staged version, both after taking it out
+        // of `staged` under this lock, so their scan (made after that, behind
+        // `purger_fence`) sees this thread's slot and the version stays mapped until the
+        // hold is let go.
+        let (version, held) = {
+            let state = self.lock();
+            let version = state.staged.get(module).cloned().ok_or_else(not_loaded)?;
+            if version.behaviour != plugin_api::Behaviour::GenServer {
+                return Ok(());
+            }
+            let entry = AtomicPtr::new(version.cell.as_ptr());
+            let held = hold::enter(&entry).map_err(|_| not_loaded())?;
+            (version, held)
+        };
+        debug_assert!(ptr::eq(held.cell(), version.cell));
         // SAFETY: a GenServer version's table was checked against GenServerTable's layout
         // at load (`check_behaviour`); `held` keeps the version loaded.
         let table = unsafe { held.table::<GenServerTable>() };

@@ -23,9 +23,6 @@ use crate::runtime::process::{ChangeMode, Pid, ProcessError, ProcessKind, is_nor
 use super::check::Plan;
 use super::{Progress, ReleaseError, ReleaseHandler, fault_point};
 
-/// `infinity` for suspend, in practice.
-const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
-
 /// What the script did so far that later instructions refer to.
 #[derive(Default)]
 struct Ctx {
@@ -106,7 +103,7 @@ pub(crate) fn run(
             });
         }
     }
-    if let Err(reason) = settle(h, &ctx) {
+    if let Err(reason) = settle(h, after, &ctx) {
         return Err(ReleaseError::AfterPointOfNoReturn {
             at: plan.script.display().to_string(),
             instruction: "the state migrations the script leaves to the processes".to_owned(),
@@ -116,8 +113,8 @@ pub(crate) fn run(
     Ok(ctx.suspend_window)
 }
 
-/// A gen_server the preflight checked: it runs a module the script loads, so its state
-/// must migrate, and the install is not done until it has.
+/// A gen_server whose state the script migrates: checked by the preflight, and watched
+/// until the end of the script, when it must have migrated.
 struct Watched {
     pid: Pid,
     module: String,
@@ -144,45 +141,84 @@ fn migration_of(after: &[Spanned<Instruction>], module: &str) -> (Option<ChangeM
         .unwrap_or((None, Term::List(vec![])))
 }
 
+/// The modules the script loads after the point of no return, each once, in order.
+fn loaded_modules(h: &ReleaseHandler, after: &[Spanned<Instruction>]) -> Vec<String> {
+    let mut loaded: Vec<String> = Vec::new();
+    for i in after {
+        if let Instruction::Load { module, .. } = &i.value
+            && !loaded.contains(module)
+        {
+            loaded.push(module.clone());
+        }
+    }
+    loaded.retain(|m| h.node.code().staged_vsn(m).is_some());
+    loaded
+}
+
+/// Whether the script stops `module`'s processes before it loads the module's new code
+/// (`{stop, [M]}`, `{remove, M}`, or `application:stop` of an application that has it,
+/// as `restart_application` does): they are restarted in the new code, not migrated.
+fn stopped_before_load(h: &ReleaseHandler, after: &[Spanned<Instruction>], module: &str) -> bool {
+    let apps = h.node.loaded_applications();
+    let has =
+        |app: &str| apps.iter().any(|a| a.name == app && a.modules.iter().any(|m| m == module));
+    for i in after {
+        match &i.value {
+            Instruction::Load { module: m, .. } if m == module => return false,
+            Instruction::Stop(modules) if modules.iter().any(|m| m == module) => return true,
+            Instruction::Remove { module: m, .. } if m == module => return true,
+            Instruction::Apply { module: m, function: f, args }
+                if m == "application"
+                    && f == "stop"
+                    && args.first().and_then(Term::as_atom).is_some_and(has) =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The gen_servers running `module` now.
+fn gen_servers(h: &ReleaseHandler, module: &str) -> Vec<Pid> {
+    h.node
+        .processes()
+        .into_iter()
+        .filter(|p| p.kind == ProcessKind::GenServer && p.module == module)
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Before the point of no return: for every gen_server running a module the script loads
-/// after it, the migration it will make is tried on a copy of its state in the staged
-/// version (`Node::preflight_code_change`). Any failure refuses the install, nothing
-/// changed. Returns the processes to watch until the end of the script.
+/// after it (and does not stop first), the migration it will make is tried on a copy of
+/// its state in the staged version (`Node::preflight_code_change`). Any failure refuses
+/// the install, nothing changed. Returns the processes to watch until the end.
 fn preflight(
     h: &ReleaseHandler,
     plan: &Plan,
     after: &[Spanned<Instruction>],
 ) -> Result<Vec<Watched>, ReleaseError> {
     let node = &h.node;
-    let mut loaded: Vec<&str> = Vec::new();
-    for i in after {
-        if let Instruction::Load { module, .. } = &i.value
-            && !loaded.contains(&module.as_str())
-            && node.code().staged_vsn(module).is_some()
-        {
-            loaded.push(module);
-        }
-    }
-    let processes = node.processes();
     let mut watched = Vec::new();
-    for module in loaded {
-        let pids: Vec<Pid> = processes
-            .iter()
-            .filter(|p| p.kind == ProcessKind::GenServer && p.module == module)
-            .map(|p| p.pid)
-            .collect();
+    for module in loaded_modules(h, after) {
+        if stopped_before_load(h, after, &module) {
+            log::info!("preflight: {module}'s processes are stopped before its load, not migrated");
+            continue;
+        }
+        let pids = gen_servers(h, &module);
         if pids.is_empty() {
             continue;
         }
-        let (mode, extra) = migration_of(after, module);
+        let (mode, extra) = migration_of(after, &module);
         fault_point("install: a preflight of code_change");
         if let Err(failure) =
-            node.preflight_code_change(module, &pids, mode, &extra, h.node.timeouts().code_change)
+            node.preflight_code_change(&module, &pids, mode, &extra, node.timeouts().code_change)
         {
             return Err(ReleaseError::Preflight {
                 vsn: plan.vsn.clone(),
                 process: failure.pid.map_or_else(|| "processes".to_owned(), |p| p.to_string()),
-                module: module.to_owned(),
+                module,
                 direction: match mode {
                     Some(ChangeMode::Up) => "up",
                     Some(ChangeMode::Down) => "down",
@@ -192,36 +228,74 @@ fn preflight(
             });
         }
         log::info!("preflight: the code_change of {} {module} process(es) succeeds", pids.len());
-        watched.extend(pids.into_iter().filter_map(|pid| {
-            node.monitor(pid).map(|monitor| Watched { pid, module: module.to_owned(), monitor })
-        }));
+        for pid in pids {
+            match node.monitor(pid) {
+                Some(monitor) => watched.push(Watched { pid, module: module.clone(), monitor }),
+                // Gone since its export: a restart, if any, starts in the new code.
+                None => log::info!("preflight: {pid} ({module}) exited meanwhile"),
+            }
+        }
     }
     Ok(watched)
 }
 
+/// An exit the script itself may cause: a normal stop, a shutdown, a brutal kill (a
+/// `brutal_kill` child spec, a brutal purge). A failed migration is never one of these
+/// (it is `{code_change_failed, _}`).
+fn deliberate(reason: &Term) -> bool {
+    is_normal_exit(reason) || reason.is_atom("killed")
+}
+
 /// At the end of the script: every watched process has migrated, or migrates now (a
-/// migration left to its next callback, or a downgrade's), and none of them crashed on
-/// the way. A failure is an install error, never "ok" with a state lost.
-fn settle(h: &ReleaseHandler, ctx: &Ctx) -> Result<(), String> {
-    let mut alive = Vec::new();
-    for w in &ctx.watched {
-        match w.monitor.wait(Duration::ZERO) {
-            Some(reason) if !is_normal_exit(&reason) => {
-                return Err(format!(
-                    "{} ({}) exited with {reason} during the install: its state is lost",
-                    w.pid, w.module
-                ));
+/// migration left to its next callback, or one left out of a `suspend`), in the way the
+/// script migrates its module; so does every other gen_server of a loaded module (started
+/// since the preflight); and none of them crashed on the way. A failure is an install
+/// error, never "ok" with a state lost.
+fn settle(h: &ReleaseHandler, after: &[Spanned<Instruction>], ctx: &Ctx) -> Result<(), String> {
+    lost_none(ctx)?;
+    let timeout = h.node.timeouts().code_change;
+    for module in loaded_modules_done(h, after) {
+        let (mode, extra) = migration_of(after, &module);
+        let pids = gen_servers(h, &module);
+        for (pid, settled) in h.node.settle_many(&pids, mode, &extra, timeout) {
+            match settled {
+                Ok(_) => {}
+                // Gone since it was listed: stopped on purpose, or crashed (seen below).
+                Err(ProcessError::NoProc { .. } | ProcessError::Exited { .. }) => {}
+                Err(e) => return Err(format!("migrating the state of {pid} ({module}): {e}")),
             }
-            // Stopped on purpose (a `stop`, an application stop): nothing to migrate.
-            Some(_) => {}
-            None => alive.push(w.pid),
         }
     }
-    for (pid, settled) in h.node.settle_many(&alive, h.node.timeouts().code_change) {
-        let module = ctx.watched.iter().find(|w| w.pid == pid).map_or("", |w| w.module.as_str());
-        settled.map_err(|e| format!("migrating the state of {pid} ({module}): {e}"))?;
+    lost_none(ctx)
+}
+
+/// Fails if a watched process has exited other than on purpose.
+fn lost_none(ctx: &Ctx) -> Result<(), String> {
+    for w in &ctx.watched {
+        if let Some(reason) = w.monitor.wait(Duration::ZERO)
+            && !deliberate(&reason)
+        {
+            return Err(format!(
+                "{} ({}) exited with {reason} during the install: its state is lost",
+                w.pid, w.module
+            ));
+        }
     }
     Ok(())
+}
+
+/// The modules the script loaded (their staged versions are current now).
+fn loaded_modules_done(h: &ReleaseHandler, after: &[Spanned<Instruction>]) -> Vec<String> {
+    let mut loaded: Vec<String> = Vec::new();
+    for i in after {
+        if let Instruction::Load { module, .. } = &i.value
+            && !loaded.contains(module)
+            && h.node.code().current_vsn(module).is_some()
+        {
+            loaded.push(module.clone());
+        }
+    }
+    loaded
 }
 
 /// At the point of no return, the loaded specs of the target release's applications
@@ -278,7 +352,10 @@ fn eval(
         }
         Instruction::Suspend(list) => {
             for (module, timeout) in list {
-                let timeout = timeout.duration().unwrap_or(FOREVER);
+                // `infinity` waits as long as a code_change may take, not for ever: a process
+                // stuck in a callback must not hang the install (it is left out, and the
+                // check at the end of the script finds it if it never migrates).
+                let timeout = timeout.duration().unwrap_or(h.node.timeouts().code_change);
                 for pid in node.processes_running(module) {
                     match node.suspend(pid, timeout) {
                         Ok(()) => {

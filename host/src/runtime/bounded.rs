@@ -56,8 +56,9 @@ pub struct Overrun {
 /// Runs `f` on a new thread and waits up to `timeout` for its result.
 ///
 /// # Errors
-/// [`Overrun`] if `f` did not return in time (or its thread could not be started, reported
-/// the same way with a zero deadline); `f` then goes on, unobserved, until it returns.
+/// [`Overrun`] if `f` did not return in time; `f` then goes on, unobserved, until it
+/// returns. Also if no thread could be started for `f` (then `f` never ran, the deadline
+/// is zero and `what` says why).
 pub(crate) fn run<R: Send + 'static>(
     what: impl Into<String>,
     timeout: Duration,
@@ -70,7 +71,10 @@ pub(crate) fn run<R: Send + 'static>(
     });
     if let Err(e) = spawned {
         log::error!("{what}: cannot start a thread for it: {e}");
-        return Err(Overrun { what, after: Duration::ZERO });
+        return Err(Overrun {
+            what: format!("{what} (no thread could be started for it: {e})"),
+            after: Duration::ZERO,
+        });
     }
     match rx.recv_timeout(timeout) {
         Ok(result) => Ok(result),

@@ -8,7 +8,7 @@
 //! run a module by walking the running applications' supervision trees.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -553,29 +553,44 @@ impl Node {
         let (module_name, extra) = (module.to_owned(), extra.clone());
         let left = timeout.saturating_sub(start.elapsed());
         let what = format!("{module}:code_change of the staged vsn {to} (preflight)");
+        // Set when the caller stops waiting: an abandoned preflight tries no more copies
+        // (the one it is in finishes in its own time, holding its version).
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::clone(&cancel);
         let tried = bounded::run(what, left, move || {
             for (pid, from, state) in copies {
+                if cancelled.load(Ordering::SeqCst) {
+                    break;
+                }
                 if let Err(e) = inner.code.try_code_change(&module_name, &from, &state, &extra) {
                     return Err(PreflightFailure { pid: Some(pid), reason: e.to_string() });
                 }
             }
             Ok(())
         });
-        tried.map_err(|overrun| PreflightFailure { pid: None, reason: overrun.to_string() })?
+        tried.map_err(|overrun| {
+            cancel.store(true, Ordering::SeqCst);
+            PreflightFailure { pid: None, reason: overrun.to_string() }
+        })?
     }
 
     /// Has each of `pids` (gen_servers) migrate its state now if its module's current
-    /// version is not the one that made it (the migration its next callback would make),
-    /// so that a failure is seen now, by the caller, rather than by the next request.
-    /// Returns, per pid, whether it migrated.
+    /// version is not the one that made it, the way `mode` and `extra` say (`None`: an
+    /// implicit migration, `export_state` and `[]`), so that a failure is seen now, by the
+    /// caller, rather than by the next request. Returns, per pid, whether it migrated.
     pub fn settle_many(
         &self,
         pids: &[Pid],
+        mode: Option<ChangeMode>,
+        extra: &Term,
         timeout: Duration,
     ) -> Vec<(Pid, Result<bool, ProcessError>)> {
-        self.ask_many(pids, timeout, SysMsg::Settle, |dest, answer| {
-            answer.map_err(|reason| ProcessError::CodeChange { dest, reason })
-        })
+        self.ask_many(
+            pids,
+            timeout,
+            |ack| SysMsg::Settle { mode, extra: extra.clone(), ack },
+            |dest, answer| answer.map_err(|reason| ProcessError::CodeChange { dest, reason }),
+        )
     }
 
     /// Sends one system request to each of `pids`, then collects the answers against one

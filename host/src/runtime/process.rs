@@ -180,10 +180,15 @@ pub(crate) enum SysMsg {
         down_extra: Option<Term>,
         ack: Sender<Result<(Term, Term), Term>>,
     },
-    /// Migrate the state now if its version is no longer the module's current one (the
-    /// migration the next callback would make); answers whether it migrated. A failure
+    /// Migrate the state now if its version is no longer the module's current one, the way
+    /// the install's script migrates its module (`mode` and `extra`; `None` an implicit
+    /// migration), unless a downgrade is pending; answers whether it migrated. A failure
     /// crashes the process, as a failed `ChangeCode` does.
-    Settle(Sender<Result<bool, Term>>),
+    Settle {
+        mode: Option<ChangeMode>,
+        extra: Term,
+        ack: Sender<Result<bool, Term>>,
+    },
     /// Graceful stop: `terminate(Reason, State)` runs.
     Terminate(Term),
     /// Wakes a process whose kill flag was set (see [`ProcEntry::kill`]).
@@ -511,7 +516,7 @@ impl Server {
                     let _ = ack.send(self.export_for(&to, down_extra.as_ref()));
                     Ok(None)
                 }
-                Msg::Sys(SysMsg::Settle(ack)) => match self.settle() {
+                Msg::Sys(SysMsg::Settle { mode, extra, ack }) => match self.settle(mode, &extra) {
                     Ok(migrated) => {
                         let _ = ack.send(Ok(migrated));
                         Ok(None)
@@ -565,8 +570,21 @@ impl Server {
         f(table, self.state).map_err(|e| e.exit_reason())
     }
 
-    /// Moves the state from its pinned version into the version `new` holds.
+    /// Moves the state from its pinned version into the version `new` holds. A failure is
+    /// `{code_change_failed, Reason}`: never a normal exit reason, whatever the plugin
+    /// answered, so that a process that crashes on it is never taken for one stopped on
+    /// purpose.
     fn migrate(
+        &mut self,
+        new: &hold::Hold,
+        mode: Option<ChangeMode>,
+        extra: &Term,
+    ) -> Result<(), Term> {
+        self.try_migrate(new, mode, extra)
+            .map_err(|reason| Term::tuple([Term::atom("code_change_failed"), reason]))
+    }
+
+    fn try_migrate(
         &mut self,
         new: &hold::Hold,
         mode: Option<ChangeMode>,
@@ -638,15 +656,15 @@ impl Server {
         self.export_from(&old, &old_vsn, to, down_extra)
     }
 
-    /// [`SysMsg::Settle`]: the migration the next callback would make, made now.
-    fn settle(&mut self) -> Result<bool, Term> {
+    /// [`SysMsg::Settle`]: the migration the script makes, made now if it is still due.
+    fn settle(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<bool, Term> {
         let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
         if hold::pinned_cell().is_some_and(|c| std::ptr::eq(c, held.cell())) {
             return Ok(false);
         }
         match self.pending_down.take() {
-            Some(extra) => self.migrate(&held, Some(ChangeMode::Down), &extra)?,
-            None => self.migrate(&held, None, &Term::List(vec![]))?,
+            Some(pending) => self.migrate(&held, Some(ChangeMode::Down), &pending)?,
+            None => self.migrate(&held, mode, extra)?,
         }
         Ok(true)
     }

@@ -22,6 +22,7 @@ use plugin_api::behaviour::SupervisorTable;
 use plugin_api::{Behaviour, Term};
 
 use crate::code::handle::Handle;
+use crate::runtime::bounded;
 use crate::runtime::node::NodeInner;
 use crate::runtime::process::{
     ChangeMode, Msg, Parent, Pid, ProcessError, ProcessKind, SysMsg, bad_module, is_normal_exit,
@@ -306,18 +307,26 @@ pub(crate) fn spawn_supervisor(
 
 impl Sup {
     /// Calls the current version's `init` and parses the result.
+    /// Runs the module's `init(Args)`, bounded by the node's init timeout (an overrun is
+    /// `{timeout, init}`, and the call's thread is abandoned), and parses its specs.
     fn call_init(&self) -> Result<(SupFlags, Vec<ChildSpec>), Term> {
-        let held = self.handle.hold().map_err(|e| {
-            Term::tuple([
-                Term::atom("undef"),
-                Term::atom(self.module.as_str()),
-                Term::Str(e.to_string()),
-            ])
-        })?;
-        // SAFETY: the handle is for SupervisorTable, checked for every version at load.
-        let table = unsafe { held.table::<SupervisorTable>() };
-        let result = table.init(&self.args).map_err(|e| e.exit_reason())?;
-        drop(held);
+        let (handle, args, module) = (self.handle.clone(), self.args.clone(), self.module.clone());
+        let timeout = self.node.timeouts().init;
+        let result = bounded::run(format!("{}:init", self.module), timeout, move || {
+            let held = handle.hold().map_err(|e| {
+                Term::tuple([
+                    Term::atom("undef"),
+                    Term::atom(module.as_str()),
+                    Term::Str(e.to_string()),
+                ])
+            })?;
+            // SAFETY: the handle is for SupervisorTable, checked for every version at load.
+            let table = unsafe { held.table::<SupervisorTable>() };
+            let result = table.init(&args).map_err(|e| e.exit_reason());
+            drop(held);
+            result
+        })
+        .map_err(|_| Term::tuple([Term::atom("timeout"), Term::atom("init")]))??;
         parse_init(&result)
             .map_err(|why| Term::tuple([Term::atom("bad_start_spec"), Term::Str(why)]))
     }
@@ -436,7 +445,7 @@ impl Sup {
                 Msg::Sys(SysMsg::Export { ack, .. }) => {
                     let _ = ack.send(Err(Term::atom("not_a_gen_server")));
                 }
-                Msg::Sys(SysMsg::Settle(ack)) => {
+                Msg::Sys(SysMsg::Settle { ack, .. }) => {
                     let _ = ack.send(Ok(false));
                 }
                 Msg::Sys(SysMsg::Terminate(reason)) => break reason,

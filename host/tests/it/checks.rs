@@ -169,6 +169,7 @@ fn a_panic_in_drop_during_unwinding_is_logged_before_rust_aborts() {
     assert!(
         stderr.contains("hotcode plugin: panicked at")
             && stderr.contains("while the panic from")
+            && stderr.contains("Rust aborts the process")
             && stderr.contains("stubborn/src/lib.rs"),
         "{stderr}"
     );

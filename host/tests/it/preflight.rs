@@ -124,3 +124,29 @@ fn a_good_downgrade_migrates_during_the_install_not_at_the_next_call() {
     };
     assert_eq!(allocated.as_list().map(<[Term]>::len), Some(3), "{state}");
 }
+
+#[test]
+fn processes_the_script_stops_before_the_load_are_restarted_not_migrated() {
+    // restart_application's way, for one module: stop, load, start. The preflight leaves
+    // ch3 alone (its state is not migrated), and the end-of-script check does not take
+    // its deliberate stop for a lost state.
+    let root = fixtures::release_root("included-app-supervisor");
+    let _ = env_logger::builder().is_test(true).try_init();
+    fixtures::add_ch3_v2_release(
+        root.path(),
+        "{\"C\",\n [{\"B\", [],\n  [{load_object_code,{ch_app,\"2\",[ch3]}},\n   point_of_no_return,\n   \
+         {stop,[ch3]},\n   {load,{ch3,brutal_purge,brutal_purge}},\n   {start,[ch3]}]}],\n [{\"B\", [], []}]}.\n",
+    );
+    let h = ReleaseHandler::boot(root.path(), ErrorAction::Return).expect("boot A");
+    h.install("B").expect("install B");
+    let before = ch3_with_channels(&h);
+    h.install("C").expect("install C");
+    assert_eq!(ch3_vsn(&h).as_deref(), Some("2"));
+    let after = h.node().whereis("ch3").expect("ch3 restarted");
+    assert_ne!(after, before, "a new process");
+    assert_eq!(
+        h.node().call(after, Term::atom("served"), LONG).expect("served"),
+        Term::Int(0),
+        "a fresh state"
+    );
+}
