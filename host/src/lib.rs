@@ -56,3 +56,4 @@ pub use runtime::application::{AppError, RestartType, RunningApp};
 pub use runtime::bounded::{Overrun, Timeouts};
 pub use runtime::node::{Abandoned, Monitor, Node, NodeRef, PreflightFailure};
 pub use runtime::process::{ChangeMode, Dest, Pid, ProcessError, ProcessInfo, ProcessKind};
+pub use runtime::tree::{SupervisionTree, TreeNode};

@@ -60,10 +60,16 @@ EXAMPLES:
     hotcode ctl target/dist/included-app-restart install B
     hotcode ctl target/dist/included-app-restart status
     hotcode ctl target/dist/included-app-restart make-permanent B
+    hotcode ctl target/dist/included-app-restart call ch3 alloc
+    hotcode ctl target/dist/included-app-restart call ch3 '{free, 1}' --timeout 1000
+    hotcode ctl target/dist/included-app-restart tree
+    hotcode ctl target/dist/included-app-restart status --json
     hotcode ctl target/dist/included-app-restart install A
 
-Exit status: 0 ok, 1 the node refused the operation (the reason is on stderr) or no node is
-running, 2 usage. If the node exits during the request (an install that failed past the
+Exit status: 0 ok (a call: the reply is on stdout, in Erlang syntax), 1 the node refused
+the operation (the reason is on stderr), no node is running, or a call found no process
+(noproc: the registered names are listed) or timed out, 2 usage (a request that is not one
+Erlang term, say). If the node exits during the request (an install that failed past the
 point of no return makes it exit 3 to be restarted), ctl prints the reason the node
 recorded in ROOT/run/last-exit and exits 1.";
 
@@ -178,9 +184,54 @@ enum Action {
 #[derive(Debug, Subcommand)]
 enum CtlOp {
     /// List the releases: name, version, status, applications.
-    WhichReleases,
+    WhichReleases {
+        /// One JSON document (format hotcode.releases) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running release, applications, modules, processes and leaks.
-    Status,
+    Status {
+        /// One JSON document (format hotcode.status, with the trees too) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every supervision tree: ids, types, modules, pids, registered names, and the
+    /// version each process holds.
+    Tree {
+        /// One JSON document (format hotcode.tree) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the loaded applications (included ones marked) and the started ones.
+    Applications {
+        /// One JSON document (format hotcode.applications) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pid registered as NAME (exit 1 if none is).
+    Whereis {
+        /// The registered name.
+        name: String,
+    },
+    /// gen_server:call: send REQUEST (one Erlang term) to DEST and print the reply.
+    /// Exit 1 on noproc or timeout, saying which.
+    Call {
+        /// A registered name, or a pid like <0.102.0>.
+        dest: String,
+        /// The request, in Erlang term syntax (e.g. alloc or '{free, 3}').
+        request: String,
+        /// How long to wait for the reply, in milliseconds (gen_server's default: 5000).
+        #[arg(long, value_name = "MS")]
+        timeout: Option<u64>,
+    },
+    /// gen_server:cast: send MESSAGE (one Erlang term) to DEST; prints ok once it is in
+    /// the mailbox.
+    Cast {
+        /// A registered name, or a pid like <0.102.0>.
+        dest: String,
+        /// The message, in Erlang term syntax.
+        message: String,
+    },
     /// Add the release laid out as a root in directory PATH (releases/<vsn>/, lib/).
     Unpack {
         /// The directory holding the release.
@@ -469,10 +520,34 @@ fn watch(dir: &Path, modules: Vec<WatchedModule>, quiet_ms: u64) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// A read-only request with an optional `--json`.
+fn with_json(command: &str, json: bool) -> Vec<String> {
+    let mut fields = vec![command.to_owned()];
+    if json {
+        fields.push("--json".to_owned());
+    }
+    fields
+}
+
+/// A term written over several lines, on one: the protocol's fields hold no TAB or
+/// newline, and outside a string literal a term's white space is all alike.
+fn one_line(term: &str) -> String {
+    term.replace(['\t', '\n', '\r'], " ")
+}
+
 fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
     let fields: Vec<String> = match op {
-        CtlOp::WhichReleases => vec!["which-releases".into()],
-        CtlOp::Status => vec!["status".into()],
+        CtlOp::WhichReleases { json } => with_json("which-releases", json),
+        CtlOp::Status { json } => with_json("status", json),
+        CtlOp::Tree { json } => with_json("tree", json),
+        CtlOp::Applications { json } => with_json("applications", json),
+        CtlOp::Whereis { name } => vec!["whereis".into(), name],
+        CtlOp::Call { dest, request, timeout } => {
+            let mut fields = vec!["call".into(), dest, one_line(&request)];
+            fields.extend(timeout.map(|ms| ms.to_string()));
+            fields
+        }
+        CtlOp::Cast { dest, message } => vec!["cast".into(), dest, one_line(&message)],
         CtlOp::Unpack { path } => {
             // The node runs in another directory: send it a path that means the same there.
             let path = std::path::absolute(&path)

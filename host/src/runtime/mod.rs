@@ -23,3 +23,4 @@ pub mod bounded;
 pub mod node;
 pub mod process;
 pub mod supervisor;
+pub mod tree;

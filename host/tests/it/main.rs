@@ -10,6 +10,7 @@ mod code_server;
 mod concurrency;
 mod control_concurrency;
 mod control_security;
+mod ctl_talk;
 mod dist_layout;
 mod elf;
 mod fixtures;

@@ -65,7 +65,10 @@
 //! ([`ControlError::NodeExited`]) if the record is from the node it talked to (its pid, as
 //! the kernel gave it) and was written after the request began.
 //!
-//! The commands are those of `hotcode ctl`: `which-releases`, `status`, `unpack PATH`
+//! The commands are those of `hotcode ctl`: `which-releases`, `status`, `tree` and
+//! `applications` (each with an optional `--json` field: one versioned JSON document, see
+//! `json.rs`), `whereis NAME`, `call DEST REQUEST [TIMEOUT_MS]` and `cast DEST MESSAGE`
+//! (a registered name or `<0.N.0>`, and one term in Erlang syntax), `unpack PATH`
 //! (absolute), `check-install VSN`, `install VSN`, `make-permanent VSN`, `reboot-old VSN`
 //! and `remove VSN`.
 //!
@@ -78,7 +81,8 @@
 //!
 //! Requests come in two kinds:
 //!
-//! - **read-only** (`which-releases`, `status`) run at once, beside anything else: they read
+//! - **read-only** (`which-releases`, `status`, `tree`, `applications`, `whereis`,
+//!   `call`, `cast`) run at once, beside anything else: they read
 //!   the release handler's published view of the releases and the node's own tables, and
 //!   never wait for a release operation. So `ctl status` answers while an install runs, and
 //!   says which operation runs and which wait.
@@ -96,8 +100,10 @@
 //! release that is permanent now.
 
 mod client;
+mod json;
 mod lock;
 mod server;
+mod talk;
 mod views;
 mod wire;
 

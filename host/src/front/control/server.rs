@@ -245,8 +245,7 @@ impl Control {
         };
         match request {
             // Read-only: at once, whatever runs.
-            Request::WhichReleases => Reply::ok(which_releases(handler)),
-            Request::Status => Reply::ok(status(handler, &serving.queue())),
+            Request::Query(query) => answer(handler, query, &serving.queue()),
             // Release operations: one at a time, in arrival order.
             _ => {
                 let op = || {
@@ -276,8 +275,7 @@ pub(super) fn operate(
     stream: &UnixStream,
 ) -> Reply {
     let result = match request {
-        Request::WhichReleases => Ok(which_releases(handler)),
-        Request::Status => Ok(status(handler, &Queue::default())),
+        Request::Query(query) => return answer(handler, query, &Queue::default()),
         Request::Unpack(path) => {
             if !Path::new(path).is_absolute() {
                 return Reply::err(

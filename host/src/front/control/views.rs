@@ -1,9 +1,99 @@
-//! What the read-only requests answer: the releases and the node's status, as text.
+//! What the read-only requests answer: the releases, the node's status, its supervision
+//! trees and applications, as text (or, with `--json`, as [`super::json`] documents).
 
 use crate::release::ReleaseStatus;
 use crate::release_handler::ReleaseHandler;
+use crate::runtime::supervisor::ChildType;
+use crate::runtime::tree::TreeNode;
 
 use super::server::*;
+use super::wire::{Query, Reply};
+use super::{json, talk};
+
+/// Answers a read-only request.
+pub(super) fn answer(handler: &ReleaseHandler, query: Query<'_>, queue: &Queue) -> Reply {
+    match query {
+        Query::WhichReleases { json: false } => Reply::ok(which_releases(handler)),
+        Query::WhichReleases { json: true } => Reply::ok(json::which_releases(handler)),
+        Query::Status { json: false } => Reply::ok(status(handler, queue)),
+        Query::Status { json: true } => Reply::ok(json::status(handler, queue)),
+        Query::Tree { json: false } => Reply::ok(tree(handler)),
+        Query::Tree { json: true } => Reply::ok(json::tree(handler)),
+        Query::Applications { json: false } => Reply::ok(applications(handler)),
+        Query::Applications { json: true } => Reply::ok(json::applications(handler)),
+        Query::Whereis(name) => talk::whereis(handler, name),
+        Query::Call { dest, request, timeout_ms } => talk::call(handler, dest, request, timeout_ms),
+        Query::Cast { dest, message } => talk::cast(handler, dest, message),
+    }
+}
+
+/// `tree`: each running application, then its supervision tree, one process a line,
+/// indented by depth: `ID: TYPE MODULE PID [registered NAME] [vsn VSN]`.
+pub(super) fn tree(handler: &ReleaseHandler) -> Vec<String> {
+    fn walk(n: &TreeNode, depth: usize, lines: &mut Vec<String>) {
+        let kind = match n.kind {
+            ChildType::Worker => "worker",
+            ChildType::Supervisor => "supervisor",
+        };
+        let mut line = format!(
+            "{:indent$}{}: {kind} {} {}",
+            "",
+            n.id.as_deref().unwrap_or("(top)"),
+            n.module,
+            n.pid.map_or_else(|| "not running".to_owned(), |p| p.to_string()),
+            indent = 2 * depth
+        );
+        if let Some(name) = &n.name {
+            line.push_str(&format!(" registered {name}"));
+        }
+        if let Some(vsn) = &n.vsn {
+            line.push_str(&format!(" vsn {vsn}"));
+        }
+        lines.push(line);
+        for c in &n.children {
+            walk(c, depth + 1, lines);
+        }
+    }
+    let mut lines = Vec::new();
+    for t in handler.node().supervision_trees() {
+        lines.push(format!("{} {}", t.app, t.vsn));
+        match &t.root {
+            Some(root) => walk(root, 1, &mut lines),
+            None => lines.push("  (no supervision tree)".to_owned()),
+        }
+    }
+    lines
+}
+
+/// `applications`: the loaded ones (included ones marked with who includes them), then
+/// the started ones in start order.
+pub(super) fn applications(handler: &ReleaseHandler) -> Vec<String> {
+    let node = handler.node();
+    let loaded = node.loaded_applications();
+    let mut lines = vec![format!("loaded: {}", loaded.len())];
+    for a in &loaded {
+        let by = loaded.iter().find(|o| o.included_applications.contains(&a.name));
+        lines.push(format!(
+            "  {} {} {:?}{}",
+            a.name,
+            a.vsn,
+            a.description,
+            by.map(|o| format!(" (included by {})", o.name)).unwrap_or_default()
+        ));
+    }
+    let started = node.which_applications();
+    lines.push(format!("started: {}", started.len()));
+    for a in &started {
+        lines.push(format!(
+            "  {} {} {} top {}",
+            a.name,
+            a.vsn,
+            format!("{:?}", a.restart).to_lowercase(),
+            a.top.map_or_else(|| "-".to_owned(), |p| p.to_string())
+        ));
+    }
+    lines
+}
 
 pub(super) fn which_releases(handler: &ReleaseHandler) -> Vec<String> {
     handler

@@ -19,8 +19,13 @@ pub(super) const EXIT_USAGE: i32 = 2;
 
 /// The usage of each command, for the answer to a malformed request.
 pub(super) const USAGE: &[&str] = &[
-    "which-releases",
-    "status",
+    "which-releases [--json]",
+    "status [--json]",
+    "tree [--json]",
+    "applications [--json]",
+    "whereis NAME",
+    "call DEST REQUEST [TIMEOUT_MS]",
+    "cast DEST MESSAGE",
     "unpack PATH",
     "check-install VSN",
     "install VSN",
@@ -32,8 +37,8 @@ pub(super) const USAGE: &[&str] = &[
 /// A request, checked for its command and number of arguments.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Request<'a> {
-    WhichReleases,
-    Status,
+    /// Read-only: answered at once, beside anything else.
+    Query(Query<'a>),
     Unpack(&'a str),
     CheckInstall(&'a str),
     Install(&'a str),
@@ -42,12 +47,54 @@ pub(super) enum Request<'a> {
     Remove(&'a str),
 }
 
+/// A read-only request: about the node, or to one of its processes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Query<'a> {
+    WhichReleases {
+        json: bool,
+    },
+    Status {
+        json: bool,
+    },
+    Tree {
+        json: bool,
+    },
+    Applications {
+        json: bool,
+    },
+    Whereis(&'a str),
+    /// `gen_server:call(Dest, Request, Timeout)`; the request in Erlang term syntax.
+    Call {
+        dest: &'a str,
+        request: &'a str,
+        timeout_ms: Option<&'a str>,
+    },
+    /// `gen_server:cast(Dest, Message)`.
+    Cast {
+        dest: &'a str,
+        message: &'a str,
+    },
+}
+
 impl<'a> Request<'a> {
     pub(super) fn parse(fields: &'a [String]) -> Result<Request<'a>, String> {
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let query = |q| Request::Query(q);
         Ok(match fields.as_slice() {
-            ["which-releases"] => Request::WhichReleases,
-            ["status"] => Request::Status,
+            ["which-releases"] => query(Query::WhichReleases { json: false }),
+            ["which-releases", "--json"] => query(Query::WhichReleases { json: true }),
+            ["status"] => query(Query::Status { json: false }),
+            ["status", "--json"] => query(Query::Status { json: true }),
+            ["tree"] => query(Query::Tree { json: false }),
+            ["tree", "--json"] => query(Query::Tree { json: true }),
+            ["applications"] => query(Query::Applications { json: false }),
+            ["applications", "--json"] => query(Query::Applications { json: true }),
+            ["whereis", name] => query(Query::Whereis(name)),
+            ["call", dest, request] => query(Query::Call { dest, request, timeout_ms: None }),
+            ["call", dest, request, ms] => {
+                query(Query::Call { dest, request, timeout_ms: Some(ms) })
+            }
+            ["cast", dest, message] => query(Query::Cast { dest, message }),
             ["unpack", path] => Request::Unpack(path),
             ["check-install", vsn] => Request::CheckInstall(vsn),
             ["install", vsn] => Request::Install(vsn),
