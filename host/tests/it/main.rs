@@ -15,6 +15,7 @@ mod elf;
 mod fixtures;
 mod make_relup;
 mod node_exit;
+mod plugin_logs;
 mod preflight;
 mod processes;
 mod release_handler;
