@@ -23,6 +23,7 @@ use abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use abi_stable::type_layout::TypeLayout;
 
 use crate::interface::Interface;
+use crate::services::HostServices;
 use crate::term::{RTerm, RTermRef, Term};
 
 /// The name of the one symbol a plugin exports: a `static` [`ModuleHeader`].
@@ -55,8 +56,9 @@ pub const MAGIC: [u8; 8] = *b"HOTCODE\0";
 /// The version of this boundary. Bumped on every incompatible change to the header, the
 /// descriptor, or the way function tables are called; the host refuses any other version.
 ///
-/// Version 2 added [`ModuleDescriptor::panic_strategy`].
-pub const ABI_VERSION: u32 = 2;
+/// Version 2 added [`ModuleDescriptor::panic_strategy`]; version 3 passes the host's
+/// [`HostServices`] to [`ModuleDescriptor::on_load`].
+pub const ABI_VERSION: u32 = 3;
 
 /// How a plugin was compiled to handle panics (its `panic` profile setting).
 ///
@@ -145,8 +147,10 @@ pub struct ModuleDescriptor {
     /// How the plugin handles panics; the host refuses [`PanicStrategy::Abort`].
     pub panic_strategy: PanicStrategy,
     /// Called by the host once, right after loading and checking the library, before any
-    /// other call. It prepares the plugin's own runtime (its panic hook).
-    pub on_load: extern "C" fn(),
+    /// other call. It prepares the plugin's own runtime: its panic hook, and its `log`
+    /// crate's logger, which forwards to the host through `host`. The table is the host's
+    /// and outlives the plugin, so the plugin may keep the reference.
+    pub on_load: extern "C" fn(host: &'static HostServices),
     /// The function table: a library module's typed interface, or the callback table of
     /// its behaviour (`GenServer`, `Supervisor`, `Application`).
     pub interface: ROption<InterfaceExport>,

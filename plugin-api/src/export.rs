@@ -6,10 +6,16 @@
 //! catches a panic before it can unwind into an `extern "C"` frame and returns it as an
 //! error naming where it happened.
 //!
+//! At load, the host calls the descriptor's `on_load` with its
+//! [`HostServices`](crate::HostServices): the plugin installs its panic hook and sets its own
+//! `log` crate's logger to one that forwards records to the host (see the `log_forward`
+//! module's docs for the target, level and formatting rules).
+//!
 //! Care is taken that the plugin's own runtime never registers a thread-local destructor:
 //! glibc keeps a library mapped after `dlclose` for as long as a thread that registered one
 //! is alive. So the panic hook installed at load time stores the panic's location in a
-//! `Copy` thread-local (no destructor), and the payload is dropped inside the plugin.
+//! `Copy` thread-local (no destructor), the payload is dropped inside the plugin, and the
+//! log forwarder keeps its state in a plain `static` and formats into a plain `String`.
 
 /// Exports a module: its name, version, behaviour, function table and `apply` functions.
 ///
@@ -37,6 +43,48 @@
 /// §5.1). The host never calls through them: it calls the `functions` table of the
 /// descriptor, whose entries are the same shims. Two functions with the same name in one
 /// module clash as duplicate symbols, so such a plugin does not link.
+///
+/// # The plugin crate
+///
+/// Every path the macro writes goes through `$crate` (this crate, and `abi_stable` through
+/// its re-export [`plugin_api::abi_stable`](crate::abi_stable)), so `plugin-api` is the only
+/// dependency a plugin needs. A plugin's `Cargo.toml`:
+///
+/// ```toml
+/// [package]
+/// name = "ch3-v1"          # one package per module version
+/// version = "0.1.0"
+/// edition = "2024"
+///
+/// [lib]
+/// crate-type = ["cdylib"]  # a shared object the host loads, with one exported symbol
+///
+/// [dependencies]
+/// plugin-api = { path = "../../plugin-api" }   # the only one
+/// ```
+///
+/// and, in the workspace's root `Cargo.toml` (Cargo reads profiles only there):
+///
+/// ```toml
+/// [profile.release]
+/// strip = "debuginfo"      # every load copies the whole file; DWARF was most of it
+/// # Never `panic = "abort"`: the host refuses such a plugin, whose first panic would
+/// # abort the node instead of becoming an error at the boundary.
+/// ```
+///
+/// Declaring a new [`interface!`](macro@crate::interface) is the exception: abi_stable's layout
+/// derive names its own crate, so a crate that declares one depends on `abi_stable` too.
+///
+/// # Logging
+///
+/// Plugin code logs with the `log` crate's macros, re-exported as
+/// [`plugin_api::log`](crate::log): `plugin_api::log::info!("{n} channels free")`. The
+/// records reach the host's logger, under the target `<module>@<vsn>` (`ch3@1`), followed by
+/// `::` and the rest of the plugin's own target: the Rust module below the crate root
+/// (`ch3@1::state`) or an explicit `target:` (`ch3@1::audit`). The host's level and filters
+/// decide, record by record and including changes made after the load: a record the host
+/// would drop costs the plugin a call to the host and is never formatted. Key-values are
+/// not forwarded.
 #[macro_export]
 macro_rules! export_module {
     (
@@ -82,7 +130,7 @@ macro_rules! export_module {
             static FUNCTIONS: &[$crate::ExportedFn] = &[
                 $(
                     $crate::ExportedFn {
-                        name: ::abi_stable::std_types::RStr::from_str($fname),
+                        name: $crate::abi_stable::std_types::RStr::from_str($fname),
                         call: {
                             // The dynamic symbol lets a checker read this function's name
                             // from the file without loading it; see the macro's docs.
@@ -92,7 +140,7 @@ macro_rules! export_module {
                             #[unsafe(export_name = concat!("hotcode_apply_", $fname))]
                             extern "C" fn shim(
                                 args: $crate::RTermRef<'_>,
-                            ) -> ::abi_stable::std_types::RResult<$crate::RTerm, $crate::RPluginError> {
+                            ) -> $crate::abi_stable::std_types::RResult<$crate::RTerm, $crate::RPluginError> {
                                 $crate::behaviour::apply_shim(args, $fpath)
                             }
                             shim
@@ -101,15 +149,24 @@ macro_rules! export_module {
                 )*
             ];
             static DESCRIPTOR: $crate::ModuleDescriptor = $crate::ModuleDescriptor {
-                name: ::abi_stable::std_types::RStr::from_str($name),
-                vsn: ::abi_stable::std_types::RStr::from_str($vsn),
+                name: $crate::abi_stable::std_types::RStr::from_str($name),
+                vsn: $crate::abi_stable::std_types::RStr::from_str($vsn),
                 behaviour: $crate::Behaviour::$behaviour,
                 panic_strategy: $crate::PanicStrategy::COMPILED,
-                on_load: $crate::__private::on_load,
-                interface: ::abi_stable::std_types::ROption::RSome(
+                on_load: {
+                    extern "C" fn on_load(host: &'static $crate::HostServices) {
+                        $crate::__private::on_load(
+                            host,
+                            ::core::concat!($name, "@", $vsn),
+                            ::core::module_path!(),
+                        );
+                    }
+                    on_load
+                },
+                interface: $crate::abi_stable::std_types::ROption::RSome(
                     $crate::InterfaceExport::new::<$table_ty>(&TABLE),
                 ),
-                functions: ::abi_stable::std_types::RSlice::from_slice(FUNCTIONS),
+                functions: $crate::abi_stable::std_types::RSlice::from_slice(FUNCTIONS),
             };
             /// Tells a release check, from the file alone, that this plugin unwinds on panic
             /// (see `PANIC_UNWIND_SYMBOL`); absent from a `panic = "abort"` build.
@@ -134,6 +191,7 @@ pub mod __private {
     use abi_stable::std_types::{RResult, RString};
 
     use crate::abi::{PluginErrorKind, RPluginError};
+    use crate::services::HostServices;
 
     /// How much of a panic's file name is kept; longer names keep their tail.
     const FILE_CAP: usize = 120;
@@ -152,11 +210,18 @@ pub mod __private {
         static LAST_PANIC: Cell<Option<PanicSite>> = const { Cell::new(None) };
     }
 
-    /// Called by the host once after loading: installs this plugin's panic hook.
+    /// Called once after loading, through the `on_load` shim `export_module!` writes:
+    /// installs this plugin's panic hook and sets its `log` logger to one that forwards to
+    /// `host`. `prefix` is `<module>@<vsn>`, the target the host shows; `module_path` is the
+    /// `export_module!` site's, whose first segment names the plugin crate.
     ///
-    /// The default hook would print to stderr and look up the thread's name, which
+    /// The default panic hook would print to stderr and look up the thread's name, which
     /// initialises a thread-local with a destructor inside this plugin's copy of std.
-    pub extern "C" fn on_load() {
+    ///
+    /// It must not panic: it runs inside an `extern "C"` function, where a panic aborts.
+    /// Nothing it calls panics (`Once`, `OnceLock`, `log::set_logger` all return).
+    pub fn on_load(host: &'static HostServices, prefix: &'static str, module_path: &'static str) {
+        crate::log_forward::install(host, prefix, module_path);
         static HOOK: Once = Once::new();
         HOOK.call_once(|| {
             panic::set_hook(Box::new(|info| {

@@ -103,8 +103,11 @@ impl IntoHost for RTerm {
 /// ```
 ///
 /// Argument and result types must be `StableAbi`; results must implement [`IntoHost`].
-/// A crate that declares interfaces needs `abi_stable` as a direct dependency, because
-/// abi_stable's derive refers to it by its crate name.
+/// The macro's own paths all go through `$crate`, but the code abi_stable's `StableAbi`
+/// derive writes names the crate `::abi_stable` (the derive has no option to name it
+/// otherwise), so a crate that declares interfaces needs `abi_stable` as a direct
+/// dependency. Implementing an interface declared elsewhere (as the example plugins do with
+/// [`Greeter`](crate::interfaces::Greeter)) needs only `plugin-api`.
 #[macro_export]
 macro_rules! interface {
     (
@@ -117,11 +120,11 @@ macro_rules! interface {
     ) => {
         $(#[$meta])*
         #[repr(C)]
-        #[derive(::abi_stable::StableAbi)]
+        #[derive($crate::abi_stable::StableAbi)]
         $vis struct $name {
             $(
                 $method: extern "C" fn( $($argty),* )
-                    -> ::abi_stable::std_types::RResult<$ret, $crate::RPluginError>,
+                    -> $crate::abi_stable::std_types::RResult<$ret, $crate::RPluginError>,
             )*
         }
 
@@ -145,7 +148,7 @@ macro_rules! interface {
             pub const fn table_for<T: $imp>() -> Self {
                 $(
                     extern "C" fn $method<T: $imp>( $($arg: $argty),* )
-                        -> ::abi_stable::std_types::RResult<$ret, $crate::RPluginError>
+                        -> $crate::abi_stable::std_types::RResult<$ret, $crate::RPluginError>
                     {
                         $crate::__private::guard(move || T::$method($($arg),*))
                     }
@@ -160,10 +163,10 @@ macro_rules! interface {
                     -> ::core::result::Result<<$ret as $crate::IntoHost>::Host, $crate::PluginError>
                 {
                     match (self.$method)($($arg),*) {
-                        ::abi_stable::std_types::RResult::ROk(value) => {
+                        $crate::abi_stable::std_types::RResult::ROk(value) => {
                             ::core::result::Result::Ok($crate::IntoHost::into_host(value))
                         }
-                        ::abi_stable::std_types::RResult::RErr(error) => {
+                        $crate::abi_stable::std_types::RResult::RErr(error) => {
                             ::core::result::Result::Err(error.into_host())
                         }
                     }

@@ -11,12 +11,15 @@
 //! - [`export_module!`]: the one macro a plugin author writes;
 //! - [`term`]: [`Term`], the version-independent value that carries state and messages;
 //! - [`behaviour`]: gen_server, supervisor and application callbacks (OTP behaviours);
-//! - [`callback`]: lending a host closure to a plugin for the length of one call.
+//! - [`callback`]: lending a host closure to a plugin for the length of one call;
+//! - [`services`]: what the host lends every plugin at load ([`HostServices`]), through
+//!   which a plugin's [`log`] records reach the host's logger.
 //!
 //! Architecture invariant: this crate knows nothing of the host. It has no loader, no
-//! threads and no global state besides the plugin's panic hook.
+//! threads and no global state besides the plugin's panic hook and its log forwarder (which
+//! keeps the host's [`HostServices`] reference, never the other way round).
 //!
-//! A plugin needs no `unsafe` of its own:
+//! A plugin depends on this crate only, and needs no `unsafe` of its own:
 //!
 //! ```ignore
 //! use plugin_api::abi_stable::std_types::{RStr, RString};
@@ -24,7 +27,10 @@
 //!
 //! struct V1;
 //! impl GreeterImpl for V1 {
-//!     fn greet(name: RStr<'_>) -> RString { format!("hello, {name}").into() }
+//!     fn greet(name: RStr<'_>) -> RString {
+//!         plugin_api::log::debug!("greeting {name}"); // the host's log, target `greeter@1`
+//!         format!("hello, {name}").into()
+//!     }
 //!     // ...
 //! }
 //!
@@ -37,6 +43,8 @@ pub mod callback;
 pub mod export;
 pub mod interface;
 pub mod interfaces;
+mod log_forward;
+pub mod services;
 pub mod term;
 
 pub use abi::{
@@ -47,7 +55,12 @@ pub use abi::{
 pub use callback::Callback;
 pub use export::__private;
 pub use interface::{Interface, IntoHost};
+pub use services::{HostServices, LogLevel, LogLevelFilter, LogRecord};
 pub use term::{RTerm, RTermRef, Term};
 
 /// The abi_stable crate this boundary is built on, for plugins that need its types.
 pub use abi_stable;
+
+/// The `log` crate: a plugin logs with `plugin_api::log::info!(...)` and friends, and the
+/// records reach the host's logger (see [`export_module!`]'s docs).
+pub use log;

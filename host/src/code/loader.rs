@@ -4,7 +4,9 @@
 //! private, uniquely named path (glibc hands back the already-loaded object for a path, or
 //! an inode, it has seen, so two versions must never share either), `dlopen` the copy,
 //! find the header symbol, check the magic, the ABI version and the descriptor's layout,
-//! and only then read the descriptor and copy what the host keeps of it.
+//! and only then read the descriptor, copy what the host keeps of it, and call its `on_load`
+//! with the host's services table (`services.rs`; the plugin keeps pointers into the host,
+//! never the reverse).
 //!
 //! Unloading a version: `dlclose`, then look in `/proc/self/maps`. A library that is still
 //! mapped is *leaked*: typically a thread that ran its code registered a TLS destructor,
@@ -28,6 +30,7 @@ use plugin_api::{
 
 use crate::code::error::{LoadError, LoadErrorKind};
 use crate::code::maps;
+use crate::code::services;
 use crate::code::trust;
 
 /// A library that passed every check, open and mapped at `copy`.
@@ -294,8 +297,9 @@ fn read_descriptor(module: &str, lib: &Library) -> Result<Descriptor, LoadErrorK
         .iter()
         .map(|f| (f.name.as_str().to_owned(), f.call))
         .collect();
-    // The descriptor is trusted now: let the plugin set up its runtime.
-    (descriptor.on_load)();
+    // The descriptor is trusted now: let the plugin set up its runtime. It gets the host's
+    // services table, a static of the host that outlives every plugin.
+    (descriptor.on_load)(&services::HOST_SERVICES);
     Ok(Descriptor {
         name,
         vsn: descriptor.vsn.as_str().to_owned(),

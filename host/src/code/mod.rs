@@ -6,8 +6,9 @@
 //! really gone from `/proc/self/maps`?), `membarrier` (the asymmetric fence), `hold` (the
 //! per-thread hold slots and the scan), `version` (a loaded version's host-owned metadata),
 //! `reaper` (unloading retired versions once their last holder leaves), [`code_server`]
-//! (OTP's current and old slots: load, remove, purge, soft_purge, holders) and [`handle`]
-//! (the call path).
+//! (OTP's current and old slots: load, remove, purge, soft_purge, holders), [`handle`]
+//! (the call path) and `services` (the table of host functions every loaded module gets,
+//! through which plugin log records reach the host's logger).
 //!
 //! **May use:** nothing else in this crate. Processes, releases and the fronts are built on
 //! top of it; it knows none of them.
@@ -29,5 +30,6 @@ pub mod loader;
 pub mod maps;
 mod membarrier;
 pub(crate) mod reaper;
+mod services;
 pub mod trust;
 pub(crate) mod version;

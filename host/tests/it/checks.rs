@@ -91,13 +91,16 @@ fn check_install_refuses_an_abi_mismatch_before_install_would() {
     replace_ch3(root.path(), &fixtures::plugin("fixture-abi-mismatch"));
     let h = ReleaseHandler::boot(root.path(), ErrorAction::Return).expect("boot A");
     let problems = refused(&h, "B");
+    let (old, ours) = (plugin_api::ABI_VERSION - 1, plugin_api::ABI_VERSION);
     assert!(
-        problems.contains("lib/ch_app-1/ch3.so") && problems.contains("ABI version 1"),
+        problems.contains("lib/ch_app-1/ch3.so")
+            && problems.contains(&format!("ABI version {old}")),
         "{problems}"
     );
     let (code, out) = check_root(&root.path().join("releases/B/relup"), root.path());
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("plugin ABI version 1, but this host speaks version 2"), "{out}");
+    let says = format!("plugin ABI version {old}, but this host speaks version {ours}");
+    assert!(out.contains(&says), "{out}");
     assert_eq!(h.current(), "A");
 }
 

@@ -129,17 +129,19 @@ pub(crate) struct Node {
 }
 
 /// Spawns `hotcode boot ROOT`, its private library copies going to `scratch` (a node that
-/// is killed cannot delete them itself). Returns the child, its stdout lines and its stderr.
+/// is killed cannot delete them itself), logging as `rust_log` says (`RUST_LOG`). Returns
+/// the child, its stdout lines and its stderr.
 fn spawn_boot(
     root: &Path,
     scratch: &Path,
+    rust_log: &str,
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
         Command::new(BIN)
             .arg("boot")
             .arg(root)
             .env("TMPDIR", scratch)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
@@ -170,7 +172,12 @@ fn spawn_boot(
 impl Node {
     /// Boots a node on `root` and waits (at most `DEADLINE`) for its "node up" line.
     pub(crate) fn boot(root: &Path, scratch: &Path) -> Node {
-        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch);
+        Node::boot_logging(root, scratch, "info")
+    }
+
+    /// [`Node::boot`], with `RUST_LOG=rust_log`.
+    pub(crate) fn boot_logging(root: &Path, scratch: &Path, rust_log: &str) -> Node {
+        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
                 assert!(
@@ -350,6 +357,29 @@ fn boot_and_ctl_drive_a_to_b_and_back_with_the_restart_relup() {
 #[test]
 fn boot_and_ctl_drive_a_to_b_and_back_with_the_supervisor_relup() {
     drive_up_and_down("included-app-supervisor");
+}
+
+#[test]
+fn a_plugins_log_records_reach_the_nodes_log_under_its_module_at_the_nodes_level() {
+    let root = fixtures::release_root("included-app-restart");
+    let r = root.path();
+    let scratch = scratch();
+    // prim_app 1's `start` logs one info and one debug record.
+    let info = " prim_app@1] starting the top supervisor, prim_sup\n";
+    let debug = " prim_app@1] start type normal, arguments []\n";
+
+    let node = Node::boot(r, scratch.path());
+    let (status, stderr) = node.terminate_with_stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("INFO {info}")), "no info record of prim_app:\n{stderr}");
+    assert!(!stderr.contains(debug), "a debug record at RUST_LOG=info:\n{stderr}");
+
+    // A filter on the module's name lets its debug records through, and only its own.
+    let node = Node::boot_logging(r, scratch.path(), "info,prim_app=debug");
+    let (status, stderr) = node.terminate_with_stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("DEBUG{debug}")), "no debug record of prim_app:\n{stderr}");
+    assert!(!stderr.contains("DEBUG hotcode"), "the host's debug records at info:\n{stderr}");
 }
 
 #[test]

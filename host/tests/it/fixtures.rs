@@ -33,6 +33,7 @@ const PLUGINS: &[&str] = &[
     "fixture-stubborn",
     "fixture-flaky-sup",
     "fixture-abi-mismatch",
+    "fixture-chatty",
 ];
 
 /// Plugins built with a Cargo profile of their own (`profile` in their

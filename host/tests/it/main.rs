@@ -17,6 +17,7 @@ mod fixtures;
 mod make_relup;
 mod names;
 mod node_exit;
+mod plugin_logs;
 mod preflight;
 mod processes;
 mod release_handler;

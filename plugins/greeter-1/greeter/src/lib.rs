@@ -3,8 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use abi_stable::std_types::{RStr, RString};
 use plugin_api::Callback;
+use plugin_api::abi_stable::std_types::{RStr, RString};
 use plugin_api::interfaces::{Greeter, GreeterImpl};
 
 /// Counts `bump` calls; lives in this load's statics only.

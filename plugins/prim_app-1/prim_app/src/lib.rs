@@ -3,12 +3,16 @@
 
 use plugin_api::Term;
 use plugin_api::behaviour::Application;
+use plugin_api::log;
 
 /// The application callback.
 struct PrimApp;
 
 impl Application for PrimApp {
-    fn start(_start_type: Term, _args: Term) -> Result<Term, Term> {
+    fn start(start_type: Term, args: Term) -> Result<Term, Term> {
+        // The node's log shows these under the target `prim_app@1`, at the node's level.
+        log::info!("starting the top supervisor, prim_sup");
+        log::debug!("start type {start_type}, arguments {args}");
         Ok(Term::tuple([Term::atom("prim_sup"), Term::List(vec![])]))
     }
 }
