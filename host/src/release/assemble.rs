@@ -81,7 +81,7 @@ pub struct Libraries {
 
 impl Libraries {
     /// The library of `module` of application `app`, as the fields' docs say.
-    fn find(&self, app: &str, module: &str) -> Result<PathBuf, AssembleError> {
+    fn find(&self, app: &str, module: &str) -> Result<PathBuf, AssembleErrorKind> {
         if let Some(path) = self.modules.get(module) {
             return Ok(path.clone());
         }
@@ -95,15 +95,11 @@ impl Libraries {
                 looked.push(path);
             }
         }
-        let first = looked.first().cloned().unwrap_or_default();
-        Err(AssembleError::new(
-            &first,
-            AssembleErrorKind::ModuleNotFound {
-                module: module.to_owned(),
-                app: app.to_owned(),
-                looked,
-            },
-        ))
+        Err(AssembleErrorKind::ModuleNotFound {
+            module: module.to_owned(),
+            app: app.to_owned(),
+            looked,
+        })
     }
 }
 
@@ -482,7 +478,10 @@ fn plan(source: &ReleaseSource, check: ModuleCheck<'_>) -> Result<Planned, Assem
                     },
                 ));
             }
-            let library = source.libraries.find(&spec.name, module)?;
+            let library = source
+                .libraries
+                .find(&spec.name, module)
+                .map_err(|kind| AssembleError::new(app_file, kind))?;
             check(&library).map_err(|why| {
                 AssembleError::new(
                     &library,
@@ -848,7 +847,11 @@ pub fn add_release(
                         .unwrap_or_default(),
                 };
                 let made = make_relup_with(root, &releases_path, &all, &from, &planned.vsn)?;
-                Some(write_relup(root, &planned.vsn, &made)?)
+                let path = write_relup(root, &planned.vsn, &made)?;
+                // A new file from an atomic write is private (0600); it is the release's.
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                    .map_err(io_err(&path, "cannot set its mode"))?;
+                Some(path)
             }
             RelupSource::File(_) => Some(release_dir.join("relup")),
             RelupSource::None => None,
