@@ -66,7 +66,7 @@
 //! the kernel gave it) and was written after the request began.
 //!
 //! The commands are those of `hotcode ctl`: `which-releases`, `status`, `unpack PATH`
-//! (absolute), `check-install VSN`, `install VSN`, `make-permanent VSN`, `reboot-old VSN`
+//! (absolute: a release package or a directory), `check-install VSN`, `install VSN`, `make-permanent VSN`, `reboot-old VSN`
 //! and `remove VSN`.
 //!
 //! # Serving

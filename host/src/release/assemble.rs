@@ -357,6 +357,7 @@ fn check_word(kind: NameKind, name: &str, source: &Path) -> Result<(), AssembleE
 }
 
 /// One application version, read and checked, before anything is written.
+#[derive(Debug)]
 struct PlannedApp {
     name: String,
     vsn: String,
@@ -373,6 +374,7 @@ impl PlannedApp {
 }
 
 /// A release, read and checked.
+#[derive(Debug)]
 struct Planned {
     name: String,
     vsn: String,
@@ -975,4 +977,114 @@ pub fn make_tar(root: &Path, vsn: &str, out: &Path) -> Result<Packed, AssembleEr
     let size = package::write(out, &files)?;
     let count = files.iter().filter(|f| matches!(f, package::Entry::File { .. })).count();
     Ok(Packed { path: out.to_owned(), size, files: count })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::files::RelSpec;
+
+    /// The libraries here are not plugins: no module is checked.
+    fn no_check(_: &Path) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A scratch directory with application `a` version `vsn` (modules `m` and `n`): its
+    /// `.app` in `apps/a-<vsn>/` and fake libraries `target/libm.so`, `target/n.so`.
+    fn inputs(dir: &Path, vsn: &str) -> ReleaseSource {
+        let apps = dir.join(format!("apps/a-{vsn}"));
+        fs::create_dir_all(&apps).expect("mkdir");
+        let app = apps.join("a.app");
+        fs::write(
+            &app,
+            format!("{{application, a, [{{vsn, \"{vsn}\"}}, {{modules, [m, n]}}]}}.\n"),
+        )
+        .expect(".app");
+        let target = dir.join("target");
+        fs::create_dir_all(&target).expect("mkdir");
+        fs::write(target.join("libm.so"), format!("m {vsn}")).expect("lib");
+        fs::write(target.join("n.so"), format!("n {vsn}")).expect("lib");
+        ReleaseSource {
+            name: "we\"ird name".into(),
+            vsn: vsn.into(),
+            host_vsn: "0.1.0".into(),
+            apps: vec![app],
+            libraries: Libraries { dirs: vec![target], modules: BTreeMap::new() },
+        }
+    }
+
+    #[test]
+    fn a_new_root_has_the_release_permanent_and_its_files_as_given() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("root");
+        let source = inputs(dir.path(), "1");
+        let made = new_root(&root, &source, &no_check).expect("new root");
+        assert_eq!((made.apps.as_slice(), made.modules), (&["a-1".to_owned()][..], 2));
+        let rel = RelSpec::read(&root.join("releases/1/we\"ird name.rel")).expect(".rel");
+        assert_eq!((rel.name.as_str(), rel.apps[0].name.as_str()), ("we\"ird name", "a"));
+        assert_eq!(fs::read(root.join("lib/a-1/m.so")).expect("m.so"), b"m 1");
+        let record = read_hashes(&root.join("releases/1/modules.sha256")).expect("record");
+        let files: Vec<&String> = record.keys().collect();
+        assert_eq!(files, ["lib/a-1/m.so", "lib/a-1/n.so"]);
+        let entries = read_releases(&root.join("releases/RELEASES")).expect("RELEASES");
+        assert_eq!(entries, [planned_entry(&source)]);
+        // Only the root: no temporary directory is left beside it.
+        let beside: Vec<String> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(beside.is_empty(), "{beside:?}");
+        // A second `new` on it is refused, and changes nothing.
+        let error = new_root(&root, &source, &no_check).expect_err("exists");
+        assert!(matches!(*error.kind, AssembleErrorKind::RootExists), "{error}");
+    }
+
+    fn planned_entry(source: &ReleaseSource) -> ReleaseEntry {
+        plan(source, &no_check).expect("plan").entry(ReleaseStatus::Permanent)
+    }
+
+    #[test]
+    fn a_named_library_wins_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = inputs(dir.path(), "1");
+        let other = dir.path().join("libm_v1.so");
+        fs::write(&other, "named").expect("lib");
+        source.libraries.modules.insert("m".into(), other.clone());
+        let planned = plan(&source, &no_check).expect("plan");
+        assert_eq!(planned.apps[0].files[1], ("m.so".to_owned(), other.clone()));
+        source.libraries.modules.insert("z".into(), other);
+        let error = plan(&source, &no_check).expect_err("z is no module");
+        assert!(error.to_string().ends_with("module z is in none of the release's .app files"));
+        let failing = |_: &Path| Err("no HOTCODE_MODULE symbol".to_owned());
+        source.libraries.modules.remove("z");
+        let error = plan(&source, &failing).expect_err("not a plugin");
+        assert!(error.to_string().contains("module m: not a hotcode plugin"), "{error}");
+    }
+
+    #[test]
+    fn add_refuses_another_releases_relup_and_leaves_the_root_as_it_was() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("root");
+        new_root(&root, &inputs(dir.path(), "1"), &no_check).expect("new root");
+        let relup = dir.path().join("relup");
+        fs::write(&relup, "{\"3\", [{\"1\", [], []}], [{\"1\", [], []}]}.\n").expect("relup");
+        let error = add_release(
+            &root,
+            &inputs(dir.path(), "2"),
+            &RelupSource::File(relup.clone()),
+            &no_check,
+        )
+        .expect_err("another release's relup");
+        assert!(error.to_string().contains("relup of release \"3\", not of \"2\""), "{error}");
+        assert!(!root.join("lib/a-2").exists() && !root.join("releases/2").exists());
+        fs::write(&relup, "{\"2\", [{\"1\", [], []}], [{\"1\", [], []}]}.\n").expect("relup");
+        let made =
+            add_release(&root, &inputs(dir.path(), "2"), &RelupSource::File(relup), &no_check)
+                .expect("add");
+        assert_eq!(made.relup, Some(root.join("releases/2/relup")));
+        let entries = read_releases(&root.join("releases/RELEASES")).expect("RELEASES");
+        let statuses: Vec<_> = entries.iter().map(|e| (e.vsn.as_str(), e.status)).collect();
+        assert_eq!(statuses, [("1", ReleaseStatus::Permanent), ("2", ReleaseStatus::Unpacked)]);
+    }
 }

@@ -328,6 +328,10 @@ enum Hostile {
     Huge(&'static str, u64),
 }
 
+/// A hostile package: its name, its hostile entry, the entry the error must name, and
+/// whether the error's kind is the expected one.
+type HostileCase = (&'static str, Hostile, &'static str, fn(&PackageErrorKind) -> bool);
+
 /// `entries` followed by `hostile`, written as a package to `out`.
 fn hostile_package(out: &Path, entries: &[(String, tar::EntryType, Vec<u8>)], hostile: &Hostile) {
     let gz = flate2::write::GzEncoder::new(
@@ -417,7 +421,7 @@ fn a_package_unpacks_on_a_running_node_and_hostile_ones_change_nothing() {
         let _ = env_logger::builder().is_test(true).try_init();
         let handler = ReleaseHandler::boot(&node_root, ErrorAction::Return).expect("boot");
         let before = snapshot(&node_root);
-        let cases: [(&str, Hostile, &str, fn(&PackageErrorKind) -> bool); 5] = [
+        let cases: [HostileCase; 5] = [
             (
                 "dotdot",
                 Hostile::File(b"lib/ch_app-1/../../x"),
