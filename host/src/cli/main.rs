@@ -408,6 +408,14 @@ fn release(op: ReleaseOp) -> anyhow::Result<ExitCode> {
             );
         }
         ReleaseOp::Add { root, name, inputs, from, relup, no_relup } => {
+            let releases = root.join("releases").join("RELEASES");
+            if !releases.is_file() {
+                bail!(
+                    "{}: not a release root (it has no releases/RELEASES); make one with \
+                     `hotcode release new`",
+                    root.display()
+                );
+            }
             // The node keeps RELEASES in memory: a release added behind its back would be
             // lost at its next write. Its lock on ROOT/run says whether one runs.
             let _lock = match RootLock::acquire(&root) {
@@ -423,13 +431,12 @@ fn release(op: ReleaseOp) -> anyhow::Result<ExitCode> {
             let name = match name {
                 Some(name) => name,
                 None => {
-                    let path = root.join("releases").join("RELEASES");
-                    let entries = hotcode::release::read_releases(&path)?;
+                    let entries = hotcode::release::read_releases(&releases)?;
                     match entries.iter().find(|e| e.status == ReleaseStatus::Permanent) {
                         Some(permanent) => permanent.name.clone(),
                         None => bail!(
                             "{}: no permanent release to take the name from; give --name",
-                            path.display()
+                            releases.display()
                         ),
                     }
                 }

@@ -12,7 +12,7 @@
 //! lib/<app>-<appvsn>/<module>.so
 //! ```
 //!
-//! [`write`] makes one (deterministically: fixed modes, owner 0, time 0, entries in the order
+//! [`write()`] makes one (deterministically: fixed modes, owner 0, time 0, entries in the order
 //! given). [`extract`] reads one into a directory, and since a package comes from elsewhere it
 //! is a trust boundary: every entry is checked before a byte of it is written, and the first
 //! entry that fails stops the extraction with an error naming it. An entry must
@@ -163,7 +163,7 @@ fn io_error(
     move |source| PackageError { package, entry, kind: PackageErrorKind::Io { what, source } }
 }
 
-/// One entry of a package to [`write`].
+/// One entry of a package to [`write()`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A directory, by its root-relative path (`lib/a-1`).

@@ -464,6 +464,16 @@ fn a_package_unpacks_on_a_running_node_and_hostile_ones_change_nothing() {
 
     // The good package on a running node: unpacked, listed, installed.
     let node = Node::boot(&node_root, scratch.path());
+    // `release add` on the root of a running node is refused: the node would overwrite
+    // RELEASES behind it.
+    let before = snapshot(&node_root.join("releases"));
+    let mut args = vec![s("release"), s("add"), path_arg(&node_root), s("--vsn"), s("C")];
+    args.extend([s("--no-relup"), s("--app"), path_arg(&fixtures::app_file("prim_app-1"))]);
+    args.extend(module_args("prim_app-1"));
+    let out = hotcode(&args);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("changes only through the node"), "{}", out.stderr);
+    assert_eq!(snapshot(&node_root.join("releases")), before);
     // A hostile one through the control socket: refused, the entry named, nothing changed.
     let hostile = scratch.path().join("dotdot.tar.gz");
     let refused = ctl(&node_root, &["unpack", &path_arg(&hostile)]);
