@@ -280,8 +280,13 @@ pub fn extract(
             return Err(fail(PackageErrorKind::TooManyEntries(limits.max_entries)));
         }
         let path = std::str::from_utf8(&raw).map_err(|_| fail(PackageErrorKind::NotUtf8))?;
-        let parts = plain_parts(path).map_err(fail)?;
         let kind = entry.header().entry_type();
+        // The root itself, as `tar -C dir .` writes it first: nothing to make.
+        if matches!(path, "." | "./") && kind == tar::EntryType::Directory {
+            seen.insert(String::new());
+            continue;
+        }
+        let parts = plain_parts(path).map_err(fail)?;
         let is_dir = match kind {
             tar::EntryType::Directory => true,
             tar::EntryType::Regular if !path.ends_with('/') => false,
@@ -499,6 +504,14 @@ mod tests {
 
     #[test]
     fn duplicates_and_limits_are_refused() {
+        // As `tar -C root -czf p.tar.gz .` writes a package: the root, then `./` paths.
+        let dotted = raw_package(&[
+            (b"./", tar::EntryType::Directory, b""),
+            (b"./lib/", tar::EntryType::Directory, b""),
+            (b"./lib/a-1/m.so", tar::EntryType::Regular, b"m"),
+        ]);
+        let extracted = extract_bytes(&dotted, &Limits::default()).1.expect("extracts");
+        assert_eq!(extracted.files, ["lib/a-1/m.so"]);
         let twice = raw_package(&[
             (b"lib/a-1/m.so", tar::EntryType::Regular, b"one"),
             (b"./lib/a-1/m.so", tar::EntryType::Regular, b"two"),
