@@ -85,7 +85,11 @@ pub fn dist() -> Result<PathBuf> {
         lib_dir.display(),
     );
 
-    let roots = examples::assemble(&manifest, &dist_dir, &hotcode_vsn)?;
+    // Every module library of a root is inspected as a plugin, as `hotcode release` does.
+    let plugin = |path: &Path| {
+        hotcode::code::elf::inspect_plugin(path).map(drop).map_err(|kind| kind.to_string())
+    };
+    let roots = examples::assemble(&manifest, &dist_dir, &hotcode_vsn, &plugin)?;
     eprintln!(
         "xtask: dist: {} assembled in {} (from {})",
         count(roots.len(), "example root"),

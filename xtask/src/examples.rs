@@ -3,36 +3,34 @@
 //! Which roots exist, which releases each holds and which relup upgrades to which release is
 //! data, not code: the manifest `relups/examples.txt` (its comments describe the format)
 //! names `.rel` files and relup scripts under `relups/`. This module reads them, checks
-//! everything it can before touching the disk, and then lays out each root from the library
-//! pool `target/dist/lib` as a self-contained ROOT: a root can be moved or copied elsewhere,
-//! because it holds its own copies and RELEASES names library directories relative to it.
+//! everything it can before touching the disk, and then makes each root from the library
+//! pool `target/dist/lib` with the host's own assembler, the code behind `hotcode release
+//! new` and `hotcode release add` ([`hotcode::release::assemble`]): one way to lay out a
+//! root, whoever asks for it. A root is self-contained: it holds its own copies, and
+//! RELEASES names library directories relative to it, so it can be moved or copied.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+use hotcode::release::assemble::{self, Libraries, ModuleCheck, ReleaseSource, RelupSource};
+use hotcode::release::{RelSpec, read_relup};
 
 use crate::project;
-use crate::terms::{self, Spanned, Term};
 
 /// The manifest of the example roots, relative to the workspace root.
 pub const MANIFEST: &str = "relups/examples.txt";
 
-/// The shape of a `.rel` file, for messages.
-const REL_FORM: &str = "{release, {Name, Vsn}, {hotcode, HostVsn}, [{App, AppVsn}]}.";
-
-/// A release's status as RELEASES records it. `current` is deliberately missing: it is never
-/// written to disk (SPEC §6).
+/// A release's status as RELEASES records it: the statuses `hotcode release new` and
+/// `hotcode release add` give. `current` is never written to disk (SPEC §6), and `old` only
+/// comes from making another release permanent on a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    /// The release the node boots; exactly one per root.
+    /// The release the node boots: a root's first release.
     Permanent,
-    /// Unpacked into the root, ready to be installed.
+    /// Unpacked into the root, ready to be installed: every later release.
     Unpacked,
-    /// Once permanent, since replaced.
-    Old,
 }
 
 impl Status {
@@ -41,7 +39,6 @@ impl Status {
         match self {
             Status::Permanent => "permanent",
             Status::Unpacked => "unpacked",
-            Status::Old => "old",
         }
     }
 }
@@ -76,7 +73,8 @@ pub struct ReleaseLine {
 
 /// Parses `text`, the manifest `file` (named in errors): one line per release,
 /// `<root> <rel file> <status> [<relup file>]`, grouped by root in order of first
-/// appearance. Each root must have exactly one permanent release.
+/// appearance. Each root's first release is permanent and has no relup; the others are
+/// unpacked.
 pub fn parse_manifest(file: &str, text: &str) -> Result<Vec<RootSpec>> {
     let mut roots: Vec<RootSpec> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -102,14 +100,15 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Vec<RootSpec>> {
         let status = match status {
             "permanent" => Status::Permanent,
             "unpacked" => Status::Unpacked,
-            "old" => Status::Old,
             "current" => bail!(
                 "{file}:{line}: status `current` is never written to disk (SPEC §6); \
-                 use permanent, unpacked or old"
+                 use permanent or unpacked"
             ),
-            other => {
-                bail!("{file}:{line}: unknown status `{other}` (use permanent, unpacked or old)")
-            }
+            "old" => bail!(
+                "{file}:{line}: status `old` comes only from making another release permanent \
+                 on a node; use permanent or unpacked"
+            ),
+            other => bail!("{file}:{line}: unknown status `{other}` (use permanent or unpacked)"),
         };
         let relative = |what: &str, path: &str| -> Result<PathBuf> {
             let path = PathBuf::from(path);
@@ -127,195 +126,66 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Vec<RootSpec>> {
             relup: relup.map(|r| relative("relup file", r)).transpose()?,
             line,
         };
-        match roots.iter_mut().find(|r| r.name == root) {
-            Some(spec) => spec.releases.push(entry),
-            None => roots.push(RootSpec { name: root.to_owned(), releases: vec![entry] }),
-        }
-    }
-    for root in &roots {
-        let permanent: Vec<String> = root
-            .releases
-            .iter()
-            .filter(|r| r.status == Status::Permanent)
-            .map(|r| r.line.to_string())
-            .collect();
-        match permanent.len() {
-            1 => {}
-            0 => bail!(
-                "{file}: root `{}` has no permanent release; mark the one `hotcode boot` runs \
-                 as permanent",
-                root.name
+        let spec = match roots.iter_mut().find(|r| r.name == root) {
+            Some(spec) => spec,
+            None => {
+                roots.push(RootSpec { name: root.to_owned(), releases: Vec::new() });
+                roots.last_mut().expect("just pushed")
+            }
+        };
+        let first = spec.releases.is_empty();
+        match (first, entry.status) {
+            (true, Status::Unpacked) => bail!(
+                "{file}:{line}: root `{root}` starts with an unpacked release; its first \
+                 release is the permanent one, the one `hotcode boot` runs"
             ),
-            _ => bail!(
-                "{file}: root `{}` has {} permanent releases (lines {}); only one can be",
-                root.name,
-                permanent.len(),
-                permanent.join(", ")
+            (false, Status::Permanent) => bail!(
+                "{file}:{line}: root `{root}` has a permanent release already (line {}); \
+                 only its first release can be",
+                spec.releases[0].line
             ),
+            (true, Status::Permanent) if entry.relup.is_some() => bail!(
+                "{file}:{line}: the first release of root `{root}` has nothing to upgrade \
+                 from, so it has no relup"
+            ),
+            _ => {}
         }
+        spec.releases.push(entry);
     }
     Ok(roots)
 }
 
-/// A release, as its `.rel` file describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Release {
-    /// The release's name.
-    pub name: String,
-    /// The release's version.
-    pub vsn: String,
-    /// The hotcode version it runs on (where OTP writes the erts version).
-    pub host_vsn: String,
-    /// Its applications, in boot order.
-    pub apps: Vec<App>,
-}
-
-/// An application version of a release.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct App {
-    /// The application.
-    pub name: String,
-    /// Its version.
-    pub vsn: String,
-}
-
-impl App {
-    /// Its library directory's name, `<app>-<vsn>`.
-    pub fn dir_name(&self) -> String {
-        format!("{}-{}", self.name, self.vsn)
-    }
-}
-
-/// Parses `text`, the `.rel` file `file` (named in errors, with line and column).
-pub fn parse_rel(file: &str, text: &str) -> Result<Release> {
-    let term = terms::parse_single(file, text)?;
-    let string = |at: &Spanned, what: &str| match &at.term {
-        Term::Str(s) => {
-            check_file_name(s)
-                .with_context(|| format!("{file}:{}:{}: bad {what}", at.line, at.col))?;
-            Ok(s.clone())
-        }
-        _ => Err(expected(file, at, &format!("a string for {what}"))),
-    };
-    let is_atom = |at: &Spanned, name: &str| matches!(&at.term, Term::Atom(a) if a == name);
-
-    let [tag, id, host, apps] = tuple(file, &term, "a 4-tuple")?;
-    if !is_atom(tag, "release") {
-        return Err(expected(file, tag, "the atom release"));
-    }
-    let [name, vsn] = tuple(file, id, "{Name, Vsn}")?;
-    let [host_tag, host_vsn] = tuple(file, host, "{hotcode, HostVsn}")?;
-    if !is_atom(host_tag, "hotcode") {
-        // OTP writes `erts` here; say where hotcode differs, since that is the likely slip.
-        return Err(expected(file, host_tag, "the atom hotcode (the host, where OTP writes erts)"));
-    }
-    let Term::Str(host_vsn) = &host_vsn.term else {
-        return Err(expected(file, host_vsn, "a string for HostVsn"));
-    };
-    let mut release = Release {
-        name: string(name, "Name")?,
-        vsn: string(vsn, "Vsn")?,
-        host_vsn: host_vsn.clone(),
-        apps: Vec::new(),
-    };
-    let Term::List(items) = &apps.term else {
-        return Err(expected(file, apps, "a list of {App, AppVsn}"));
-    };
-    for item in items {
-        let [app, app_vsn] = tuple(file, item, "{App, AppVsn}")?;
-        let Term::Atom(app_name) = &app.term else {
-            return Err(expected(file, app, "an atom for App"));
-        };
-        check_file_name(app_name)
-            .with_context(|| format!("{file}:{}:{}: bad App", app.line, app.col))?;
-        if release.apps.iter().any(|known| &known.name == app_name) {
-            bail!("{file}:{}:{}: application {app_name} is listed twice", item.line, item.col);
-        }
-        release.apps.push(App { name: app_name.clone(), vsn: string(app_vsn, "AppVsn")? });
-    }
-    Ok(release)
-}
-
-/// The elements of `at` if it is a tuple of `N`, else an error saying `what` was expected.
-fn tuple<'t, const N: usize>(file: &str, at: &'t Spanned, what: &str) -> Result<&'t [Spanned; N]> {
-    match &at.term {
-        Term::Tuple(items) => items.as_slice().try_into().map_err(|_| expected(file, at, what)),
-        _ => Err(expected(file, at, what)),
-    }
-}
-
-/// An error in a `.rel` file: `what` was expected at `at`.
-fn expected(file: &str, at: &Spanned, what: &str) -> anyhow::Error {
-    anyhow!(
-        "{file}:{}:{}: expected {what}, found {}; a .rel file is {REL_FORM}",
-        at.line,
-        at.col,
-        at.term.describe()
-    )
-}
-
-/// Renders RELEASES for `releases` in the host's syntax: one release per line, strings in
-/// double quotes, atoms bare where they can be, library directories relative to the root.
-pub fn render_releases(releases: &[(&Release, Status)]) -> String {
-    if releases.is_empty() {
-        return "[].\n".to_owned();
-    }
-    let mut out = String::new();
-    for (index, (release, status)) in releases.iter().enumerate() {
-        out.push_str(if index == 0 { "[" } else { ",\n " });
-        out.push_str("{release, ");
-        for text in [&release.name, &release.vsn, &release.host_vsn] {
-            terms::write_string(&mut out, text);
-            out.push_str(", ");
-        }
-        out.push('[');
-        for (index, app) in release.apps.iter().enumerate() {
-            if index > 0 {
-                out.push_str(", ");
-            }
-            out.push('{');
-            terms::write_atom(&mut out, &app.name);
-            out.push_str(", ");
-            terms::write_string(&mut out, &app.vsn);
-            out.push_str(", ");
-            terms::write_string(&mut out, &format!("lib/{}", app.dir_name()));
-            out.push('}');
-        }
-        out.push_str("], ");
-        out.push_str(status.as_str());
-        out.push('}');
-    }
-    out.push_str("].\n");
-    out
-}
-
-/// A root with everything read and checked, ready to be written.
+/// A root with everything read and checked, ready to be made.
 struct PlannedRoot {
+    name: String,
     dir: PathBuf,
     releases: Vec<PlannedRelease>,
 }
 
 struct PlannedRelease {
-    release: Release,
-    status: Status,
-    /// The `.rel` file, copied byte for byte.
-    rel_path: PathBuf,
-    /// The relup script and its text, copied byte for byte.
-    relup: Option<(PathBuf, Vec<u8>)>,
+    rel: RelSpec,
+    /// The relup script, copied byte for byte.
+    relup: Option<PathBuf>,
 }
 
 /// Assembles every root that the manifest at `manifest` lists into `dist_dir/<root>/`, from
-/// the library pool `dist_dir/lib`. Every `.rel` must be for hotcode `hotcode_vsn`.
+/// the library pool `dist_dir/lib`. Every `.rel` must be for hotcode `hotcode_vsn`; `check`
+/// is called on every module library (the real run inspects each as a plugin).
 ///
-/// Everything is read and checked first; only then is any root removed and recreated, so a
-/// mistake in the manifest or its files leaves the previous roots as they were. Returns the
-/// roots' directories.
-pub fn assemble(manifest: &Path, dist_dir: &Path, hotcode_vsn: &str) -> Result<Vec<PathBuf>> {
+/// Everything is read and checked first; only then is any root made. Each root is made under
+/// a temporary name and then replaces the previous one, so a mistake in the manifest or its
+/// files leaves the previous roots as they were. Returns the roots' directories.
+pub fn assemble(
+    manifest: &Path,
+    dist_dir: &Path,
+    hotcode_vsn: &str,
+    check: ModuleCheck<'_>,
+) -> Result<Vec<PathBuf>> {
     let pool = dist_dir.join("lib");
     let planned = plan(manifest, dist_dir, hotcode_vsn, Some(&pool))?;
     let mut dirs = Vec::new();
     for root in &planned {
-        write_root(root, &pool)?;
+        make_root(root, &pool, check).with_context(|| format!("root `{}`", root.name))?;
         dirs.push(root.dir.clone());
     }
     Ok(dirs)
@@ -362,37 +232,31 @@ fn plan_root(
     for line in &root.releases {
         let rel_path = base.join(&line.rel);
         let rel_name = project::display(&rel_path);
-        let text =
-            fs::read_to_string(&rel_path).with_context(|| format!("failed to read {rel_name}"))?;
-        let release = parse_rel(&rel_name, &text)?;
-        if release.host_vsn != hotcode_vsn {
+        let rel = RelSpec::read(&rel_path)?;
+        if rel.host_vsn != hotcode_vsn {
             bail!(
                 "{rel_name}: release {} {} is for hotcode {:?}, but the hotcode package is \
                  version {hotcode_vsn:?}; change {{hotcode, {:?}}} in the file to \
                  {{hotcode, {hotcode_vsn:?}}}",
-                release.name,
-                release.vsn,
-                release.host_vsn,
-                release.host_vsn,
+                rel.name,
+                rel.vsn,
+                rel.host_vsn,
+                rel.host_vsn,
             );
         }
-        if let Some(other) = releases.iter().find(|r| r.release.vsn == release.vsn) {
-            bail!(
-                "{rel_name} and {} are both release version {:?}; versions in a root must differ",
-                project::display(&other.rel_path),
-                release.vsn
-            );
+        if releases.iter().any(|r| r.rel.vsn == rel.vsn) {
+            bail!("{rel_name}: release version {:?} is in the root twice", rel.vsn);
         }
         // Before the build there is no pool yet: `assemble` checks the applications later.
         if let Some(pool_dir) = pool {
-            for app in &release.apps {
-                let app_file = pool_dir.join(app.dir_name()).join(format!("{}.app", app.name));
+            for app in &rel.apps {
+                let app_file = app_file(pool_dir, &app.name, &app.vsn);
                 if !app_file.is_file() {
                     bail!(
                         "{rel_name}: release {} needs application {} {}, but the pool has no {} \
                          (no non-fixture plugin crate declares app = {:?}, vsn = {:?} with its \
                          .app beside it)",
-                        release.vsn,
+                        rel.vsn,
                         app.name,
                         app.vsn,
                         project::display(&app_file),
@@ -406,126 +270,84 @@ fn plan_root(
             None => None,
             Some(relup) => {
                 let path = base.join(relup);
-                let name = project::display(&path);
-                let bytes = fs::read(&path).with_context(|| format!("failed to read {name}"))?;
-                let text = std::str::from_utf8(&bytes)
-                    .with_context(|| format!("{name} is not UTF-8 text"))?;
-                let vsn = terms::relup_vsn(&name, text)?;
-                if vsn != release.vsn {
+                let vsn = read_relup(&path)?.vsn;
+                if vsn != rel.vsn {
                     bail!(
-                        "{name} is the relup of release {vsn:?}, but the manifest gives it to \
+                        "{} is the relup of release {vsn:?}, but the manifest gives it to \
                          release {:?} ({rel_name})",
-                        release.vsn
+                        project::display(&path),
+                        rel.vsn
                     );
                 }
-                Some((path, bytes))
+                Some(path)
             }
         };
-        releases.push(PlannedRelease { release, status: line.status, rel_path, relup });
+        releases.push(PlannedRelease { rel, relup });
     }
-    Ok(PlannedRoot { dir: dist_dir.join(&root.name), releases })
+    Ok(PlannedRoot { name: root.name.clone(), dir: dist_dir.join(&root.name), releases })
 }
 
-/// Removes and recreates one root and fills it.
-fn write_root(root: &PlannedRoot, pool: &Path) -> Result<()> {
+/// `<pool>/<app>-<vsn>/<app>.app`.
+fn app_file(pool: &Path, app: &str, vsn: &str) -> PathBuf {
+    pool.join(format!("{app}-{vsn}")).join(format!("{app}.app"))
+}
+
+/// What `hotcode release new|add` would be given for `rel`: the pool's `.app` files, and
+/// the pool's application directories to find `<module>.so` in.
+fn source(rel: &RelSpec, pool: &Path) -> ReleaseSource {
+    ReleaseSource {
+        name: rel.name.clone(),
+        vsn: rel.vsn.clone(),
+        host_vsn: rel.host_vsn.clone(),
+        apps: rel.apps.iter().map(|a| app_file(pool, &a.name, &a.vsn)).collect(),
+        libraries: Libraries {
+            dirs: rel.apps.iter().map(|a| pool.join(format!("{}-{}", a.name, a.vsn))).collect(),
+            modules: Default::default(),
+        },
+    }
+}
+
+/// Makes one root under a temporary name beside it (its first release with
+/// [`assemble::new_root`], the others with [`assemble::add_release`]), then puts it in
+/// place of the previous one.
+fn make_root(root: &PlannedRoot, pool: &Path, check: ModuleCheck<'_>) -> Result<()> {
+    let parent = root.dir.parent().unwrap_or(Path::new("."));
+    let staging = parent.join(format!(".{}.assembling", root.name));
+    if staging.exists() {
+        fs::remove_dir_all(&staging)
+            .with_context(|| format!("failed to remove {}", staging.display()))?;
+    }
+    let mut described = Vec::new();
+    for (index, planned) in root.releases.iter().enumerate() {
+        let source = source(&planned.rel, pool);
+        if index == 0 {
+            assemble::new_root(&staging, &source, check)?;
+            described.push(format!("{} ({})", planned.rel.vsn, Status::Permanent));
+        } else {
+            let relup = match &planned.relup {
+                Some(path) => RelupSource::File(path.clone()),
+                None => RelupSource::None,
+            };
+            assemble::add_release(&staging, &source, &relup, check)?;
+            described.push(match &planned.relup {
+                None => format!("{} ({})", planned.rel.vsn, Status::Unpacked),
+                Some(path) => format!(
+                    "{} ({}, relup from {})",
+                    planned.rel.vsn,
+                    Status::Unpacked,
+                    project::display(path)
+                ),
+            });
+        }
+    }
     if root.dir.exists() {
         fs::remove_dir_all(&root.dir)
             .with_context(|| format!("failed to remove {}", root.dir.display()))?;
     }
-    let apps: BTreeSet<&App> = root.releases.iter().flat_map(|r| &r.release.apps).collect();
-    for app in apps {
-        copy_dir_files(&pool.join(app.dir_name()), &root.dir.join("lib").join(app.dir_name()))?;
-    }
-    let releases_dir = root.dir.join("releases");
-    for planned in &root.releases {
-        let release = &planned.release;
-        let dir = releases_dir.join(&release.vsn);
-        create_dir(&dir)?;
-        copy(&planned.rel_path, &dir.join(format!("{}.rel", release.name)))?;
-        if let Some((_, bytes)) = &planned.relup {
-            let dest = dir.join("relup");
-            fs::write(&dest, bytes)
-                .with_context(|| format!("failed to write {}", dest.display()))?;
-        }
-        write_hashes(&root.dir, release, &dir.join(HASHES_FILE))?;
-    }
-    let entries: Vec<(&Release, Status)> =
-        root.releases.iter().map(|r| (&r.release, r.status)).collect();
-    let releases_file = releases_dir.join("RELEASES");
-    fs::write(&releases_file, render_releases(&entries))
-        .with_context(|| format!("failed to write {}", releases_file.display()))?;
-    // The node's private directory (socket, lock): its own, mode 0700, or it refuses it.
-    let run = root.dir.join("run");
-    create_dir(&run)?;
-    fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("failed to set the mode of {}", run.display()))?;
-
-    let described: Vec<String> = root
-        .releases
-        .iter()
-        .map(|r| match &r.relup {
-            None => format!("{} ({})", r.release.vsn, r.status),
-            Some((path, _)) => {
-                format!("{} ({}, relup from {})", r.release.vsn, r.status, project::display(path))
-            }
-        })
-        .collect();
+    fs::rename(&staging, &root.dir)
+        .with_context(|| format!("failed to move {} into place", root.dir.display()))?;
     eprintln!("xtask: root {}: release {}", project::display(&root.dir), described.join(", "));
     Ok(())
-}
-
-/// The name of a release's integrity record (the host reads it as `modules.sha256`).
-const HASHES_FILE: &str = "modules.sha256";
-
-/// Records the SHA-256 of every module file of `release`, in `sha256sum` format with
-/// root-relative paths, so the host refuses a module file changed after the build (and an
-/// operator can run `sha256sum -c` from the root).
-fn write_hashes(root: &Path, release: &Release, dest: &Path) -> Result<()> {
-    use sha2::Digest;
-    let mut lines = Vec::new();
-    for app in &release.apps {
-        let dir = Path::new("lib").join(app.dir_name());
-        let mut files: Vec<PathBuf> = fs::read_dir(root.join(&dir))
-            .with_context(|| format!("failed to read {}", root.join(&dir).display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "so"))
-            .collect();
-        files.sort();
-        for file in files {
-            let bytes =
-                fs::read(&file).with_context(|| format!("failed to read {}", file.display()))?;
-            let digest = sha2::Sha256::digest(&bytes);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            let name =
-                file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            lines.push(format!("{hex}  {}/{name}\n", dir.display()));
-        }
-    }
-    fs::write(dest, lines.concat()).with_context(|| format!("failed to write {}", dest.display()))
-}
-
-/// Copies every regular file of `from` into a new directory `to`.
-fn copy_dir_files(from: &Path, to: &Path) -> Result<()> {
-    create_dir(to)?;
-    let entries =
-        fs::read_dir(from).with_context(|| format!("failed to read {}", from.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("failed to read {}", from.display()))?;
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            copy(&entry.path(), &to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
-}
-
-fn create_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))
-}
-
-fn copy(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to)
-        .map(drop)
-        .with_context(|| format!("failed to copy {} to {}", from.display(), to.display()))
 }
 
 /// Fails unless `value` can be used as one file name component.
@@ -549,17 +371,18 @@ mod tests {
     const REL_B: &str = "{release, {\"prim\", \"B\"}, {hotcode, \"0.1.0\"},\n \
                          [{prim_app, \"2\"}, {ch_app, \"1\"}]}.\n";
 
-    fn app(name: &str, vsn: &str) -> App {
-        App { name: name.into(), vsn: vsn.into() }
+    /// The tests' libraries are not plugins: no module is checked.
+    fn no_check(_: &Path) -> std::result::Result<(), String> {
+        Ok(())
     }
 
     #[test]
     fn manifest_groups_lines_by_root() {
         let text = "# comment\n\n\
                     r1 releases/a.rel permanent\n\
-                    r2  releases/a.rel  unpacked\n\
+                    r2  releases/b.rel  permanent\n\
                     \tr1 releases/b.rel unpacked r1.relup  \n\
-                    r2 releases/b.rel permanent\n";
+                    r2 releases/a.rel unpacked\n";
         let roots = parse_manifest("m.txt", text).unwrap();
         assert_eq!(roots.len(), 2);
         assert_eq!(roots[0].name, "r1");
@@ -581,7 +404,7 @@ mod tests {
             ]
         );
         assert_eq!(roots[1].name, "r2");
-        assert_eq!(roots[1].releases[1].status, Status::Permanent);
+        assert_eq!(roots[1].releases[1].status, Status::Unpacked);
     }
 
     #[test]
@@ -590,97 +413,22 @@ mod tests {
             ("r a.rel\n", "m.txt:1: expected `<root> <rel file> <status> [<relup file>]`"),
             ("r a.rel permanent x.relup extra\n", "found 5 fields"),
             ("r a.rel current\n", "m.txt:1: status `current` is never written to disk"),
+            ("r a.rel old\n", "m.txt:1: status `old` comes only from making"),
             ("r a.rel perm\n", "m.txt:1: unknown status `perm`"),
             ("r /abs/a.rel permanent\n", "m.txt:1: the .rel file /abs/a.rel must be relative"),
             ("lib a.rel permanent\n", "m.txt:1: a root cannot be called `lib`"),
             ("../up a.rel permanent\n", "m.txt:1: bad root name: \"../up\" cannot be used"),
-            ("r a.rel unpacked\n", "m.txt: root `r` has no permanent release"),
+            ("r a.rel unpacked\n", "m.txt:1: root `r` starts with an unpacked release"),
+            ("r a.rel permanent x.relup\n", "m.txt:1: the first release of root `r` has nothing"),
             (
                 "r a.rel permanent\n# x\nr b.rel permanent\n",
-                "m.txt: root `r` has 2 permanent releases (lines 1, 3)",
+                "m.txt:3: root `r` has a permanent release already (line 1)",
             ),
         ];
         for (text, expected) in cases {
             let msg = format!("{:#}", parse_manifest("m.txt", text).unwrap_err());
             assert!(msg.contains(expected), "{text:?}: {msg}");
         }
-    }
-
-    #[test]
-    fn rel_files_are_read() {
-        let a = parse_rel("a.rel", REL_A).unwrap();
-        assert_eq!(
-            a,
-            Release {
-                name: "prim".into(),
-                vsn: "A".into(),
-                host_vsn: "0.1.0".into(),
-                apps: vec![app("prim_app", "1")],
-            }
-        );
-        let b = parse_rel("b.rel", REL_B).unwrap();
-        assert_eq!(b.apps, [app("prim_app", "2"), app("ch_app", "1")]);
-    }
-
-    #[test]
-    fn rel_errors_name_file_line_and_column() {
-        let cases = [
-            (
-                "{release, {\"prim\", \"A\"}, {erts, \"14\"}, []}.",
-                "r.rel:1:27: expected the atom hotcode (the host, where OTP writes erts), \
-                 found the atom erts",
-            ),
-            (
-                "{rel, {\"p\", \"A\"}, {hotcode, \"1\"}, []}.",
-                "r.rel:1:2: expected the atom release",
-            ),
-            (
-                "{release, {p, \"A\"}, {hotcode, \"1\"}, []}.",
-                "r.rel:1:12: expected a string for Name",
-            ),
-            ("{release, {\"p\", \"A\"}, {hotcode, \"1\"}}.", "r.rel:1:1: expected a 4-tuple"),
-            (
-                "{release, {\"p\", \"A\"}, {hotcode, \"1\"}, [{a, \"1\"},\n {a, \"2\"}]}.",
-                "r.rel:2:2: application a is listed twice",
-            ),
-            (
-                "{release, {\"p\", \"A\"}, {hotcode, \"1\"}, [{a, \"../1\"}]}.",
-                "r.rel:1:44: bad AppVsn: \"../1\" cannot be used in a file name",
-            ),
-            (
-                "{release, {\"p\", \"A\"}, {hotcode, \"1\"}, [a]}.",
-                "r.rel:1:40: expected {App, AppVsn}",
-            ),
-            ("{release, {\"p\", \"A\"}, {hotcode, \"1\"}, []}", "r.rel:1:42: expected `.`"),
-        ];
-        for (text, expected) in cases {
-            let msg = format!("{:#}", parse_rel("r.rel", text).unwrap_err());
-            assert!(msg.contains(expected), "{text:?}: {msg}");
-        }
-    }
-
-    #[test]
-    fn releases_text_is_exact() {
-        let a = parse_rel("a.rel", REL_A).unwrap();
-        let b = parse_rel("b.rel", REL_B).unwrap();
-        assert_eq!(
-            render_releases(&[(&a, Status::Permanent), (&b, Status::Unpacked)]),
-            "[{release, \"prim\", \"A\", \"0.1.0\", [{prim_app, \"1\", \"lib/prim_app-1\"}], \
-             permanent},\n \
-             {release, \"prim\", \"B\", \"0.1.0\", [{prim_app, \"2\", \"lib/prim_app-2\"}, \
-             {ch_app, \"1\", \"lib/ch_app-1\"}], unpacked}].\n"
-        );
-        assert_eq!(render_releases(&[]), "[].\n");
-        let odd = Release {
-            name: "we\"ird".into(),
-            vsn: "1".into(),
-            host_vsn: "0.1.0".into(),
-            apps: vec![app("Odd", "1")],
-        };
-        assert_eq!(
-            render_releases(&[(&odd, Status::Old)]),
-            "[{release, \"we\\\"ird\", \"1\", \"0.1.0\", [{'Odd', \"1\", \"lib/Odd-1\"}], old}].\n"
-        );
     }
 
     #[test]
@@ -691,24 +439,7 @@ mod tests {
         let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
         assert!(names.contains(&"included-app-restart"), "{names:?}");
         assert!(names.contains(&"included-app-supervisor"), "{names:?}");
-        let base = manifest.parent().unwrap();
-        for root in &roots {
-            for line in &root.releases {
-                let path = base.join(&line.rel);
-                let rel =
-                    parse_rel(&path.display().to_string(), &fs::read_to_string(&path).unwrap())
-                        .unwrap();
-                if let Some(relup) = &line.relup {
-                    let path = base.join(relup);
-                    let vsn = terms::relup_vsn(
-                        &path.display().to_string(),
-                        &fs::read_to_string(&path).unwrap(),
-                    )
-                    .unwrap();
-                    assert_eq!(vsn, rel.vsn, "{}", path.display());
-                }
-            }
-        }
+        check(&manifest, hotcode::release_handler::HOST_VSN).unwrap();
     }
 
     /// A scratch directory under the system temp dir, removed on drop.
@@ -755,22 +486,31 @@ mod tests {
     }
 
     /// A scratch workspace: a manifest with one root, its `.rel` files and relup, and a
-    /// pool with fake libraries.
+    /// pool with `.app` files and fake libraries.
     fn example(name: &str, manifest: &str) -> Scratch {
         let scratch = Scratch::new(name);
         scratch.write("relups/m.txt", manifest);
         scratch.write("relups/releases/a.rel", REL_A);
         scratch.write("relups/releases/b.rel", REL_B);
+        scratch.write("relups/releases/c.rel", &REL_A.replace("\"A\"", "\"C\""));
         scratch
             .write("relups/up.relup", "%% seed\n{\"B\", [{\"A\", [], []}], [{\"A\", [], []}]}.\n");
-        for (dir, files) in [
-            ("prim_app-1", ["prim_app.app", "prim_app.so", "prim_sup.so"]),
-            ("prim_app-2", ["prim_app.app", "prim_app.so", "prim_sup.so"]),
-            ("ch_app-1", ["ch_app.app", "ch_app.so", "ch3.so"]),
-            ("greeter-1", ["greeter.app", "greeter.so", "x.so"]),
+        for (app, vsn, modules) in [
+            ("prim_app", "1", &["prim_app", "prim_sup"][..]),
+            ("prim_app", "2", &["prim_app", "prim_sup"]),
+            ("ch_app", "1", &["ch_app", "ch3"]),
+            ("greeter", "1", &["greeter", "x"]),
         ] {
-            for file in files {
-                scratch.write(&format!("dist/lib/{dir}/{file}"), dir);
+            let dir = format!("dist/lib/{app}-{vsn}");
+            scratch.write(
+                &format!("{dir}/{app}.app"),
+                &format!(
+                    "{{application, {app}, [{{vsn, \"{vsn}\"}}, {{modules, [{}]}}]}}.\n",
+                    modules.join(", ")
+                ),
+            );
+            for module in modules {
+                scratch.write(&format!("{dir}/{module}.so"), &format!("{app}-{vsn} {module}"));
             }
         }
         scratch
@@ -784,7 +524,7 @@ mod tests {
         );
         let dist = scratch.0.join("dist");
         scratch.write("dist/ex/stale.txt", "left over from an earlier run");
-        let roots = assemble(&scratch.0.join("relups/m.txt"), &dist, "0.1.0").unwrap();
+        let roots = assemble(&scratch.0.join("relups/m.txt"), &dist, "0.1.0", &no_check).unwrap();
         assert_eq!(roots, [dist.join("ex")]);
         assert_eq!(
             files_under(&dist.join("ex")),
@@ -815,17 +555,24 @@ mod tests {
             ]
         );
         let root = dist.join("ex");
-        assert_eq!(fs::read_to_string(root.join("releases/A/prim.rel")).unwrap(), REL_A);
+        let rel = RelSpec::read(&root.join("releases/A/prim.rel")).unwrap();
+        assert_eq!(rel, RelSpec::parse(Path::new("a.rel"), REL_A).unwrap());
         assert_eq!(
             fs::read(root.join("releases/B/relup")).unwrap(),
             fs::read(scratch.0.join("relups/up.relup")).unwrap()
         );
-        let a = parse_rel("a", REL_A).unwrap();
-        let b = parse_rel("b", REL_B).unwrap();
         assert_eq!(
             fs::read_to_string(root.join("releases/RELEASES")).unwrap(),
-            render_releases(&[(&a, Status::Permanent), (&b, Status::Unpacked)])
+            "[{release, \"prim\", \"A\", \"0.1.0\", [{prim_app, \"1\", \"lib/prim_app-1\"}], \
+             permanent},\n \
+             {release, \"prim\", \"B\", \"0.1.0\", [{prim_app, \"2\", \"lib/prim_app-2\"}, \
+             {ch_app, \"1\", \"lib/ch_app-1\"}], unpacked}].\n"
         );
+        let record = fs::read_to_string(root.join("releases/A/modules.sha256")).unwrap();
+        let files: Vec<&str> =
+            record.lines().filter_map(|l| l.split_once("  ")).map(|(_, f)| f).collect();
+        assert_eq!(files, ["lib/prim_app-1/prim_app.so", "lib/prim_app-1/prim_sup.so"]);
+        assert!(!dist.join(".ex.assembling").exists(), "the staging directory is gone");
     }
 
     #[test]
@@ -834,20 +581,25 @@ mod tests {
             // The hotcode version in the .rel files is not the package's.
             ("ex releases/a.rel permanent\n", "0.2.0", "is for hotcode \"0.1.0\""),
             // The relup is for another release.
-            ("ex releases/a.rel permanent up.relup\n", "0.1.0", "is the relup of release \"B\""),
+            (
+                "ex releases/a.rel permanent\nex releases/c.rel unpacked up.relup\n",
+                "0.1.0",
+                "is the relup of release \"B\"",
+            ),
             // Two releases with one version.
             (
                 "ex releases/a.rel permanent\nex releases/a.rel unpacked\n",
                 "0.1.0",
-                "are both release version \"A\"",
+                "release version \"A\" is in the root twice",
             ),
-            ("ex releases/none.rel permanent\n", "0.1.0", "failed to read"),
+            ("ex releases/none.rel permanent\n", "0.1.0", "none.rel: cannot read the file"),
         ];
         for (index, (manifest, vsn, expected)) in cases.into_iter().enumerate() {
             let scratch = example(&format!("refuse-{index}"), manifest);
             scratch.write("dist/ex/kept.txt", "an earlier root stays when the new one is bad");
-            let err = assemble(&scratch.0.join("relups/m.txt"), &scratch.0.join("dist"), vsn)
-                .unwrap_err();
+            let err =
+                assemble(&scratch.0.join("relups/m.txt"), &scratch.0.join("dist"), vsn, &no_check)
+                    .unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(expected), "{manifest:?}: {msg}");
             assert!(msg.contains("root `ex`"), "{msg}");
@@ -859,8 +611,9 @@ mod tests {
     fn assemble_names_a_missing_application_version() {
         let scratch = example("missing-app", "ex releases/b.rel permanent\n");
         fs::remove_dir_all(scratch.0.join("dist/lib/ch_app-1")).unwrap();
-        let err = assemble(&scratch.0.join("relups/m.txt"), &scratch.0.join("dist"), "0.1.0")
-            .unwrap_err();
+        let err =
+            assemble(&scratch.0.join("relups/m.txt"), &scratch.0.join("dist"), "0.1.0", &no_check)
+                .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("needs application ch_app 1"), "{msg}");
         assert!(msg.contains("ch_app-1/ch_app.app"), "{msg}");

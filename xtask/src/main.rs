@@ -15,7 +15,6 @@ mod dist;
 mod examples;
 mod plugins;
 mod project;
-mod terms;
 mod test;
 mod watch;
 

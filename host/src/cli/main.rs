@@ -5,7 +5,8 @@
 //! [`ReleaseHandler::boot`] plus the control socket ([`hotcode::control`]) and signal
 //! handling; `ctl` is one [`hotcode::control::request`]; `check` is the relup parser and
 //! [`Relup::problems`], with [`hotcode::code::elf::inspect_plugin`] for the object code when
-//! a root is given; `watch` is a [`Watcher`] on a fresh node. Everything a person might want
+//! a root is given; `watch` is a [`Watcher`] on a fresh node; `release new | add | tar` is
+//! [`hotcode::release::assemble`] with each library checked as `check` checks one. Everything a person might want
 //! to script against has a stable exit code: 0 ok, 1 a refused operation or bad input (with
 //! a message on stderr), 2 usage (clap's own code for a bad command line).
 
@@ -91,6 +92,29 @@ rebuilt, once the file has settled (no change for the quiet period, twice). It p
 line per reload or rejected file; a rejected file leaves the running version serving. It
 runs until Ctrl-C. RUST_LOG=info shows each step.";
 
+const RELEASE_EXAMPLES: &str = "\
+EXAMPLES:
+    cargo build --release          # a cdylib crate per module: target/release/lib<module>.so
+    hotcode release new build/app --name app --vsn 1 \\
+        --app apps/app-1/app.app --lib-dir target/release
+    cp -a build/app /srv/app       # the node's root
+    hotcode boot /srv/app &
+
+    # version 2: apps/app-2/app.app, and the app.appup beside it says how to get there
+    hotcode release add build/app --vsn 2 --app apps/app-2/app.app --lib-dir target/release
+    hotcode release tar build/app 2 --out app-2.tar.gz
+    hotcode ctl /srv/app unpack app-2.tar.gz
+    hotcode ctl /srv/app install 2
+    hotcode ctl /srv/app make-permanent 2
+
+A module's library is found as DIR/lib<module>.so or DIR/<module>.so in the --lib-dir
+directories, in order, unless --module <module>=FILE names it (for a crate not named after
+its module). The .app files give each application's name, vsn and modules; <app>.appup
+beside an .app goes along, and `add` makes the relup from the appups (as `hotcode
+make-relup`). Every file is written with mode 0644 and every directory 0755 (run/ 0700):
+the node refuses files that others can write. `add` refuses a root a node runs on: add to
+a copy, `tar`, and `ctl ROOT unpack` the package on the node.";
+
 /// Erlang/OTP-style hot code upgrades for native Rust plugins.
 #[derive(Debug, Parser)]
 #[command(name = "hotcode", version, propagate_version = true)]
@@ -158,6 +182,12 @@ enum Command {
         /// The release whose relup is written.
         #[arg(long)]
         to: String,
+    },
+    /// Make release roots and release packages from your built plugins (OTP's systools).
+    #[command(after_help = RELEASE_EXAMPLES)]
+    Release {
+        #[command(subcommand)]
+        op: ReleaseOp,
     },
     /// Run a development node that reloads modules whenever their libraries are rebuilt.
     #[command(after_help = WATCH_EXAMPLES)]
@@ -232,9 +262,10 @@ enum CtlOp {
         /// The message, in Erlang term syntax.
         message: String,
     },
-    /// Add the release laid out as a root in directory PATH (releases/<vsn>/, lib/).
+    /// Add the release in PATH: a package (.tar.gz, from `hotcode release tar`) or a
+    /// directory laid out as a root (releases/<vsn>/, lib/).
     Unpack {
-        /// The directory holding the release.
+        /// The package or directory holding the release.
         path: PathBuf,
     },
     /// Check everything an install would, without changing the node.
@@ -262,6 +293,93 @@ enum CtlOp {
         /// The release to remove.
         vsn: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReleaseOp {
+    /// Make a new release root (ROOT must not exist, or be empty) holding one release,
+    /// permanent: ready for `hotcode boot ROOT`.
+    New {
+        /// The root to make.
+        root: PathBuf,
+        /// The release's name: releases/VSN/NAME.rel.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        inputs: ReleaseInputs,
+    },
+    /// Add a release to ROOT, unpacked, with a relup made from the appups.
+    Add {
+        /// The root (no node may run on it).
+        root: PathBuf,
+        /// The release's name (default: the permanent release's).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        inputs: ReleaseInputs,
+        /// Make the relup from this release (default: the permanent one).
+        #[arg(long, value_name = "VSN", conflicts_with_all = ["relup", "no_relup"])]
+        from: Option<String>,
+        /// Copy this hand-written relup (checked) instead of making one.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_relup")]
+        relup: Option<PathBuf>,
+        /// Add the release without a relup.
+        #[arg(long)]
+        no_relup: bool,
+    },
+    /// Pack release VSN of ROOT into one .tar.gz, for `hotcode ctl NODE_ROOT unpack PKG`.
+    Tar {
+        /// The root holding the release.
+        root: PathBuf,
+        /// The release to pack.
+        vsn: String,
+        /// The package to write (default: NAME-VSN.tar.gz in the current directory).
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// What a release is made of, for `release new` and `release add`.
+#[derive(Debug, clap::Args)]
+struct ReleaseInputs {
+    /// The release's version.
+    #[arg(long)]
+    vsn: String,
+    /// An application's .app file (repeat, in boot order); <app>.appup beside it goes along.
+    #[arg(long = "app", value_name = "FILE.app", required = true)]
+    apps: Vec<PathBuf>,
+    /// A directory holding module libraries as lib<module>.so or <module>.so (repeat;
+    /// searched in order), e.g. target/release.
+    #[arg(long = "lib-dir", value_name = "DIR")]
+    lib_dirs: Vec<PathBuf>,
+    /// A module's library named explicitly, for a crate not named after its module.
+    #[arg(long = "module", value_name = "MODULE=FILE", value_parser = parse_module_file)]
+    modules: Vec<(String, PathBuf)>,
+}
+
+impl ReleaseInputs {
+    fn source(self, name: String) -> hotcode::release::assemble::ReleaseSource {
+        hotcode::release::assemble::ReleaseSource {
+            name,
+            vsn: self.vsn,
+            host_vsn: hotcode::release_handler::HOST_VSN.to_owned(),
+            apps: self.apps,
+            libraries: hotcode::release::assemble::Libraries {
+                dirs: self.lib_dirs,
+                modules: self.modules.into_iter().collect(),
+            },
+        }
+    }
+}
+
+/// `MODULE=FILE`.
+fn parse_module_file(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((module, file)) if !module.is_empty() && !file.is_empty() => {
+            Ok((module.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("`{text}` is not MODULE=FILE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -297,6 +415,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { relup, root } => check(&relup, root.as_deref()),
         Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
         Command::MakeRelup { root, from, to } => make_relup(&root, &from, &to),
+        Command::Release { op } => release(op),
     }
 }
 
@@ -314,6 +433,117 @@ fn make_relup(root: &Path, from: &str, to: &str) -> anyhow::Result<ExitCode> {
         path.display(),
         root.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hotcode release new | add | tar`: [`hotcode::release::assemble`], with every module
+/// library checked as `hotcode check` checks one.
+fn release(op: ReleaseOp) -> anyhow::Result<ExitCode> {
+    use hotcode::release::assemble::{self, RelupSource};
+    let plugin = |path: &Path| {
+        hotcode::code::elf::inspect_plugin(path).map(drop).map_err(|kind| kind.to_string())
+    };
+    let apps = |made: &assemble::Assembled| made.apps.join(", ");
+    match op {
+        ReleaseOp::New { root, name, inputs } => {
+            let made = assemble::new_root(&root, &inputs.source(name), &plugin)?;
+            println!(
+                "ok: made release root {} with release {} {} (permanent): {} ({} modules); \
+                 run it with `hotcode boot {}`",
+                root.display(),
+                made.name,
+                made.vsn,
+                apps(&made),
+                made.modules,
+                root.display()
+            );
+        }
+        ReleaseOp::Add { root, name, inputs, from, relup, no_relup } => {
+            let releases = root.join("releases").join("RELEASES");
+            if !releases.is_file() {
+                bail!(
+                    "{}: not a release root (it has no releases/RELEASES); make one with \
+                     `hotcode release new`",
+                    root.display()
+                );
+            }
+            // The node keeps RELEASES in memory: a release added behind its back would be
+            // lost at its next write. Its lock on ROOT/run says whether one runs.
+            let _lock = match RootLock::acquire(&root) {
+                Ok(lock) => lock,
+                Err(e @ control::ControlError::AlreadyRunning { .. }) => bail!(
+                    "{e}: a running node's root changes only through the node; add the \
+                     release to a copy of the root, `hotcode release tar` it, and \
+                     `hotcode ctl {} unpack` the package",
+                    root.display()
+                ),
+                Err(e) => return Err(e).context("cannot lock the release root"),
+            };
+            let name = match name {
+                Some(name) => name,
+                None => {
+                    let entries = hotcode::release::read_releases(&releases)?;
+                    match entries.iter().find(|e| e.status == ReleaseStatus::Permanent) {
+                        Some(permanent) => permanent.name.clone(),
+                        None => bail!(
+                            "{}: no permanent release to take the name from; give --name",
+                            releases.display()
+                        ),
+                    }
+                }
+            };
+            let relup = match (relup, no_relup) {
+                (Some(file), _) => RelupSource::File(file),
+                (None, true) => RelupSource::None,
+                (None, false) => RelupSource::Make { from },
+            };
+            let made = assemble::add_release(&root, &inputs.source(name), &relup, &plugin)?;
+            let reused = match made.reused.as_slice() {
+                [] => String::new(),
+                dirs => format!("; reused lib/{}", dirs.join(", lib/")),
+            };
+            println!(
+                "ok: added release {} {} to {} (unpacked): {} ({} modules){reused}",
+                made.name,
+                made.vsn,
+                root.display(),
+                apps(&made),
+                made.modules,
+            );
+            match &made.relup {
+                Some(path) => println!(
+                    "ok: relup {}; check it with `hotcode check {} --root {}`",
+                    path.display(),
+                    path.display(),
+                    root.display()
+                ),
+                None => println!("note: no relup: the release can be booted, not installed"),
+            }
+        }
+        ReleaseOp::Tar { root, vsn, out } => {
+            let out = match out {
+                Some(out) => out,
+                None => {
+                    let path = root.join("releases").join("RELEASES");
+                    let entries = hotcode::release::read_releases(&path)?;
+                    let name = entries.iter().find(|e| e.vsn == vsn).map_or("release", |e| &e.name);
+                    PathBuf::from(format!(
+                        "{name}-{vsn}{}",
+                        hotcode::release::package::PACKAGE_SUFFIX
+                    ))
+                }
+            };
+            let packed = assemble::make_tar(&root, &vsn, &out)?;
+            println!(
+                "ok: wrote {} ({} files, {} bytes); put it on a running node with \
+                 `hotcode ctl NODE_ROOT unpack {}`",
+                packed.path.display(),
+                packed.files,
+                packed.size,
+                packed.path.display()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,9 @@
 //! OTP describes releases and the way between them in plain term files, and hotcode keeps
 //! those files as they are (SPEC §5, §6) so that what people know from OTP carries over.
 //! This module only reads and writes them ([`make_relup()`] writes relups from appups the way
-//! OTP's `systools` does); it loads nothing and evaluates nothing.
+//! OTP's `systools` does, [`assemble`] makes release roots and packages from built
+//! libraries, [`package`] writes and safely reads release packages); it loads nothing and
+//! evaluates nothing.
 //!
 //! Parsing has two stages. [`terms`] turns text into raw terms that remember their line and
 //! column; [`relup`] and [`files`] check those against each file's shape and return typed
@@ -16,11 +18,13 @@
 //! relup is read and checked the same whether or not its release is on disk or running.
 
 pub mod appup;
+pub mod assemble;
 pub mod error;
 pub mod files;
 pub mod hashes;
 pub mod make_relup;
 pub mod names;
+pub mod package;
 pub mod relup;
 mod shape;
 pub mod terms;

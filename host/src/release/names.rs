@@ -4,7 +4,8 @@
 //! release's Vsn, an application's AppVsn) ends up in a path: `lib/<app>-<vsn>/<module>.so`,
 //! `releases/<vsn>/relup`. A name that holds a `/` or is `..` would walk that path out of the
 //! release root, so each one is checked once, where it enters (reading `.rel`, RELEASES,
-//! `.app`, relups, appups, integrity records, `ctl` arguments), against the grammar below,
+//! `.app`, relups, appups, integrity records, `ctl` arguments, the entries of a release
+//! package), against the grammar below,
 //! and the paths are then built only by [`root_path`], which checks every part again.
 //!
 //! The grammar:
@@ -12,7 +13,8 @@
 //! - **atoms** (applications and modules): any atom OTP takes, quoted ones like `'C mod'`
 //!   included, of at most 255 characters (OTP's atom limit), that is also a word as below.
 //!   A module's file is `<module>.so`, so this keeps file names plain.
-//! - **words** (release names, Vsn, AppVsn): 1 to 255 bytes of UTF-8 with no `/`, no NUL or
+//! - **words** (release names, Vsn, AppVsn, each component of a path in a release
+//!   package): 1 to 255 bytes of UTF-8 with no `/`, no NUL or
 //!   other control character, and no leading `.` (so neither `.` nor `..`, nor a hidden
 //!   name). Versions like `2-β` or `1.0+build.7` are words.
 
@@ -33,6 +35,8 @@ pub enum NameKind {
     Release,
     /// A release version or an application version (a word).
     Vsn,
+    /// One component of a path inside a release package (a word).
+    File,
 }
 
 impl fmt::Display for NameKind {
@@ -42,6 +46,7 @@ impl fmt::Display for NameKind {
             NameKind::Module => "module name",
             NameKind::Release => "release name",
             NameKind::Vsn => "version",
+            NameKind::File => "file name",
         })
     }
 }
@@ -50,7 +55,7 @@ impl fmt::Display for NameKind {
 pub fn check_name(kind: NameKind, name: &str) -> Result<(), String> {
     let why = match kind {
         NameKind::App | NameKind::Module => atom_problem(name),
-        NameKind::Release | NameKind::Vsn => word_problem(name),
+        NameKind::Release | NameKind::Vsn | NameKind::File => word_problem(name),
     };
     match why {
         None => Ok(()),

@@ -114,7 +114,7 @@ impl<'a> Form<'a> {
     ) -> Result<String, ParseError> {
         let text = match kind {
             NameKind::App | NameKind::Module => self.atom(term, name)?,
-            NameKind::Release | NameKind::Vsn => self.string(term, name)?,
+            NameKind::Release | NameKind::Vsn | NameKind::File => self.string(term, name)?,
         };
         check_name(kind, &text).map_err(|why| self.error_at(term, ParseErrorKind::Invalid(why)))?;
         Ok(text)

@@ -85,6 +85,10 @@ pub enum ReleaseError {
     /// A release file is unreadable or malformed (names file, line and column).
     #[error(transparent)]
     Parse(#[from] ParseError),
+    /// A release package (`.tar.gz`) was refused: the error names the package and the
+    /// entry.
+    #[error(transparent)]
+    Package(#[from] crate::release::package::PackageError),
     /// A file operation failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -1,5 +1,9 @@
 //! Adding and removing releases: `unpack` and `remove`, all or nothing.
 //!
+//! `unpack` takes a directory laid out as a root, or a release package (`.tar.gz`), which
+//! is first extracted into a private temporary directory by
+//! [`crate::release::package::extract`], every entry checked before it is written.
+//!
 //! A release package is a trust boundary: everything in it is parsed and validated before
 //! anything is written (the `.rel`, each application's `.app`, the integrity record and the
 //! files it lists), names and versions are words (never paths), and no link in it is
@@ -24,6 +28,7 @@ use crate::release::files::{
 };
 use crate::release::hashes::{HASHES_FILE, ModuleHashes, read_hashes};
 use crate::release::names::{NameKind, check_name, check_relative, lib_dir_name, root_path};
+use crate::release::package::{self, Limits};
 
 use super::integrity::{Record, conflicts};
 use super::{ReleaseError, ReleaseHandler, check_host_vsn, check_vsn, fault_point, io};
@@ -287,10 +292,40 @@ fn install_dir(from: &Path, dest: &Path) -> Result<(), ReleaseError> {
 }
 
 impl ReleaseHandler {
-    /// `release_handler:unpack_release`: adds the release found in directory `from`
-    /// (laid out as a root: `releases/<vsn>/<name>.rel`, optional `relup` and
-    /// `modules.sha256`, and `lib/<app>-<vsn>/`), all or nothing. Returns its version.
+    /// `release_handler:unpack_release`: adds the release found at `from`, all or nothing,
+    /// and returns its version. `from` is either a directory laid out as a root
+    /// (`releases/<vsn>/<name>.rel`, optional `relup` and `modules.sha256`, and
+    /// `lib/<app>-<vsn>/`) or a release package, a `.tar.gz` of the same
+    /// ([`crate::release::package`], as `hotcode release tar` makes it).
+    ///
+    /// A package is first extracted into a private temporary directory, every entry
+    /// checked before it is written (relative plain paths of words, regular files and
+    /// directories only, the package layout, the size [`Limits`]); a package refused there
+    /// changes nothing in the root. The directory is then unpacked as any other.
     pub fn unpack(&self, from: &Path) -> Result<String, ReleaseError> {
+        let meta = fs::metadata(from).map_err(io(from))?;
+        if meta.is_dir() {
+            return self.unpack_dir(from);
+        }
+        // Never a FIFO or a device: opened without blocking, refused unless regular.
+        let file = trust::open_regular(from).map_err(io(from))?;
+        let temp = tempfile::Builder::new()
+            .prefix("hotcode-unpack-")
+            .tempdir()
+            .map_err(io(&std::env::temp_dir()))?;
+        let extracted = package::extract(from, file, temp.path(), &Limits::default())?;
+        log::info!(
+            "{}: {} files ({} bytes) extracted into {}",
+            from.display(),
+            extracted.files.len(),
+            extracted.bytes,
+            temp.path().display()
+        );
+        self.unpack_dir(temp.path())
+    }
+
+    /// [`unpack`](Self::unpack) of a directory.
+    fn unpack_dir(&self, from: &Path) -> Result<String, ReleaseError> {
         let package = Package::read(from)?;
         let vsn = package.rel.vsn.clone();
         let mut state = self.lock();

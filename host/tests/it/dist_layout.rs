@@ -1,9 +1,10 @@
 //! The example release roots that `cargo xtask dist` assembles are read by the host's own
 //! parsers exactly as written (SPEC §6, §7).
 //!
-//! xtask renders RELEASES itself (it does not depend on this crate), so this test is what
-//! keeps the two in step. `dist` is not part of the test command: when its output is not
-//! there, the test says so and passes without building anything.
+//! xtask makes the roots with this crate's assembler (`hotcode::release::assemble`, the
+//! code behind `hotcode release new | add`); this test checks what it made, as a node will
+//! read it. `dist` is not part of the test command: when its output is not there, the test
+//! says so and passes without building anything.
 
 use std::path::{Path, PathBuf};
 

@@ -22,6 +22,7 @@ mod preflight;
 mod processes;
 mod release_handler;
 mod release_security;
+mod release_tooling;
 mod service;
 mod supervisors;
 mod unloading;

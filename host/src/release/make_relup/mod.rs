@@ -108,7 +108,7 @@ use std::path::{Path, PathBuf};
 use plugin_api::Term;
 
 use super::error::ParseError;
-use super::files::{read_releases, write_atomically};
+use super::files::{ReleaseEntry, read_releases, write_atomically};
 use super::relup::{Direction, Instruction, Relup, RelupEntry, parse_relup, script_problems};
 use super::terms::{Pos, Spanned};
 
@@ -413,8 +413,28 @@ pub fn make_relup(root: &Path, from: &str, to: &str) -> Result<Relup, MakeRelupE
         ));
     }
     let entries = read_releases(&releases_path)?;
-    let old = Release::read(root, &releases_path, &entries, from)?;
-    let new = Release::read(root, &releases_path, &entries, to)?;
+    make_relup_with(root, &releases_path, &entries, from, to)
+}
+
+/// [`make_relup`] with the releases given as `entries` rather than read from RELEASES (at
+/// `releases_path`, named in errors): for a release being added to the root, which RELEASES
+/// names only once its relup is made.
+pub(crate) fn make_relup_with(
+    root: &Path,
+    releases_path: &Path,
+    entries: &[ReleaseEntry],
+    from: &str,
+    to: &str,
+) -> Result<Relup, MakeRelupError> {
+    if from == to {
+        return Err(MakeRelupError::new(
+            releases_path,
+            None,
+            MakeRelupErrorKind::SameRelease { vsn: from.to_owned() },
+        ));
+    }
+    let old = Release::read(root, releases_path, entries, from)?;
+    let new = Release::read(root, releases_path, entries, to)?;
     if old.host_vsn != new.host_vsn {
         return Err(MakeRelupError::new(
             &new.rel_path,
