@@ -42,7 +42,7 @@ pub mod release_handler;
 pub mod runtime;
 
 // The fronts' modules at the paths the README has always shown (`hotcode::watch::Watcher`).
-pub use front::{control, service, watch};
+pub use front::{control, scaffold, service, watch};
 
 pub use code::code_server::{
     CodeServer, Config, HeldVersion, Holder, ModuleHolders, ModuleStatus, PurgeMethod, Purged,

@@ -92,6 +92,13 @@ rebuilt, once the file has settled (no change for the quiet period, twice). It p
 line per reload or rejected file; a rejected file leaves the running version serving. It
 runs until Ctrl-C. RUST_LOG=info shows each step.";
 
+const NEW_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode new kv --plugin-api ~/src/hotcode/plugin-api
+    cd kv/kv-1 && cargo build --release
+
+The README's \"Your own upgradeable service\" walks from there to a live upgrade and back.";
+
 const RELEASE_EXAMPLES: &str = "\
 EXAMPLES:
     cargo build --release          # a cdylib crate per module: target/release/lib<module>.so
@@ -188,6 +195,19 @@ enum Command {
     Release {
         #[command(subcommand)]
         op: ReleaseOp,
+    },
+    /// Start a new upgradeable service: write version 1 of application NAME (an app, a
+    /// supervisor and a gen_server, each a cdylib crate) into DIR/NAME-1/.
+    #[command(after_help = NEW_EXAMPLES)]
+    New {
+        /// The application's name: lower-case letters, digits and _.
+        name: String,
+        /// The plugin-api crate of your hotcode checkout (the modules depend on it by path).
+        #[arg(long, value_name = "DIR")]
+        plugin_api: PathBuf,
+        /// Where to write it (default: ./NAME); must not exist.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Run a development node that reloads modules whenever their libraries are rebuilt.
     #[command(after_help = WATCH_EXAMPLES)]
@@ -415,6 +435,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { relup, root } => check(&relup, root.as_deref()),
         Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
         Command::MakeRelup { root, from, to } => make_relup(&root, &from, &to),
+        Command::New { name, plugin_api, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let written = hotcode::scaffold::new_service(&dir, &name, &plugin_api)?;
+            println!(
+                "ok: wrote {} files into {}; build it with `cd {} && cargo build --release`",
+                written.len(),
+                dir.display(),
+                dir.join(format!("{name}-1")).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Release { op } => release(op),
     }
 }

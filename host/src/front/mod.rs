@@ -1,13 +1,15 @@
 //! The fronts: the ways in from outside the node.
 //!
 //! [`control`] (the control socket between `hotcode boot` and `hotcode ctl`), [`watch`]
-//! (the developer loop: reload a module whenever its library is rebuilt) and [`service`]
-//! (the service example's TCP front end and its load generator). The `hotcode` binary
+//! (the developer loop: reload a module whenever its library is rebuilt), [`scaffold`]
+//! (`hotcode new`: a service to start from) and [`service`] (the service example's TCP
+//! front end and its load generator). The `hotcode` binary
 //! (`host/src/cli/`) is a front too, as a crate of its own.
 //!
 //! **May use:** every layer below: the release handler, the runtime, the code layer and the
 //! release files. Nothing below imports a front.
 
 pub mod control;
+pub mod scaffold;
 pub mod service;
 pub mod watch;

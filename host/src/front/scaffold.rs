@@ -1,21 +1,23 @@
 //! `hotcode new NAME`: a new upgradeable service to start from.
 //!
-//! It writes a Cargo workspace holding version 1 of application `NAME`, laid out as the
-//! release tooling and the guide (README, "Your own upgradeable service") expect:
+//! It writes version 1 of application `NAME` as a Cargo workspace of its own, laid out as
+//! `hotcode release` and the guide (README, "Your own upgradeable service") expect:
 //!
 //! ```text
-//! NAME/
-//!   Cargo.toml                    the workspace: every module crate of every version
-//!   NAME-1/NAME.app               the application: vsn, modules, registered, mod
-//!   NAME-1/NAME_app/              the application callback   (package NAME_app-v1)
-//!   NAME-1/NAME_sup/              the top supervisor          (package NAME_sup-v1)
-//!   NAME-1/NAME_server/           a gen_server, a small store (package NAME_server-v1)
+//! NAME/NAME-1/
+//!   Cargo.toml        the workspace of version 1: one crate per module
+//!   NAME.app          the application: vsn, modules, registered, mod
+//!   NAME_app/         the application callback
+//!   NAME_sup/         the top supervisor
+//!   NAME_server/      a gen_server, a small key-value store
 //! ```
 //!
-//! Each module is a `cdylib` crate whose only dependency is `plugin-api` (given by path:
-//! hotcode is not on crates.io). `NAME_server` registers as `NAME_server` and keeps a list
-//! of `{Key, Value}` pairs: `{put, K, V}`, `{get, K}`, `keys`. Version 2 is the user's to
-//! write: copy `NAME-1` to `NAME-2`, change it, and describe the move in `NAME-2/NAME.appup`.
+//! Each module is a `cdylib` crate named after its module (so `cargo build --release`
+//! makes `target/release/lib<module>.so`, which `hotcode release --lib-dir` finds), whose
+//! only dependency is `plugin-api` (by path: hotcode is not on crates.io). Each version is
+//! a workspace of its own so that its crates keep their module names: version 2 starts as a
+//! copy of `NAME-1` in `NAME-2`. `NAME_server` registers as `NAME_server` and keeps a list
+//! of `{Key, Value}` pairs: `{put, K, V}`, `{get, K}`, `keys`.
 
 use std::fs;
 use std::io;
@@ -66,7 +68,7 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Writes the workspace of application `name` into `dir` (which must not exist), with
+/// Writes version 1 of application `name` into `dir/NAME-1/` (`dir` must not exist), with
 /// `plugin_api` (the `plugin-api` crate's directory) as the modules' dependency. Returns
 /// the files written, relative to `dir`.
 pub fn new_service(dir: &Path, name: &str, plugin_api: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
@@ -114,13 +116,13 @@ fn toml_string(text: &str) -> String {
     out
 }
 
-/// Every file of the workspace: `(relative path, contents)`.
+/// Every file of the project: `(relative path, contents)`.
 fn files(name: &str, api: &str) -> Vec<(String, String)> {
     let fill = |t: &str| t.replace("{{name}}", name).replace("{{plugin_api}}", api);
     let mut files = vec![
-        ("Cargo.toml".to_owned(), fill(WORKSPACE)),
+        (format!("{name}-1/Cargo.toml"), fill(WORKSPACE)),
         (format!("{name}-1/{name}.app"), fill(APP_FILE)),
-        (".gitignore".to_owned(), "/target\n".to_owned()),
+        (".gitignore".to_owned(), "target/\n".to_owned()),
     ];
     for (module, description, source) in [
         ("app", "the application callback", APP_SRC),
@@ -137,15 +139,10 @@ fn files(name: &str, api: &str) -> Vec<(String, String)> {
     files
 }
 
-const WORKSPACE: &str = r#"# The {{name}} service: one crate per module per version (packages <module>-v<vsn>).
-# Add the crates of each new version to `members`.
+const WORKSPACE: &str = r#"# {{name}}, one version: a crate per module, each named after its module.
 [workspace]
 resolver = "3"
-members = [
-    "{{name}}-1/{{name}}_app",
-    "{{name}}-1/{{name}}_sup",
-    "{{name}}-1/{{name}}_server",
-]
+members = ["{{name}}_app", "{{name}}_sup", "{{name}}_server"]
 
 # What ships: no debug info (it would be most of each library, and every load copies the
 # file), symbols kept. Never `panic = "abort"`: hotcode refuses such a plugin.
@@ -155,7 +152,7 @@ strip = "debuginfo"
 "#;
 
 const CRATE_MANIFEST: &str = r#"[package]
-name = "{{module}}-v1"
+name = "{{module}}"
 description = "{{name}} version 1: {{description}}."
 version = "0.1.0"
 edition = "2024"
@@ -181,8 +178,8 @@ const APP_FILE: &str = r#"%% {{name}}, version 1.
 const APP_SRC: &str = r#"//! `{{name}}_app`, version 1: the application callback; its top supervisor is `{{name}}_sup`.
 #![forbid(unsafe_code)]
 
-use plugin_api::Term;
 use plugin_api::behaviour::Application;
+use plugin_api::{Term, log};
 
 struct App;
 
@@ -192,8 +189,6 @@ impl Application for App {
         Ok(Term::tuple([Term::atom("{{name}}_sup"), Term::List(vec![])]))
     }
 }
-
-use plugin_api::log;
 
 plugin_api::export_module! { name: "{{name}}_app", vsn: "1", application: App }
 "#;
@@ -323,7 +318,7 @@ mod tests {
     fn the_workspace_has_three_module_crates_and_an_app_file() {
         let names: Vec<String> = files("kv", "\"/p\"").into_iter().map(|(p, _)| p).collect();
         for want in [
-            "Cargo.toml",
+            "kv-1/Cargo.toml",
             "kv-1/kv.app",
             "kv-1/kv_app/Cargo.toml",
             "kv-1/kv_sup/src/lib.rs",
