@@ -22,7 +22,15 @@ use hotcode::release::{ReleaseStatus, read_releases};
 
 use crate::fixtures;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hotcode");
+/// The `hotcode` binary of the checkout under test: cargo names it when it runs the tests
+/// (see [`fixtures::host_dir`] for why the compiled-in path is only the fallback).
+pub(crate) fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("CARGO_BIN_EXE_hotcode")
+            .map_or_else(|| env!("CARGO_BIN_EXE_hotcode").into(), Into::into)
+    })
+}
 
 /// How long a node may take to come up, or a command to finish: generous, because the
 /// other integration tests load the two cores at the same time.
@@ -89,7 +97,7 @@ pub(crate) struct Output {
 /// Runs `hotcode ARGS` to its end (at most `DEADLINE`).
 pub(crate) fn hotcode<S: AsRef<OsStr>>(args: &[S]) -> Output {
     let mut child = ChildGuard::spawn(
-        Command::new(BIN)
+        Command::new(bin())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -135,7 +143,7 @@ fn spawn_boot(
     scratch: &Path,
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
-        Command::new(BIN)
+        Command::new(bin())
             .arg("boot")
             .arg(root)
             .env("TMPDIR", scratch)
@@ -406,7 +414,7 @@ fn a_peer_with_another_uid_is_refused() {
     }
     fs::set_permissions(r.join("run/hotcode.sock"), fs::Permissions::from_mode(0o666))
         .expect("chmod socket");
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     std::os::unix::process::CommandExt::uid(&mut command, 65534);
     std::os::unix::process::CommandExt::gid(&mut command, 65534);
     let mut child = ChildGuard::spawn(

@@ -333,7 +333,7 @@ fn row14_links_in_a_package_and_an_app_of_another_name_are_refused() {
 fn boot_cli(root: &Path, scratch: &Path, kill_at: Option<usize>) -> crate::cli::ChildGuard {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
-    let mut command = Command::new(crate::cli::BIN);
+    let mut command = Command::new(crate::cli::bin());
     command
         .arg("boot")
         .arg(root)
