@@ -16,6 +16,7 @@ mod fixtures;
 mod make_relup;
 mod node_exit;
 mod preflight;
+mod private_copies;
 mod processes;
 mod release_handler;
 mod release_security;
