@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn the_repository_manifest_and_rel_files_are_well_formed() {
-        let manifest = project::root().join(MANIFEST);
+        let manifest = project::init().unwrap().join(MANIFEST);
         let text = fs::read_to_string(&manifest).unwrap();
         let roots = parse_manifest(MANIFEST, &text).unwrap();
         let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();

@@ -48,6 +48,10 @@ ENVIRONMENT:
     CARGO               cargo binary to use (default: `cargo`)
     CARGO_TARGET_DIR    target directory (default: <workspace>/target)
 
+The workspace is the checkout `cargo xtask` runs in (or, run by hand, the one
+holding the current directory), found at run time: a copy of a checkout that
+kept its target/ builds and runs in the copy.
+
 EXAMPLES:
     cargo xtask build --release
     cargo xtask test -- --nocapture
@@ -103,6 +107,12 @@ fn run() -> anyhow::Result<ExitCode> {
         print!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     };
+    if matches!(cmd.as_str(), "help" | "-h" | "--help") {
+        print!("{USAGE}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The checkout this run is about, found now: never the one xtask was built in.
+    project::init()?;
     match cmd.as_str() {
         "build" => build::run(rest),
         "dist" => dist::run(rest),
@@ -110,10 +120,6 @@ fn run() -> anyhow::Result<ExitCode> {
         "demo" => demo::run(rest),
         "bench" => bench::run(rest),
         "watch" => watch::run(rest),
-        "help" | "-h" | "--help" => {
-            print!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
         other => Err(UsageError(format!("unknown subcommand `{other}`")).into()),
     }
 }

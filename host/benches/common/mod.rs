@@ -22,10 +22,14 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
-/// The workspace root (this crate's parent directory).
+/// The workspace root (this crate's parent directory), as cargo names it when it runs the
+/// benchmark; the compiled-in path only for a binary run by hand (cargo does not rebuild a
+/// binary whose checkout was copied with its `target/`, so that path may be another
+/// checkout's).
 pub fn workspace() -> PathBuf {
-    let host = Path::new(env!("CARGO_MANIFEST_DIR"));
-    host.parent().unwrap_or(host).to_path_buf()
+    let host = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    host.parent().map_or_else(|| host.clone(), Path::to_path_buf)
 }
 
 /// `<target>/bench-results`, where `cargo xtask bench` looks for the scenario results:

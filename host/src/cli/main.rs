@@ -52,7 +52,9 @@ the node closes its connection without answering, and the next `hotcode boot` lo
 
 ROOT/run must be a real directory of the node's user with mode 0700 (it is created so if
 missing), and the node holds a lock on it for its whole life: a second node on the same
-root exits 1 at once.";
+root exits 1 at once. The node maps private copies of its libraries, made in
+ROOT/run/lib/<pid>-<n>/ and deleted once open; the directory is removed when the node
+exits, or, after a SIGKILL, by the next boot.";
 
 const CTL_EXAMPLES: &str = "\
 EXAMPLES:

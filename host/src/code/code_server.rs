@@ -35,6 +35,7 @@ use crate::code::hold::{self, ThreadInfo, VersionCell};
 use crate::code::loader;
 use crate::code::membarrier;
 use crate::code::reaper::{self, LeakedLibrary, Retired};
+use crate::code::scratch::{self, Scratch};
 use crate::code::version::Version;
 
 /// How to purge old code that is in the way (OTP's `PrePurge` / `PostPurge`).
@@ -88,8 +89,12 @@ pub struct VersionInfo {
     pub behaviour: plugin_api::Behaviour,
     /// The file it was loaded from.
     pub source: PathBuf,
-    /// The private copy that is mapped.
+    /// The private copy that is mapped. Its file was unlinked once it was opened: the path
+    /// names the mapping in `/proc/self/maps` (where it is followed by ` (deleted)`).
     pub copy: PathBuf,
+    /// The SHA-256 of the bytes that were mapped (taken of the private copy before it was
+    /// opened).
+    pub sha256: loader::Sha256,
 }
 
 impl VersionInfo {
@@ -100,6 +105,7 @@ impl VersionInfo {
             behaviour: v.behaviour,
             source: v.source.clone(),
             copy: v.copy.clone(),
+            sha256: v.sha256,
         }
     }
 }
@@ -227,15 +233,20 @@ struct State {
 /// Configuration for [`CodeServer::with_config`].
 #[derive(Debug, Clone, Default)]
 pub struct Config {
-    /// Where private copies of libraries go (a fresh directory is made inside it). Must be
-    /// on a filesystem that allows mapping code (not `noexec`). Default: the system temp dir.
+    /// The directory that holds the code servers' directories for private library copies:
+    /// each code server makes and locks its own `<pid>-<n>` in it, and removes those that
+    /// dead processes left. It is made with mode 0700 if missing, and must be a real
+    /// directory of this uid that group and others cannot access, inside a directory where
+    /// others cannot rename it (not writable by them, or sticky); it must be on a filesystem
+    /// that allows mapping code (not `noexec`). Default: `$TMPDIR/hotcode-<uid>`; the
+    /// release handler uses `ROOT/run/lib`.
     pub scratch_parent: Option<PathBuf>,
 }
 
 /// The code server. See the [module docs](self).
 pub struct CodeServer {
     id: u64,
-    scratch: PathBuf,
+    scratch: Scratch,
     state: Mutex<State>,
 }
 
@@ -249,16 +260,18 @@ impl CodeServer {
     }
 
     /// A code server with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`CodeServerError::Scratch`] if the directory for private library copies cannot be
+    /// made; [`CodeServerError::UnsafeScratch`] if its parent is not private (see
+    /// [`Config::scratch_parent`]).
     pub fn with_config(config: Config) -> Result<CodeServer, CodeServerError> {
         membarrier::init();
-        let parent = config.scratch_parent.unwrap_or_else(std::env::temp_dir);
-        let scratch = tempfile::Builder::new()
-            .prefix("hotcode-")
-            .tempdir_in(&parent)
-            .map_err(CodeServerError::Scratch)?
-            .keep();
+        let parent = config.scratch_parent.unwrap_or_else(scratch::default_parent);
+        let scratch = Scratch::create(&parent)?;
         let id = NEXT_SERVER.fetch_add(1, Ordering::Relaxed);
-        log::debug!("code server {id}: private library copies in {}", scratch.display());
+        log::debug!("code server {id}: private library copies in {}", scratch.path().display());
         Ok(CodeServer { id, scratch, state: Mutex::new(State::default()) })
     }
 
@@ -268,9 +281,12 @@ impl CodeServer {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The directory holding this server's private library copies.
+    /// The directory of this server's private library copies, `<parent>/<pid>-<n>` (see
+    /// [`Config::scratch_parent`]). A copy is in it only while it is being loaded: the
+    /// loader unlinks it once it is open (the mapping stays), and the directory is removed
+    /// when the server is dropped or the process exits.
     pub fn scratch_dir(&self) -> &Path {
-        &self.scratch
+        self.scratch.path()
     }
 
     /// Opens and checks version of `module` in `path`, without making it reachable.
@@ -306,7 +322,7 @@ impl CodeServer {
     ) -> Result<VersionInfo, LoadError> {
         reaper::retry_leaked();
         let id = NEXT_VERSION.fetch_add(1, Ordering::Relaxed);
-        let opened = loader::open(module, path, &self.scratch, id, sha256)?;
+        let opened = loader::open(module, path, self.scratch.path(), id, sha256)?;
         let version = Arc::new(Version::new(id, self.id, path.to_owned(), opened));
         let mut state = self.lock();
         if let Err(kind) = check_interface(state.modules.get(module), &version) {
@@ -805,12 +821,8 @@ impl Drop for CodeServer {
             }
         }
         reaper::retry_leaked();
-        // The scratch directory goes only if every copy in it is gone.
-        if std::fs::remove_dir(&self.scratch).is_err() {
-            log::info!(
-                "keeping {}: it still holds copies of detached or leaked libraries",
-                self.scratch.display()
-            );
-        }
+        // The scratch directory goes when `self.scratch` is dropped, next. Detached or
+        // leaked libraries may still be mapped: their copies were unlinked when they were
+        // opened, and the unload checks find them in /proc/self/maps by path all the same.
     }
 }

@@ -131,9 +131,24 @@ pub enum CodeServerError {
         /// The interface the module exports.
         found: String,
     },
-    /// The private copy directory could not be made.
-    #[error("cannot create the scratch directory for private library copies: {0}")]
-    Scratch(#[source] std::io::Error),
+    /// The directory for private library copies could not be made or examined.
+    #[error("cannot make the directory for private library copies {}: {source}", path.display())]
+    Scratch {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory for private library copies, or the one holding it, is not safe to
+    /// use: whoever else could write it could change the code the node maps.
+    #[error("refusing {} for private library copies: it {problem}", path.display())]
+    UnsafeScratch {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 fn holders_list(holders: &[Holder]) -> String {

@@ -6,7 +6,11 @@
 //! find the header symbol, check the magic, the ABI version and the descriptor's layout,
 //! and only then read the descriptor, copy what the host keeps of it, and call its `on_load`
 //! with the host's services table (`services.rs`; the plugin keeps pointers into the host,
-//! never the reverse).
+//! never the reverse). Then the copy's file is unlinked, loaded or not: a mapping outlives
+//! its file's name, so nothing is left on disk even if the process is killed, while
+//! `/proc/self/maps` still names the mapping by the copy's path (followed by ` (deleted)`,
+//! which [`maps`] strips). The path stays unique to this load: no other file gets that
+//! name, and the kernel does not reuse the inode of a file that is still mapped.
 //!
 //! Unloading a version: `dlclose`, then look in `/proc/self/maps`. A library that is still
 //! mapped is *leaked*: typically a thread that ran its code registered a TLS destructor,
@@ -33,11 +37,13 @@ use crate::code::maps;
 use crate::code::services;
 use crate::code::trust;
 
-/// A library that passed every check, open and mapped at `copy`.
+/// A library that passed every check, open and mapped from `copy`.
 pub(crate) struct Opened {
     lib: Library,
-    /// The private copy that was opened.
+    /// The private copy that was opened (its file is unlinked; the path names the mapping).
     pub(crate) copy: PathBuf,
+    /// The SHA-256 of the copy: of the bytes that were mapped.
+    pub(crate) sha256: Sha256,
     /// The module name (host-owned copy of the descriptor's).
     pub(crate) name: String,
     /// The module's vsn (host-owned copy).
@@ -62,7 +68,7 @@ pub(crate) struct ExportedInterface {
 /// What happened when a library was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Closed {
-    /// Gone from the address space; its private copy is deleted.
+    /// Gone from the address space.
     Unmapped,
     /// Still mapped after `dlclose` (or the check could not be made): kept for a retry.
     Leaked(String),
@@ -157,9 +163,10 @@ pub(crate) fn check_permissions(path: &Path) -> Result<(), LoadErrorKind> {
     }
 }
 
-/// Opens `source` as version `serial` of `module`, through a private copy in `scratch`.
-/// With `expected`, the copy's SHA-256 must match it: the digest is taken of the very bytes
-/// that get mapped, so the file cannot change between the check and the load.
+/// Opens `source` as version `serial` of `module`, through a private copy in `scratch`,
+/// whose file is gone again when this returns (see the module docs). With `expected`, the
+/// copy's SHA-256 must match it: the digest is taken of the very bytes that get mapped, so
+/// the file cannot change between the check and the load.
 pub(crate) fn open(
     module: &str,
     source: &Path,
@@ -190,13 +197,19 @@ pub(crate) fn open(
             found: hex(&found),
         }));
     }
-    match open_copy(module, &copy) {
-        Ok(opened) => Ok(opened),
-        Err(kind) => {
-            // Everything opened was closed by `open_copy`; the copy is ours to delete.
-            let _ = std::fs::remove_file(&copy);
-            Err(fail(kind))
-        }
+    let opened = open_copy(module, &copy, found);
+    // Open or refused (and then closed by `open_copy`), the copy's file has served its
+    // purpose: the mapping, if any, stays without it.
+    unlink_copy(&copy);
+    opened.map_err(fail)
+}
+
+/// Unlinks a private copy's file, which may be gone already.
+fn unlink_copy(copy: &Path) {
+    match std::fs::remove_file(copy) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot delete private copy {}: {e}", copy.display()),
     }
 }
 
@@ -213,7 +226,7 @@ fn private_copy(source: &Path, copy: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {
+fn open_copy(module: &str, copy: &Path, sha256: Sha256) -> Result<Opened, LoadErrorKind> {
     // RTLD_LOCAL keeps the plugin's symbols out of the global namespace, so versions
     // cannot interpose on each other.
     // SAFETY: opening runs the library's initialisers; the file passed the ELF checks, is a
@@ -224,6 +237,7 @@ fn open_copy(module: &str, copy: &Path) -> Result<Opened, LoadErrorKind> {
         Ok(d) => Ok(Opened {
             lib,
             copy: copy.to_owned(),
+            sha256,
             name: d.name,
             vsn: d.vsn,
             behaviour: d.behaviour,
@@ -371,7 +385,8 @@ impl Opened {
 
 /// Retries a leaked library at `copy`: if it is still known to the dynamic loader, take a
 /// new reference with `RTLD_NOLOAD` and drop it, which lets glibc unload an object whose
-/// TLS destructors have all run since.
+/// TLS destructors have all run since. glibc finds the object by the name it was opened
+/// with before it looks at the file system, so this works with the copy's file unlinked.
 pub(crate) fn retry_leaked(copy: &Path) -> Closed {
     // SAFETY: RTLD_NOLOAD never maps or initialises anything: it only returns a new
     // reference to an object that is already loaded (or fails).
@@ -389,9 +404,8 @@ pub(crate) fn retry_leaked(copy: &Path) -> Closed {
 fn verify_gone(copy: &Path) -> Closed {
     match maps::is_mapped(copy) {
         Ok(false) => {
-            if let Err(e) = std::fs::remove_file(copy) {
-                log::warn!("cannot delete private copy {}: {e}", copy.display());
-            }
+            // Unlinked when it was opened; this only matters if that failed.
+            unlink_copy(copy);
             Closed::Unmapped
         }
         Ok(true) => Closed::Leaked("still mapped after dlclose".to_owned()),

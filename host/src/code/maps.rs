@@ -3,7 +3,9 @@
 //! `dlclose` returning success does not mean the library left the address space: glibc
 //! keeps an object mapped while a thread that registered a TLS destructor in it lives, or
 //! while another object depends on it. Each load maps its own uniquely named copy, so the
-//! copy's path identifies exactly one load.
+//! copy's path identifies exactly one load, also once the copy's file has been unlinked
+//! (as the loader does as soon as it is open): the kernel then shows the path followed by
+//! ` (deleted)`, which is stripped here.
 
 use std::io;
 use std::path::{Path, PathBuf};

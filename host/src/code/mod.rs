@@ -2,8 +2,9 @@
 //!
 //! This layer owns everything between a `.so` file on disk and a call into it: the
 //! [`loader`] (the only code that opens and closes libraries, with the ELF, layout and
-//! integrity checks), [`elf`] (inspecting a file without loading it), [`maps`] (is a library
-//! really gone from `/proc/self/maps`?), `membarrier` (the asymmetric fence), `hold` (the
+//! integrity checks), `scratch` (the private directory of the copies the loader maps, and
+//! cleaning up what dead processes left), [`elf`] (inspecting a file without loading it),
+//! [`maps`] (is a library really gone from `/proc/self/maps`?), `membarrier` (the asymmetric fence), `hold` (the
 //! per-thread hold slots and the scan), `version` (a loaded version's host-owned metadata),
 //! `reaper` (unloading retired versions once their last holder leaves), [`code_server`]
 //! (OTP's current and old slots: load, remove, purge, soft_purge, holders), [`handle`]
@@ -30,6 +31,7 @@ pub mod loader;
 pub mod maps;
 mod membarrier;
 pub(crate) mod reaper;
+mod scratch;
 mod services;
 pub mod trust;
 pub(crate) mod version;

@@ -24,8 +24,10 @@ pub(crate) struct Version {
     pub(crate) behaviour: Behaviour,
     /// The file it was loaded from.
     pub(crate) source: PathBuf,
-    /// The private copy that is mapped.
+    /// The private copy that is mapped (its file unlinked; the path names the mapping).
     pub(crate) copy: PathBuf,
+    /// The SHA-256 of the bytes mapped.
+    pub(crate) sha256: crate::code::loader::Sha256,
     /// The interface name, for library modules.
     pub(crate) interface: Option<String>,
     /// What callers touch.
@@ -51,6 +53,7 @@ impl Version {
             behaviour: opened.behaviour,
             source,
             copy: opened.copy.clone(),
+            sha256: opened.sha256,
             interface: opened.interface.map(|i| i.name.to_owned()),
             cell: VersionCell::acquire(id, table),
             library: Mutex::new(Some(opened)),

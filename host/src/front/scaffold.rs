@@ -71,7 +71,11 @@ pub fn valid_name(name: &str) -> bool {
 /// Writes version 1 of application `name` into `dir/NAME-1/` (`dir` must not exist), with
 /// `plugin_api` (the `plugin-api` crate's directory) as the modules' dependency. Returns
 /// the files written, relative to `dir`.
-pub fn new_service(dir: &Path, name: &str, plugin_api: &Path) -> Result<Vec<PathBuf>, ScaffoldError> {
+pub fn new_service(
+    dir: &Path,
+    name: &str,
+    plugin_api: &Path,
+) -> Result<Vec<PathBuf>, ScaffoldError> {
     if !valid_name(name) {
         return Err(ScaffoldError::BadName { name: name.to_owned() });
     }
@@ -95,7 +99,8 @@ pub fn new_service(dir: &Path, name: &str, plugin_api: &Path) -> Result<Vec<Path
             fs::create_dir_all(parent)
                 .map_err(|source| ScaffoldError::Io { path: parent.to_owned(), source })?;
         }
-        fs::write(&path, text).map_err(|source| ScaffoldError::Io { path: path.clone(), source })?;
+        fs::write(&path, text)
+            .map_err(|source| ScaffoldError::Io { path: path.clone(), source })?;
         written.push(PathBuf::from(relative));
     }
     Ok(written)

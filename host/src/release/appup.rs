@@ -757,7 +757,7 @@ mod tests {
 
     #[test]
     fn the_example_appups_read() {
-        let plugins = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins"));
+        let plugins = &crate::release::test_crate_dir().join("../plugins");
         for (file, vsn) in [
             ("svc-2/svc.appup", "2"),
             ("greeter-2/greeter.appup", "2"),

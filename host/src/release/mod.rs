@@ -41,3 +41,13 @@ pub use relup::{
     script_problems,
 };
 pub use terms::{Pos, RawTerm, Spanned, parse_terms, read_terms};
+
+/// The host crate's directory, for tests that read the project's own files: cargo's value
+/// when it runs the tests, the compiled-in one only for a test binary run by hand (cargo
+/// does not rebuild a test binary whose checkout was copied, `target/` and all, so the
+/// compiled-in path may name another checkout).
+#[cfg(test)]
+pub(crate) fn test_crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+}

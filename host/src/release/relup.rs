@@ -932,7 +932,7 @@ mod tests {
     }
 
     fn seed(name: &str) -> (PathBuf, Relup) {
-        let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../relups")).join(name);
+        let path = crate::release::test_crate_dir().join("../relups").join(name);
         let relup = read_relup(&path).unwrap_or_else(|e| panic!("{e}"));
         if let Err(problem) = relup.check(&path) {
             panic!("{problem}");
@@ -1080,7 +1080,7 @@ mod tests {
     /// expectation lines of bad cases are rewritten to the errors seen.
     #[test]
     fn relup_cases() {
-        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/relup_cases"));
+        let root = &crate::release::test_crate_dir().join("tests/relup_cases");
         let bless = std::env::var_os("HOTCODE_BLESS").is_some();
         let mut failures = Vec::new();
         let mut counts = (0, 0);

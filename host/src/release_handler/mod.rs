@@ -38,7 +38,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use plugin_api::Term;
 
-use crate::code::code_server::{PurgeMethod, Purged};
+use crate::code::code_server::{CodeServer, Config, PurgeMethod, Purged};
 use crate::code::error::{CodeServerError, LoadError};
 use crate::release::files::{
     AppSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, read_releases, write_releases_atomically,
@@ -329,6 +329,9 @@ impl ReleaseHandler {
     /// Boots the permanent release of `root` on a new node that waits for plugin code as
     /// `timeouts` say (from the boot on: `init` and `start` of the release's processes and
     /// applications, then every install's `apply`s and `code_change`s).
+    ///
+    /// The node's private library copies go to `ROOT/run/lib/<pid>-<n>/` (`ROOT/run` is
+    /// made with mode 0700 if missing); what a node that died left there is removed first.
     pub fn boot_with(
         root: impl Into<PathBuf>,
         error_action: ErrorAction,
@@ -343,7 +346,9 @@ impl ReleaseHandler {
             .cloned()
             .ok_or_else(|| ReleaseError::NoPermanent { path: path.clone() })?;
         check_host_vsn(&permanent.vsn, &permanent.host_vsn)?;
-        let node = Node::new()?;
+        let node = Node::with_code_server(CodeServer::with_config(Config {
+            scratch_parent: Some(private_copies_dir(&root)?),
+        })?);
         node.set_timeouts(timeouts);
         let handler = ReleaseHandler {
             root,
@@ -528,6 +533,8 @@ impl ReleaseHandler {
                     // when it sees the connection close without an answer.
                     last_exit::record_exit(&self.root, EXIT_RESTART, &reason);
                     log::logger().flush();
+                    // No destructor runs from here: the code layer's exit hook removes
+                    // the node's private library copies (ROOT/run/lib/<pid>-<n>).
                     std::process::exit(EXIT_RESTART);
                 }
                 return Err(e);
@@ -605,6 +612,19 @@ impl ReleaseHandler {
     pub(crate) fn entry(&self, state_releases: &[ReleaseEntry], vsn: &str) -> Option<ReleaseEntry> {
         state_releases.iter().find(|r| r.vsn == vsn).cloned()
     }
+}
+
+/// `ROOT/run/lib`, the parent of a booted node's private library copies (see
+/// [`Config::scratch_parent`]), with `ROOT/run` made (mode 0700) if it is missing.
+fn private_copies_dir(root: &Path) -> Result<PathBuf, ReleaseError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let run = root.join("run");
+    match std::fs::DirBuilder::new().mode(0o700).create(&run) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ReleaseError::Io { path: run, source: e }),
+    }
+    Ok(run.join("lib"))
 }
 
 /// `releases` with `vsn` permanent and the previous permanent release old.

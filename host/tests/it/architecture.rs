@@ -21,7 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 fn src_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    crate::fixtures::host_dir().join("src")
 }
 
 /// Every `.rs` file below `dir`, as paths relative to `host/src`.
@@ -198,7 +198,7 @@ fn the_code_map_names_every_host_source_file() {
     let src = src_dir();
     let mut files = Vec::new();
     rust_files(&src, &src, &mut files);
-    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md");
+    let doc_path = crate::fixtures::root().join("ARCHITECTURE.md");
     let doc = fs::read_to_string(&doc_path).expect("read ARCHITECTURE.md");
     let missing: Vec<String> = files
         .iter()

@@ -22,7 +22,15 @@ use hotcode::release::{ReleaseStatus, read_releases};
 
 use crate::fixtures;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hotcode");
+/// The `hotcode` binary of the checkout under test: cargo names it when it runs the tests
+/// (see [`fixtures::host_dir`] for why the compiled-in path is only the fallback).
+pub(crate) fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("CARGO_BIN_EXE_hotcode")
+            .map_or_else(|| env!("CARGO_BIN_EXE_hotcode").into(), Into::into)
+    })
+}
 
 /// How long a node may take to come up, or a command to finish: generous, because the
 /// other integration tests load the two cores at the same time.
@@ -89,7 +97,7 @@ pub(crate) struct Output {
 /// Runs `hotcode ARGS` to its end (at most `DEADLINE`).
 pub(crate) fn hotcode<S: AsRef<OsStr>>(args: &[S]) -> Output {
     let mut child = ChildGuard::spawn(
-        Command::new(BIN)
+        Command::new(bin())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -137,7 +145,7 @@ fn spawn_boot(
     rust_log: &str,
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
-        Command::new(BIN)
+        Command::new(bin())
             .arg("boot")
             .arg(root)
             .env("TMPDIR", scratch)
@@ -230,7 +238,7 @@ impl Node {
     }
 
     /// SIGKILL, and reap.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.guard.signal(libc::SIGKILL);
         self.guard.wait();
     }
@@ -395,9 +403,12 @@ fn the_socket_is_private_and_one_node_per_root() {
     let leftovers: Vec<_> = fs::read_dir(r.join("run"))
         .expect("run dir")
         .map(|e| e.expect("entry").file_name())
-        .filter(|name| name != "hotcode.sock" && name != "last-exit")
+        .filter(|name| name != "hotcode.sock" && name != "last-exit" && name != "lib")
         .collect();
-    assert!(leftovers.is_empty(), "nothing but the socket and last-exit in run/: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "nothing but the socket, last-exit and lib/ (private copies) in run/: {leftovers:?}"
+    );
     // The exit record says that this node runs; it is the node's alone.
     let record = r.join("run/last-exit");
     assert_eq!(
@@ -436,7 +447,7 @@ fn a_peer_with_another_uid_is_refused() {
     }
     fs::set_permissions(r.join("run/hotcode.sock"), fs::Permissions::from_mode(0o666))
         .expect("chmod socket");
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     std::os::unix::process::CommandExt::uid(&mut command, 65534);
     std::os::unix::process::CommandExt::gid(&mut command, 65534);
     let mut child = ChildGuard::spawn(

@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::cli::{self, BIN, ChildGuard, DEADLINE, Node, ctl, ctl_ok, hotcode, scratch};
+use crate::cli::{self, ChildGuard, DEADLINE, Node, bin, ctl, ctl_ok, hotcode, scratch};
 use crate::fixtures;
 
 /// The uid of `nobody`, the other user of these attacks.
@@ -369,7 +369,7 @@ fn a_slow_client_is_cut_off_at_the_overall_deadline() {
     let r = root.path();
     let scratch = scratch();
     let mut guard = ChildGuard::spawn(
-        Command::new(BIN)
+        Command::new(bin())
             .arg("boot")
             .arg(r)
             .env("TMPDIR", scratch.path())

@@ -47,7 +47,7 @@ fn plugin_dir() -> &'static Path {
         if let Some(dir) = std::env::var_os("HOTCODE_PLUGIN_DIR") {
             return PathBuf::from(dir);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let root = root();
         let target = root.join("target").join("fixtures");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         eprintln!("fixtures: building {} plugins into {}", PLUGINS.len(), target.display());
@@ -98,9 +98,23 @@ pub fn greeter_v2() -> PathBuf {
     plugin("greeter-v2")
 }
 
-/// The workspace root.
+/// The host crate's directory in the checkout under test, as cargo says when it runs the
+/// tests (`CARGO_MANIFEST_DIR` is set for the test process as for the compiler). The value
+/// compiled in is only the fallback for a test binary run by hand: cargo does not rebuild
+/// a test binary because its checkout moved, so in a checkout copied with its `target/`
+/// the compiled-in path names the original, whose files the tests would read and whose
+/// `target/` they would build into.
+pub fn host_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+    })
+}
+
+/// The workspace root of the checkout under test (see [`host_dir`]).
 pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+    host_dir().parent().expect("the host crate lives in the workspace root")
 }
 
 /// The `.app` file of application version `app_vsn` (e.g. `prim_app-1`), from the source tree.

@@ -19,6 +19,7 @@ mod names;
 mod node_exit;
 mod plugin_logs;
 mod preflight;
+mod private_copies;
 mod processes;
 mod release_handler;
 mod release_security;

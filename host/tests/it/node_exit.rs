@@ -25,7 +25,7 @@ use crate::fixtures;
 
 /// B's relup: nothing `check` can refuse, and an apply that fails when it runs, after the
 /// point of no return (prim_sup has no child `no_such_child`).
-const FAILING_RELUP: &str = r#"%% The apply passes every check and fails when evaluated.
+pub(crate) const FAILING_RELUP: &str = r#"%% The apply passes every check and fails when evaluated.
 {"B",
  [{"A", [],
    [point_of_no_return,
