@@ -6,8 +6,18 @@ use crate::cli::{Node, ctl, ctl_ok, scratch};
 use crate::fixtures;
 
 #[test]
-fn ctl_talks_to_registered_processes_and_shows_the_trees() {
-    let root = fixtures::release_root("included-app-supervisor");
+fn ctl_talks_to_registered_processes_with_the_supervisor_relup() {
+    talks_to_registered_processes("included-app-supervisor");
+}
+
+#[test]
+fn ctl_talks_to_registered_processes_with_the_restart_relup() {
+    talks_to_registered_processes("included-app-restart");
+}
+
+/// Both seed relups, A → B → A on a `hotcode boot` node, asked through `ctl`.
+fn talks_to_registered_processes(script: &str) {
+    let root = fixtures::release_root(script);
     let r = root.path();
     let tmp = scratch();
     let node = Node::boot(r, tmp.path());

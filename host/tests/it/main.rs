@@ -14,6 +14,7 @@ mod ctl_talk;
 mod dist_layout;
 mod elf;
 mod fixtures;
+mod guide;
 mod make_relup;
 mod names;
 mod node_exit;
