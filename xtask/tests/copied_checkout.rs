@@ -5,9 +5,10 @@
 //! The copy here is lean: the source tree and, where a kept `target/` would have it, this
 //! build's xtask binary. Cargo is a stand-in (`$CARGO`, which xtask uses for every cargo
 //! command) that logs where it runs and what it is asked, refuses to run outside the copy,
-//! passes `metadata` to the real cargo and "builds" a plugin by writing a placeholder
-//! library where cargo would put it: `dist` then assembles the example roots in the copy
-//! exactly as it would from real libraries, in seconds.
+//! passes `metadata` to the real cargo and "builds" a plugin by copying the library this
+//! run's tests use (`$HOTCODE_PLUGIN_DIR`, set by `cargo xtask test`, else the original's
+//! `target/debug`) where cargo would put it: `dist` then checks and assembles the example
+//! roots in the copy exactly as it would after a real build, in seconds.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -41,7 +42,12 @@ case "$1" in
     out="$here/target/$profile"
     mkdir -p "$out"
     for p in $packages; do
-      printf 'placeholder for %s\n' "$p" > "$out/lib$(printf %s "$p" | tr - _).so"
+      lib="lib$(printf %s "$p" | tr - _).so"
+      if [ -f "$FAKE_CARGO_PLUGINS/$lib" ]; then
+        cp "$FAKE_CARGO_PLUGINS/$lib" "$out/$lib"
+      else
+        printf 'placeholder for %s (no %s/%s: run cargo xtask build)\n' "$p" "$FAKE_CARGO_PLUGINS" "$lib" > "$out/$lib"
+      fi
     done ;;
   *) echo "fake cargo: unexpected command: $*" >&2; exit 98 ;;
 esac
@@ -113,6 +119,11 @@ fn dist_in_copy(tmp: &Path, copy: &Path, cwd: &Path, as_cargo_run_would: bool) {
         .env("REAL_CARGO", real_cargo)
         .env("FAKE_CARGO_LOG", &log)
         .env("FAKE_CARGO_COPY", copy)
+        .env(
+            "FAKE_CARGO_PLUGINS",
+            std::env::var_os("HOTCODE_PLUGIN_DIR")
+                .map_or_else(|| original().join("target").join("debug"), PathBuf::from),
+        )
         .env_remove("CARGO_TARGET_DIR");
     if as_cargo_run_would {
         // What `cargo xtask` (`cargo run -p xtask`) sets for the binary it runs.
@@ -138,8 +149,11 @@ fn dist_in_copy(tmp: &Path, copy: &Path, cwd: &Path, as_cargo_run_would: bool) {
         let releases = copy.join("target/dist").join(root).join("releases/RELEASES");
         assert!(releases.is_file(), "{} missing:\n{stderr}", releases.display());
     }
-    let lib = fs::read_to_string(copy.join("target/dist/lib/greeter-1/greeter.so")).expect("lib");
-    assert_eq!(lib, "placeholder for greeter-v1\n", "the copy's own build output was placed");
+    // The copy's own build output was placed: the file the stand-in put in the copy's
+    // target/release, byte for byte.
+    let placed = fs::read(copy.join("target/dist/lib/greeter-1/greeter.so")).expect("placed lib");
+    let built = fs::read(copy.join("target/release/libgreeter_v1.so")).expect("built lib");
+    assert_eq!(placed, built, "the copy's own build output was placed");
 }
 
 #[test]
