@@ -50,9 +50,12 @@ pub trait GenServer: 'static {
     type State: 'static;
     /// The name a server started with `args` registers under, as OTP's
     /// `gen_server:start_link({local, Name}, Module, Args, Opts)` in the module's own
-    /// `start_link` decides it; `None` (the default) registers nothing. The host registers
-    /// the name before `init` runs; a name that is taken fails the start with
-    /// `{already_started, Pid}`, and the name is free again when the process exits.
+    /// `start_link` decides it; `None` (the default) registers nothing. It applies where
+    /// OTP would call the module's `start_link`: a supervisor's child `{M, start_link, A}`
+    /// (and an application's top supervisor); a host that starts a process itself names it
+    /// itself. The host registers the name before `init` runs; a name that is taken fails
+    /// the start with `{already_started, Pid}`, and the name is free again when the process
+    /// exits.
     /// It runs on the starting thread, without a deadline: it must return at once.
     fn local_name(args: &Term) -> Option<String> {
         let _ = args;

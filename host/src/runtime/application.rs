@@ -21,7 +21,7 @@ use plugin_api::behaviour::ApplicationTable;
 use crate::release::files::AppSpec;
 use crate::runtime::bounded;
 use crate::runtime::node::{Node, NodeInner};
-use crate::runtime::process::{Parent, Pid, ProcessError};
+use crate::runtime::process::{Naming, Parent, Pid, ProcessError};
 use crate::runtime::supervisor::{Shutdown, spawn_supervisor};
 
 /// An application's restart type (`application:start(App, Type)`).
@@ -299,11 +299,12 @@ impl Node {
                 let (sup, sup_args) = top_supervisor(&started).ok_or_else(|| {
                     callback_err(Term::tuple([Term::atom("bad_return"), started.clone()]))
                 })?;
+                // The top supervisor starts through its module's start_link: it names itself.
                 let pid = spawn_supervisor(
                     node,
                     &sup,
                     sup_args,
-                    None,
+                    Naming::ByModule,
                     Parent::Application(name.to_owned()),
                 )
                 .map_err(|source| AppError::Supervisor { app: name.to_owned(), source })?;

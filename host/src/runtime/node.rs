@@ -20,7 +20,7 @@ use crate::code::error::CodeServerError;
 use crate::runtime::application::AppController;
 use crate::runtime::bounded::{self, Timeouts};
 use crate::runtime::process::{
-    ChangeMode, Dest, ExitSignal, Msg, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
+    ChangeMode, Dest, ExitSignal, Msg, Naming, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
     ProcessKind, SysMsg, spawn_gen_server,
 };
 use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
@@ -386,14 +386,23 @@ impl Node {
     }
 
     /// Starts a gen_server running `module` (`gen_server:start`): `init(args)` runs in the
-    /// module's current version before this returns.
+    /// module's current version before this returns. It is registered as `name`, or not at
+    /// all: this is OTP's `gen_server:start_link` called directly, not the module's own
+    /// `start_link` (whose name, the module's `local_name`, applies to the children a
+    /// supervisor starts and to an application's top supervisor).
     pub fn start_gen_server(
         &self,
         module: &str,
         args: Term,
         name: Option<&str>,
     ) -> Result<Pid, ProcessError> {
-        spawn_gen_server(&self.inner, module, args, name.map(str::to_owned), Parent::None)
+        spawn_gen_server(
+            &self.inner,
+            module,
+            args,
+            Naming::Given(name.map(str::to_owned)),
+            Parent::None,
+        )
     }
 
     /// Starts a supervisor running `module` (`supervisor:start_link`), with its children.
@@ -403,7 +412,13 @@ impl Node {
         args: Term,
         name: Option<&str>,
     ) -> Result<Pid, ProcessError> {
-        spawn_supervisor(&self.inner, module, args, name.map(str::to_owned), Parent::None)
+        spawn_supervisor(
+            &self.inner,
+            module,
+            args,
+            Naming::Given(name.map(str::to_owned)),
+            Parent::None,
+        )
     }
 
     /// `gen_server:call(Dest, Request, Timeout)`.

@@ -389,19 +389,30 @@ pub(crate) fn bad_module(module: &str, why: impl std::fmt::Display) -> ProcessEr
     ProcessError::Start { module: module.to_owned(), reason }
 }
 
-/// The name to register a process of `module` started with `args` under: `name` if the
-/// starter gave one, else what the module's `local_name(Args)` says (OTP's
-/// `start_link({local, Name}, ...)` in the module's own code).
+/// Who names a new process.
+#[derive(Debug, Clone)]
+pub(crate) enum Naming {
+    /// The module, through its `local_name(Args)`: a start through the module's own
+    /// `start_link`, as a supervisor's child spec `{M, start_link, A}` or an application's
+    /// top supervisor makes it (OTP's `start_link({local, Name}, ...)` in the module's code).
+    ByModule,
+    /// The starter: this name, or none (OTP's `gen_server:start_link/3,4` called directly).
+    Given(Option<String>),
+}
+
+/// The name to register a process of `module` started with `args` under, as `naming` says.
 pub(crate) fn registered_name<I: Interface>(
     handle: &Handle<I>,
-    name: Option<String>,
+    naming: Naming,
     args: &Term,
     local_name: impl FnOnce(&I, &Term) -> Result<Option<String>, PluginError>,
 ) -> Result<Option<String>, ProcessError> {
     let module = handle.module();
-    let name = match name {
-        Some(name) => Some(name),
-        None => handle.call(|t| local_name(t, args)).map_err(|e| bad_module(module, e))?,
+    let name = match naming {
+        Naming::Given(name) => name,
+        Naming::ByModule => {
+            handle.call(|t| local_name(t, args)).map_err(|e| bad_module(module, e))?
+        }
     };
     if let Some(n) = &name
         && (n.is_empty() || n.len() > 255 || n.chars().any(char::is_control))
@@ -417,11 +428,11 @@ pub(crate) fn spawn_gen_server(
     node: &Arc<NodeInner>,
     module: &str,
     args: Term,
-    name: Option<String>,
+    naming: Naming,
     parent: Parent,
 ) -> Result<Pid, ProcessError> {
     let handle = node.code.handle::<GenServerTable>(module).map_err(|e| bad_module(module, e))?;
-    let name = registered_name(&handle, name, &args, GenServerTable::local_name)?;
+    let name = registered_name(&handle, naming, &args, GenServerTable::local_name)?;
     let module_name = module.to_owned();
     let init_timeout = Some(node.timeouts().init);
     spawn_process(node, module, ProcessKind::GenServer, name, None, init_timeout, move |birth| {

@@ -25,8 +25,8 @@ use crate::code::handle::Handle;
 use crate::runtime::bounded;
 use crate::runtime::node::NodeInner;
 use crate::runtime::process::{
-    ChangeMode, Msg, Parent, Pid, ProcessError, ProcessKind, SysMsg, bad_module, is_normal_exit,
-    registered_name, spawn_gen_server, spawn_process,
+    ChangeMode, Msg, Naming, Parent, Pid, ProcessError, ProcessKind, SysMsg, bad_module,
+    is_normal_exit, registered_name, spawn_gen_server, spawn_process,
 };
 
 /// When a child is restarted.
@@ -272,11 +272,11 @@ pub(crate) fn spawn_supervisor(
     node: &Arc<NodeInner>,
     module: &str,
     args: Term,
-    name: Option<String>,
+    naming: Naming,
     parent: Parent,
 ) -> Result<Pid, ProcessError> {
     let handle = node.code.handle::<SupervisorTable>(module).map_err(|e| bad_module(module, e))?;
-    let name = registered_name(&handle, name, &args, SupervisorTable::local_name)?;
+    let name = registered_name(&handle, naming, &args, SupervisorTable::local_name)?;
     let snapshot = Arc::new(Mutex::new(Vec::new()));
     let module_name = module.to_owned();
     let children = Some(Arc::clone(&snapshot));
@@ -354,12 +354,20 @@ impl Sup {
         let parent = Parent::Supervisor(self.pid);
         let behaviour = self.node.code.behaviour(&spec.module);
         let started = match behaviour {
-            Some(Behaviour::GenServer) => {
-                spawn_gen_server(&self.node, &spec.module, spec.args.clone(), None, parent)
-            }
-            Some(Behaviour::Supervisor) => {
-                spawn_supervisor(&self.node, &spec.module, spec.args.clone(), None, parent)
-            }
+            Some(Behaviour::GenServer) => spawn_gen_server(
+                &self.node,
+                &spec.module,
+                spec.args.clone(),
+                Naming::ByModule,
+                parent,
+            ),
+            Some(Behaviour::Supervisor) => spawn_supervisor(
+                &self.node,
+                &spec.module,
+                spec.args.clone(),
+                Naming::ByModule,
+                parent,
+            ),
             other => {
                 let what = other.map_or("not loaded", |b| b.as_str());
                 return Err(Term::tuple([

@@ -1,6 +1,7 @@
 //! Registered names, OTP's way: the module's own `local_name` (its `start_link({local,
-//! Name}, ...)`) decides; a taken name fails the start with `{already_started, Pid}`; a name
-//! is free again when its process exits and taken again on restart.
+//! Name}, ...)`) decides for the children a supervisor starts; a direct start names the
+//! process itself (or not at all); a taken name fails the start with `{already_started,
+//! Pid}`; a name is free again when its process exits and taken again on restart.
 
 use hotcode::ProcessError;
 use hotcode::release_handler::{ErrorAction, ReleaseHandler};
@@ -29,7 +30,7 @@ fn the_seed_example_registers_prim_sup_ch_sup_and_ch3_as_otp_does() {
     }
 
     // A second start under the taken name fails with OTP's answer.
-    match node.start_gen_server("ch3", Term::List(vec![]), None) {
+    match node.start_gen_server("ch3", Term::List(vec![]), Some("ch3")) {
         Err(ProcessError::Start { reason, .. }) => assert_eq!(
             reason,
             Term::tuple([Term::atom("already_started"), Term::Str(ch3.to_string())])
@@ -43,6 +44,12 @@ fn the_seed_example_registers_prim_sup_ch_sup_and_ch3_as_otp_does() {
     let again = node.restart_child(ch_sup, "ch3").expect("restart_child");
     assert_ne!(again, ch3);
     assert_eq!(node.whereis("ch3"), Some(again));
+
+    // A direct start (gen_server:start_link/3, not the module's start_link) registers
+    // nothing unless asked to.
+    let anonymous = node.start_gen_server("ch3", Term::List(vec![]), None).expect("start");
+    assert!(node.processes().iter().any(|p| p.pid == anonymous && p.name.is_none()));
+    node.stop(anonymous, Term::atom("normal"), LONG).expect("stop");
 
     h.install("A").expect("back to A");
     assert_eq!(node.whereis("ch3"), None, "ch3 gone with ch_app");
