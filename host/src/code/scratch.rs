@@ -65,6 +65,9 @@ impl Scratch {
     /// Checks (or makes) `parent`, removes what dead processes left in it, and makes and
     /// locks a fresh `<parent>/<pid>-<n>`.
     pub(crate) fn create(parent: &Path) -> Result<Scratch, CodeServerError> {
+        // Absolute, always: `/proc/self/maps` names a mapping by its absolute path, and the
+        // unload check compares the copy's path with it.
+        let parent = &std::path::absolute(parent).map_err(|e| scratch_error(parent, e))?;
         prepare_parent(parent)?;
         sweep(parent);
         let pid = std::process::id();
@@ -275,7 +278,14 @@ extern "C" fn remove_at_exit() {
     // An unwind must not cross into libc's exit.
     let _ = std::panic::catch_unwind(|| {
         let pid = std::process::id();
-        let dirs = std::mem::take(&mut *live());
+        // try_lock: a child forked while another thread held the list would wait for ever
+        // on a lock nobody in it will let go. Its directories (if any) are then left for
+        // the next sweep, which removes them once their locks are free.
+        let dirs = match LIVE.try_lock() {
+            Ok(mut list) => std::mem::take(&mut *list),
+            Err(std::sync::TryLockError::Poisoned(p)) => std::mem::take(&mut *p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         for (owner, dir) in dirs {
             if owner == pid {
                 let _ = fs::remove_dir_all(&dir);
@@ -382,6 +392,17 @@ mod tests {
         // As /tmp is: sticky, so others cannot rename what is ours.
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod");
         drop(Scratch::create(&shared.join("hotcode-x")).expect("a sticky parent is fine"));
+    }
+
+    #[test]
+    fn a_relative_parent_gives_an_absolute_scratch_directory() {
+        // Relative to the test's working directory (the crate's), removed with `tmp`.
+        let tmp = tempfile::Builder::new().prefix(".scratch-test-").tempdir_in(".").expect("dir");
+        let relative = Path::new(tmp.path().file_name().expect("a name")).join("copies");
+        assert!(relative.is_relative());
+        let scratch = Scratch::create(&relative).expect("scratch");
+        assert!(scratch.path().is_absolute(), "{}", scratch.path().display());
+        assert!(scratch.path().starts_with(std::path::absolute(&relative).expect("absolute")));
     }
 
     #[test]

@@ -685,6 +685,9 @@ fn regular_files(dir: &Path) -> Result<Vec<String>, AssembleError> {
                 ),
             ));
         }
+        // A name a package may not carry (a `.tmp` file an interrupted write left, say):
+        // packing it would make a package that `ctl unpack` refuses.
+        check_word(NameKind::File, &name, &path)?;
         names.push(name);
     }
     names.sort();
@@ -803,7 +806,10 @@ pub fn add_release(
     // Write: every step from here on is undone if a later one fails.
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| {
-        fs::create_dir_all(&lib).map_err(io_err(&lib, "cannot create it"))?;
+        // 0755 whatever the umask: the node refuses a directory others may write.
+        if !lib.is_dir() {
+            make_dir(&lib)?;
+        }
         let mut record = ModuleHashes::new();
         for app in &reused {
             for module in &app.modules {

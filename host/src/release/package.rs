@@ -257,6 +257,10 @@ pub struct Extracted {
     pub bytes: u64,
 }
 
+/// The longest GNU long-name record taken: a path of three words of at most 255 bytes,
+/// with room to spare.
+const MAX_LONG_NAME: u64 = 4096;
+
 /// Extracts the package read from `input` (the file `package`, named in errors) into
 /// `into`, an empty directory private to the caller, checking every entry as the
 /// [module docs](self) say. On an error, what was written below `into` is left for the
@@ -271,9 +275,33 @@ pub fn extract(
     let corrupt = |e: io::Error| PackageError::new(package, None, PackageErrorKind::Corrupt(e));
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut extracted = Extracted::default();
-    for entry in archive.entries().map_err(corrupt)? {
+    // Raw entries: the tar crate would read a GNU long-name or PAX record's whole body into
+    // memory before any limit here could look at it (a few KiB of gzip can claim GiBs). So
+    // a long name (`write` makes one for a path over 100 bytes, as GNU tar does) is read
+    // here, bounded, and applies to the next entry; PAX headers come through as entries of
+    // their own type and are refused below.
+    let mut long_name: Option<Vec<u8>> = None;
+    for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = entry.map_err(corrupt)?;
-        let raw = entry.path_bytes().into_owned();
+        if entry.header().entry_type() == tar::EntryType::GNULongName {
+            let size = entry.size();
+            if size > MAX_LONG_NAME {
+                let fail =
+                    |kind| PackageError::new(package, Some("(a GNU long-name record)"), kind);
+                return Err(fail(PackageErrorKind::TooLarge { size, limit: MAX_LONG_NAME }));
+            }
+            let mut name = Vec::new();
+            (&mut entry).take(size).read_to_end(&mut name).map_err(corrupt)?;
+            while name.last() == Some(&0) {
+                name.pop();
+            }
+            long_name = Some(name);
+            continue;
+        }
+        let raw = match long_name.take() {
+            Some(name) => name,
+            None => entry.path_bytes().into_owned(),
+        };
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let fail = |kind| PackageError::new(package, Some(&shown), kind);
         if seen.len() >= limits.max_entries {
@@ -306,7 +334,7 @@ pub fn extract(
             make_dirs(into, &parts).map_err(io_error(package, Some(&shown), "cannot create it"))?;
             continue;
         }
-        let size = entry.header().size().map_err(corrupt)?;
+        let size = entry.size();
         if size > limits.max_file_size {
             return Err(fail(PackageErrorKind::TooLarge { size, limit: limits.max_file_size }));
         }
@@ -385,6 +413,10 @@ fn type_name(kind: tar::EntryType) -> &'static str {
         tar::EntryType::Block => "a block device",
         tar::EntryType::Fifo => "a FIFO",
         tar::EntryType::GNUSparse => "a sparse file",
+        tar::EntryType::GNULongLink => "a GNU long-link record",
+        tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => {
+            "a PAX extended header (not taken: a package needs none)"
+        }
         tar::EntryType::Regular => "a regular file whose name ends with '/'",
         tar::EntryType::Directory => "a directory",
         _ => "an entry of another type",
@@ -471,6 +503,22 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.path().join("releases/1/a.rel")).expect("meta").permissions();
         assert_eq!(mode.mode() & 0o022, 0, "nobody else may write an extracted file");
+    }
+
+    #[test]
+    fn a_long_name_record_is_read_bounded_and_pax_headers_are_refused() {
+        use tar::EntryType::{GNULongName, Regular, XHeader};
+        // A long-name record bigger than any path: refused before its body is read.
+        let mut huge =
+            raw_package(&[(b"././@LongLink", GNULongName, &[b'a'; 5000]), (b"x", Regular, b"")]);
+        let (_dir, result) = extract_bytes(&huge, &Limits::default());
+        let err = result.expect_err("refused").to_string();
+        assert!(err.contains("GNU long-name record") && err.contains("5000"), "{err}");
+        // A PAX header: refused as an entry of its own type.
+        huge = raw_package(&[(b"./PaxHeaders/x", XHeader, b"30 path=releases/1/a.rel\n")]);
+        let (_dir, result) = extract_bytes(&huge, &Limits::default());
+        let err = result.expect_err("refused").to_string();
+        assert!(err.contains("PAX extended header"), "{err}");
     }
 
     #[test]

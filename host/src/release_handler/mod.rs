@@ -337,7 +337,10 @@ impl ReleaseHandler {
         error_action: ErrorAction,
         timeouts: Timeouts,
     ) -> Result<Self, ReleaseError> {
+        // Absolute: the private copies live below it, and the unload check compares their
+        // paths with `/proc/self/maps`, which has only absolute ones.
         let root = root.into();
+        let root = std::path::absolute(&root).map_err(io(&root))?;
         let path = root.join("releases").join("RELEASES");
         let releases = read_releases(&path)?;
         let permanent = releases

@@ -300,8 +300,9 @@ impl ReleaseHandler {
     ///
     /// A package is first extracted into a private temporary directory, every entry
     /// checked before it is written (relative plain paths of words, regular files and
-    /// directories only, the package layout, the size [`Limits`]); a package refused there
-    /// changes nothing in the root. The directory is then unpacked as any other.
+    /// directories only, the package layout, the size [`Limits`]), and it must hold its
+    /// release's `modules.sha256`; a package refused there changes nothing in the root.
+    /// The directory is then unpacked as any other.
     pub fn unpack(&self, from: &Path) -> Result<String, ReleaseError> {
         let meta = fs::metadata(from).map_err(io(from))?;
         if meta.is_dir() {
@@ -321,6 +322,19 @@ impl ReleaseHandler {
             extracted.bytes,
             temp.path().display()
         );
+        // A package comes from elsewhere: its module bytes are loaded only against its own
+        // record (`hotcode release tar` always writes one).
+        let record = extracted.files.iter().any(|f| {
+            f.strip_prefix("releases/")
+                .is_some_and(|rest| rest.ends_with(&format!("/{HASHES_FILE}")))
+        });
+        if !record {
+            return Err(invalid(format!(
+                "{}: the package has no releases/<vsn>/{HASHES_FILE}: a package must record \
+                 the SHA-256 of its module files (hotcode release tar writes it)",
+                from.display()
+            )));
+        }
         self.unpack_dir(temp.path())
     }
 

@@ -1,5 +1,6 @@
 //! The `--json` answers of `status`, `which-releases`, `tree` and `applications`: one JSON
-//! document each, versioned, with stable field names.
+//! document each, versioned, with stable field names. The README's "`ctl ... --json`"
+//! documents them for users; this list and that table change together.
 //!
 //! Every document is an object with `"format"` (`"hotcode.status"`, `"hotcode.releases"`,
 //! `"hotcode.tree"`, `"hotcode.applications"`) and `"version"` ([`VERSION`]). Within a

@@ -82,10 +82,12 @@
 //!
 //! Requests come in two kinds:
 //!
-//! - **read-only** (`which-releases`, `status`, `tree`, `applications`, `whereis`,
-//!   `call`, `cast`) run at once, beside anything else: they read
-//!   the release handler's published view of the releases and the node's own tables, and
-//!   never wait for a release operation. So `ctl status` answers while an install runs, and
+//! - **queries** (`which-releases`, `status`, `tree`, `applications`, `whereis`, and
+//!   `call` and `cast`, which reach a process but not the release) run at once, beside
+//!   anything else (a `call` waits for its reply, at most a minute, and at most
+//!   `MAX_CONNECTIONS - 2` calls at once, so that status and release operations always
+//!   find a connection): they read the release handler's published view of the releases
+//!   and the node's own tables, and never wait for a release operation. So `ctl status` answers while an install runs, and
 //!   says which operation runs and which wait.
 //! - **release operations** (`unpack`, `check-install`, `install`, `make-permanent`,
 //!   `reboot-old`, `remove`) run one at a time, in the order they arrived: each waits its

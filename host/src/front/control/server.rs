@@ -116,6 +116,7 @@ impl Control {
             own_uid: node_uid(),
             restart: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
             turn: Condvar::new(),
         };
@@ -245,6 +246,23 @@ impl Control {
         };
         match request {
             // Read-only: at once, whatever runs.
+            // A call may wait for its reply as long as its timeout: it never takes the
+            // last connections, which stay for status and release operations.
+            Request::Query(query @ Query::Call { .. }) => {
+                if serving.calls.fetch_add(1, Ordering::SeqCst) >= MAX_CALLS {
+                    serving.calls.fetch_sub(1, Ordering::SeqCst);
+                    return Reply::err(
+                        EXIT_REFUSED,
+                        format!(
+                            "busy: {MAX_CALLS} calls are waiting for replies already, the most at \
+                             once; the other connections stay for status and release operations"
+                        ),
+                    );
+                }
+                let reply = answer(handler, query, &serving.queue());
+                serving.calls.fetch_sub(1, Ordering::SeqCst);
+                reply
+            }
             Request::Query(query) => answer(handler, query, &serving.queue()),
             // Release operations: one at a time, in arrival order.
             _ => {
@@ -331,6 +349,10 @@ pub(super) fn operate(
     }
 }
 
+/// The most `call`s served at once: the other connections of [`MAX_CONNECTIONS`] stay for
+/// `status` and release operations however long calls wait.
+pub(super) const MAX_CALLS: usize = MAX_CONNECTIONS - 2;
+
 /// What the connections of one [`Control::serve`] share.
 pub(super) struct Serving<'a> {
     handler: &'a ReleaseHandler,
@@ -341,6 +363,8 @@ pub(super) struct Serving<'a> {
     restart: AtomicBool,
     /// Connections being served now.
     active: AtomicUsize,
+    /// `call`s waiting for their replies now (at most [`MAX_CALLS`]).
+    calls: AtomicUsize,
     /// The release operations running and waiting.
     queue: Mutex<Queue>,
     /// Signalled whenever an operation ends or gives up its place.

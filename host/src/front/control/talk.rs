@@ -17,8 +17,9 @@ use super::wire::{EXIT_REFUSED, EXIT_USAGE, Reply};
 /// `gen_server:call`'s default timeout.
 pub(super) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5000);
 
-/// The longest call timeout taken: one hour.
-const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest call timeout taken: a minute. A call holds a connection, and a stopping
+/// node waits for the calls in flight (under systemd's default 90 s stop timeout).
+pub(super) const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `whereis NAME`: the pid, or `undefined` (exit 1).
 pub(super) fn whereis(handler: &ReleaseHandler, name: &str) -> Reply {
