@@ -16,6 +16,23 @@
 //! converts the old version's state term into its own types in its upgrade
 //! callback instead of reinterpreting the old version's memory.
 //!
+//! # Strings are lists
+//!
+//! Erlang has no string type: `"ab"`, `[97,98]` and `[$a,$b]` are one term,
+//! and `""` is `[]`. [`Term::Str`] is kept as a variant because text is what
+//! plugins mostly handle, but it is only a way of *holding* a list of code
+//! points, never a different value: `Term::Str("ab")` equals
+//! `Term::List([Int(97), Int(98)])` (`==`, and so [`Term::map_get`]), both
+//! print as `"ab"`, `get::<String>()` and `get::<Vec<i64>>()` accept both,
+//! and [`Term::as_text`] and [`Term::as_elements`] read either form.
+//! [`Term::as_str`] and [`Term::as_list`] still look at the variant only.
+//!
+//! Terms the host reads from text (a relup's `Extra` and `apply` arguments,
+//! an `.app`'s `env`, a request given to `hotcode ctl call`) arrive in one
+//! form, [`Term::canonical`]'s: a non-empty list of code points is a
+//! `Str`, and `""` is the empty `List`. So a plugin sees the same value
+//! whichever way the file wrote it.
+//!
 //! # Binary encoding
 //!
 //! At the boundary a term travels as bytes ([`RTerm`] / [`RTermRef`]). Both
@@ -44,6 +61,7 @@
 //! It never panics and never reserves memory for a claimed length before
 //! checking that the remaining input can actually hold that many items.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use abi_stable::StableAbi;
@@ -97,7 +115,13 @@ const RESERVED_WORDS: &[&str] = &[
 /// A term is plain owned Rust data with no pointers into any library, so it
 /// can be kept by the host across plugin upgrades and read by any plugin
 /// version.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Equality is Erlang's exact equality (`=:=`) on values: a [`Term::Str`]
+/// equals the [`Term::List`] of its code points (see the [module
+/// docs](self#strings-are-lists)); otherwise two terms are equal when they
+/// are the same variant with equal contents (`1` and `1.0` differ, floats
+/// compare as `f64`, maps compare pair by pair in order).
+#[derive(Debug, Clone)]
 pub enum Term {
     /// A symbolic constant such as `ok`, `error` or `'Hello world'`.
     Atom(String),
@@ -105,7 +129,9 @@ pub enum Term {
     Int(i64),
     /// A 64-bit floating-point number.
     Float(f64),
-    /// A UTF-8 text string.
+    /// A string: the list of its code points, held as text. It equals the
+    /// [`Term::List`] of the same code points, and `Str("")` equals the
+    /// empty list.
     Str(String),
     /// An arbitrary sequence of bytes.
     Binary(Vec<u8>),
@@ -200,6 +226,58 @@ impl Term {
         match self {
             Term::List(items) => Some(items),
             _ => None,
+        }
+    }
+
+    /// Returns the text of a string, whichever form holds it: a
+    /// [`Term::Str`], or a [`Term::List`] whose elements are all integers
+    /// that are Unicode code points (the empty list is `""`). `None` for
+    /// anything else.
+    pub fn as_text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Term::Str(text) => Some(Cow::Borrowed(text)),
+            Term::List(items) => {
+                items.iter().map(code_point).collect::<Option<String>>().map(Cow::Owned)
+            }
+            _ => None,
+        }
+    }
+
+    /// Returns a list's elements, whichever form holds them: a
+    /// [`Term::List`]'s own, or a [`Term::Str`]'s code points as
+    /// [`Term::Int`]s. `None` for anything else.
+    pub fn as_elements(&self) -> Option<Cow<'_, [Term]>> {
+        match self {
+            Term::List(items) => Some(Cow::Borrowed(items)),
+            Term::Str(text) => {
+                Some(Cow::Owned(text.chars().map(|c| Term::Int(i64::from(u32::from(c)))).collect()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The same value in its canonical form, at every depth: a non-empty
+    /// list whose elements are all integers that are Unicode code points is
+    /// a [`Term::Str`], and the empty string is the empty [`Term::List`].
+    /// Two equal terms have identical canonical forms (floats aside: `0.0`
+    /// and `-0.0` are equal but stay as they are).
+    pub fn canonical(&self) -> Term {
+        match self {
+            Term::Str(text) if text.is_empty() => Term::List(Vec::new()),
+            Term::List(items) => {
+                let text = (!items.is_empty())
+                    .then(|| items.iter().map(code_point).collect::<Option<String>>())
+                    .flatten();
+                match text {
+                    Some(text) => Term::Str(text),
+                    None => Term::List(items.iter().map(Term::canonical).collect()),
+                }
+            }
+            Term::Tuple(items) => Term::Tuple(items.iter().map(Term::canonical).collect()),
+            Term::Map(pairs) => {
+                Term::Map(pairs.iter().map(|(k, v)| (k.canonical(), v.canonical())).collect())
+            }
+            other => other.clone(),
         }
     }
 
@@ -304,6 +382,57 @@ impl Term {
         }
         Ok(term)
     }
+}
+
+impl PartialEq for Term {
+    /// Erlang's exact equality on values: a string equals the list of its code
+    /// points; otherwise the same variant with equal contents.
+    fn eq(&self, other: &Term) -> bool {
+        match (self, other) {
+            (Term::Atom(a), Term::Atom(b)) => a == b,
+            (Term::Int(a), Term::Int(b)) => a == b,
+            (Term::Float(a), Term::Float(b)) => a == b,
+            (Term::Str(a), Term::Str(b)) => a == b,
+            (Term::Binary(a), Term::Binary(b)) => a == b,
+            (Term::List(a), Term::List(b)) | (Term::Tuple(a), Term::Tuple(b)) => a == b,
+            (Term::Map(a), Term::Map(b)) => a == b,
+            (Term::Str(text), Term::List(items)) | (Term::List(items), Term::Str(text)) => {
+                let mut chars = text.chars();
+                items.iter().all(|item| chars.next().is_some_and(|c| item.is_int(char_value(c))))
+                    && chars.next().is_none()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Term {
+    fn is_int(&self, value: i64) -> bool {
+        matches!(self, Term::Int(v) if *v == value)
+    }
+}
+
+/// A char's code point as an integer term's value.
+fn char_value(c: char) -> i64 {
+    i64::from(u32::from(c))
+}
+
+/// The char an integer term stands for in a string, if it is a Unicode code
+/// point (a scalar value: not a surrogate).
+fn code_point(term: &Term) -> Option<char> {
+    match term {
+        Term::Int(value) => u32::try_from(*value).ok().and_then(char::from_u32),
+        _ => None,
+    }
+}
+
+/// Whether `c` prints as itself inside a string, as `io_lib`'s printable
+/// Unicode lists say: not a control character other than the ones with an
+/// escape of their own (`\n`, `\t`, `\r`, `\v`, `\b`, `\f`, `\e`), and not a
+/// non-character `U+FFFE`/`U+FFFF`.
+fn printable(c: char) -> bool {
+    matches!(c, '\n' | '\t' | '\r' | '\u{b}' | '\u{8}' | '\u{c}' | '\u{1b}')
+        || !(c.is_control() || c == '\u{fffe}' || c == '\u{ffff}')
 }
 
 /// Appends `value` as an unsigned LEB128 varint.
@@ -690,7 +819,29 @@ impl fmt::Display for Term {
             Term::Atom(name) => write_quoted(f, name, '\''),
             Term::Int(value) => write!(f, "{value}"),
             Term::Float(value) => write_float(f, *value),
-            Term::Str(text) => write_quoted(f, text, '"'),
+            // A string prints as a list when it is empty or holds a character
+            // that does not print, as Erlang's `~p` does: the two forms of
+            // one value always print alike.
+            Term::Str(text) if !text.is_empty() && text.chars().all(printable) => {
+                write_quoted(f, text, '"')
+            }
+            Term::Str(text) => {
+                f.write_str("[")?;
+                for (index, c) in text.chars().enumerate() {
+                    if index > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}", char_value(c))?;
+                }
+                f.write_str("]")
+            }
+            Term::List(items)
+                if !items.is_empty()
+                    && items.iter().all(|i| code_point(i).is_some_and(printable)) =>
+            {
+                let text: String = items.iter().filter_map(code_point).collect();
+                write_quoted(f, &text, '"')
+            }
             Term::Binary(bytes) => {
                 f.write_str("<<")?;
                 let printable =
@@ -868,14 +1019,17 @@ impl FromTerm for bool {
 }
 
 impl FromTerm for String {
+    /// Accepts a string in either form ([`Term::as_text`]).
     fn from_term(term: &Term) -> Result<Self, TermTypeError> {
-        term.as_str().map(str::to_owned).ok_or_else(|| TermTypeError::new("string", term))
+        term.as_text().map(Cow::into_owned).ok_or_else(|| TermTypeError::new("string", term))
     }
 }
 
 impl<T: FromTerm> FromTerm for Vec<T> {
+    /// Accepts a list in either form ([`Term::as_elements`]): a string is the
+    /// list of its code points.
     fn from_term(term: &Term) -> Result<Self, TermTypeError> {
-        term.as_list()
+        term.as_elements()
             .ok_or_else(|| TermTypeError::new("list", term))?
             .iter()
             .map(T::from_term)
@@ -1134,6 +1288,55 @@ mod tests {
         assert_eq!(Term::Int(1).map_get(&Term::Int(1)), None);
     }
 
+    /// Erlang has no string type: `"ab"`, `[97,98]` and `[$a,$b]` are one
+    /// term and `""` is `[]` (Erlang reference manual, "Data Types: String").
+    #[test]
+    fn strings_are_lists_of_code_points() {
+        let ab = Term::from("ab");
+        let codes = Term::list([Term::Int(97), Term::Int(98)]);
+        assert_eq!(ab, codes);
+        assert_eq!(codes, ab);
+        assert_eq!(Term::from(""), Term::list([]));
+        assert_ne!(Term::from("ab"), Term::list([Term::Int(97)]));
+        assert_ne!(Term::from("a"), Term::list([Term::Int(97), Term::Int(98)]));
+        assert_ne!(Term::from("a"), Term::list([Term::Float(97.0)]));
+        assert_ne!(Term::from("ab"), Term::tuple([Term::Int(97), Term::Int(98)]));
+        // At any depth, and as map keys.
+        let nested = Term::tuple([Term::list([Term::from("x")]), Term::from("é")]);
+        let other =
+            Term::tuple([Term::list([Term::list([Term::Int(120)])]), Term::list([Term::Int(233)])]);
+        assert_eq!(nested, other);
+        let map = Term::map([(Term::list([Term::Int(107)]), Term::ok())]);
+        assert_eq!(map.map_get(&Term::from("k")), Some(&Term::ok()));
+        // Both forms print alike, as Erlang's `~p` prints them.
+        assert_eq!(codes.to_string(), "\"ab\"");
+        assert_eq!(Term::from("").to_string(), "[]");
+        assert_eq!(Term::list([Term::Int(1), Term::Int(2)]).to_string(), "[1,2]");
+        assert_eq!(Term::from("a\u{1}").to_string(), "[97,1]");
+        assert_eq!(Term::list([Term::Int(0x2603)]).to_string(), "\"\u{2603}\"");
+        assert_eq!(Term::list([Term::Int(0xd800)]).to_string(), "[55296]");
+        // Both forms convert alike.
+        assert_eq!(codes.get::<String>(), Ok("ab".to_owned()));
+        assert_eq!(Term::list([]).get::<String>(), Ok(String::new()));
+        assert_eq!(ab.get::<Vec<i64>>(), Ok(vec![97, 98]));
+        assert!(Term::list([Term::Int(-1)]).get::<String>().is_err());
+        assert_eq!(codes.as_text().as_deref(), Some("ab"));
+        assert_eq!(ab.as_elements().as_deref(), Some(&[Term::Int(97), Term::Int(98)][..]));
+        assert_eq!(Term::Int(1).as_text(), None);
+        assert_eq!(Term::atom("a").as_elements(), None);
+        // One canonical form: a non-empty list of code points is a Str, `""` the empty list.
+        assert!(matches!(codes.canonical(), Term::Str(text) if text == "ab"));
+        assert!(matches!(Term::from("").canonical(), Term::List(items) if items.is_empty()));
+        assert!(matches!(
+            Term::tuple([Term::list([Term::Int(1), Term::atom("a")])]).canonical(),
+            Term::Tuple(items) if matches!(&items[0], Term::List(l) if l.len() == 2)
+        ));
+        assert!(matches!(
+            Term::map([(Term::list([Term::Int(107)]), Term::from(""))]).canonical(),
+            Term::Map(pairs) if matches!(&pairs[0], (Term::Str(k), Term::List(v)) if k == "k" && v.is_empty())
+        ));
+    }
+
     #[test]
     fn conversions_into_terms() {
         assert_eq!(Term::from(-3i64), Term::Int(-3));
@@ -1192,7 +1395,7 @@ mod tests {
         assert_eq!(error.found, "nope");
         assert_eq!(error.to_string(), "expected integer, found nope");
 
-        let big = Term::List((0..1000).map(Term::Int).collect());
+        let big = Term::List((0..1000).map(|i| Term::Int(-i)).collect());
         let error = big.get::<String>().unwrap_err();
         assert!(error.found.ends_with("..."), "{}", error.found);
         assert_eq!(error.found.chars().count(), FOUND_LIMIT + 3);

@@ -198,7 +198,14 @@ impl StartType {
         }
     }
 
-    fn from_atom(atom: &str) -> Option<StartType> {
+    /// Whether the application controller starts an application of this type (rather
+    /// than only loading it, or neither).
+    pub fn starts(self) -> bool {
+        matches!(self, StartType::Permanent | StartType::Transient | StartType::Temporary)
+    }
+
+    /// The start type named by `atom`, if it is one.
+    pub fn from_atom(atom: &str) -> Option<StartType> {
         [
             StartType::Permanent,
             StartType::Transient,
@@ -250,9 +257,9 @@ fn appup_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<Appup, ParseE
     Ok(Appup {
         vsn: version(&form, vsn, "Vsn")?,
         vsn_pos: vsn.pos,
-        up: entries(path, form.list(up)?, Direction::Up)?,
+        up: entries(path, &form.list(up)?, Direction::Up)?,
         up_pos: up.pos,
-        down: entries(path, form.list(down)?, Direction::Down)?,
+        down: entries(path, &form.list(down)?, Direction::Down)?,
         down_pos: down.pos,
     })
 }

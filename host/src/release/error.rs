@@ -87,10 +87,8 @@ pub enum ParseErrorKind {
     /// A purge method other than `soft_purge` or `brutal_purge`.
     #[error("purge method must be soft_purge or brutal_purge, found {0}")]
     PurgeMethod(String),
-    /// A suspend timeout other than a non-negative integer, `default` or `infinity`.
-    #[error(
-        "timeout must be a non-negative integer (milliseconds), default or infinity, found {0}"
-    )]
+    /// A suspend timeout other than a positive integer, `default` or `infinity`.
+    #[error("timeout must be a positive integer (milliseconds), default or infinity, found {0}")]
     Timeout(String),
     /// A term of the right shape whose value is not acceptable: a duplicate key or entry, a
     /// missing required key, an unknown release status.

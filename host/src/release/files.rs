@@ -24,6 +24,7 @@ use std::path::Path;
 
 use plugin_api::Term;
 
+use super::appup::StartType;
 use super::error::{ParseError, ParseErrorKind};
 use super::names::{NameKind, lib_dir_name};
 use super::shape::Form;
@@ -105,7 +106,8 @@ fn app_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<AppSpec, ParseE
         env: Vec::new(),
     };
     let mut seen: Vec<(&str, &Spanned<RawTerm>)> = Vec::new();
-    for pair in form.list(keys)? {
+    let pairs = form.list(keys)?;
+    for pair in pairs.iter() {
         let Some([key, value]) = pair.value.as_tuple() else {
             return Err(form.bad_part(pair, "{Key, Value}"));
         };
@@ -141,7 +143,7 @@ fn app_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<AppSpec, ParseE
                     Some((form.name(module, NameKind::Module, "Module")?, args.value.to_term()));
             }
             _ => {
-                for entry in form.list(value)? {
+                for entry in form.list(value)?.iter() {
                     let Some([par, val]) = entry.value.as_tuple() else {
                         return Err(form.bad_part(entry, "{Par, Val}"));
                     };
@@ -178,16 +180,32 @@ pub struct RelSpec {
     pub apps: Vec<RelApp>,
 }
 
-/// One application of a [`RelSpec`].
+/// One application of a [`RelSpec`]: OTP's `{App, Vsn}`, `{App, Vsn, Type}`, `{App, Vsn,
+/// IncApps}` or `{App, Vsn, Type, IncApps}` (rel(4)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelApp {
     /// The application.
     pub name: String,
     /// Its version in the release.
     pub vsn: String,
+    /// Its start type, when the `.rel` gives one: `permanent` (OTP's default),
+    /// `transient`, `temporary`, `load` (loaded, not started) or `none` (its code loaded,
+    /// the application neither loaded nor started).
+    pub start_type: Option<StartType>,
+    /// The applications it includes in this release, when the `.rel` says (it overrides
+    /// the `.app`'s `included_applications`).
+    pub included: Option<Vec<String>>,
 }
 
-const REL_FORM: &str = "{release, {Name, Vsn}, {hotcode, HostVsn}, [{App, AppVsn}]}";
+impl RelApp {
+    /// `{App, Vsn}`: an application with no type or included applications of its own.
+    pub fn new(name: impl Into<String>, vsn: impl Into<String>) -> RelApp {
+        RelApp { name: name.into(), vsn: vsn.into(), start_type: None, included: None }
+    }
+}
+
+const REL_FORM: &str = "{release, {Name, Vsn}, {hotcode, HostVsn}, [{App, AppVsn} | {App, \
+                        AppVsn, Type} | {App, AppVsn, IncApps} | {App, AppVsn, Type, IncApps}]}";
 
 impl RelSpec {
     /// Parses `text`, the contents of the `.rel` file at `path`.
@@ -225,9 +243,10 @@ fn rel_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<RelSpec, ParseE
         host_vsn: form.name(host_vsn, NameKind::Vsn, "HostVsn")?,
         apps: Vec::new(),
     };
-    for app in form.list(apps)? {
-        let Some([app_name, app_vsn]) = app.value.as_tuple() else {
-            return Err(form.bad_part(app, "{App, AppVsn}"));
+    let app_forms = "{App, AppVsn}, {App, AppVsn, Type}, {App, AppVsn, IncApps} or {App, AppVsn, Type, IncApps}";
+    for app in form.list(apps)?.iter() {
+        let Some([app_name, app_vsn, rest @ ..]) = app.value.as_tuple() else {
+            return Err(form.bad_part(app, app_forms));
         };
         let app_name = form.name(app_name, NameKind::App, "App")?;
         if spec.apps.iter().any(|known| known.name == app_name) {
@@ -236,8 +255,26 @@ fn rel_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<RelSpec, ParseE
                 ParseErrorKind::Invalid(format!("application {app_name} is listed twice")),
             ));
         }
-        spec.apps
-            .push(RelApp { name: app_name, vsn: form.name(app_vsn, NameKind::Vsn, "AppVsn")? });
+        let mut entry = RelApp::new(app_name, form.name(app_vsn, NameKind::Vsn, "AppVsn")?);
+        let start_type = |term: &Spanned<RawTerm>| {
+            term.value.as_atom().and_then(StartType::from_atom).ok_or_else(|| {
+                form.bad_part(term, "permanent, transient, temporary, load or none for Type")
+            })
+        };
+        match rest {
+            [] => {}
+            // `{App, Vsn, IncApps}`: a list (even `[]`); otherwise a type.
+            [third] if third.value.as_elements(third.pos).is_some() => {
+                entry.included = Some(form.names(third, NameKind::App, "IncApp")?);
+            }
+            [third] => entry.start_type = Some(start_type(third)?),
+            [third, fourth] => {
+                entry.start_type = Some(start_type(third)?);
+                entry.included = Some(form.names(fourth, NameKind::App, "IncApp")?);
+            }
+            _ => return Err(form.bad_part(app, app_forms)),
+        }
+        spec.apps.push(entry);
     }
     Ok(spec)
 }
@@ -336,7 +373,8 @@ fn releases_from_term(
 ) -> Result<Vec<ReleaseEntry>, ParseError> {
     let form = Form::new(path, term, RELEASES_FORM);
     let mut entries: Vec<(ReleaseEntry, &Spanned<RawTerm>)> = Vec::new();
-    for item in form.list(term)? {
+    let items = form.list(term)?;
+    for item in items.iter() {
         let entry = release_from_term(path, item)?;
         if let Some((_, first)) = entries.iter().find(|(e, _)| e.vsn == entry.vsn) {
             return Err(form.error_at(
@@ -384,7 +422,7 @@ fn release_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<ReleaseEntr
             }
         },
     };
-    for app in form.list(apps)? {
+    for app in form.list(apps)?.iter() {
         let Some([app_name, app_vsn, lib_dir]) = app.value.as_tuple() else {
             return Err(form.bad_part(app, "{App, AppVsn, LibDir}"));
         };
@@ -578,10 +616,7 @@ mod tests {
                 name: "prim".into(),
                 vsn: "B".into(),
                 host_vsn: "0.1.0".into(),
-                apps: vec![
-                    RelApp { name: "prim_app".into(), vsn: "2".into() },
-                    RelApp { name: "ch_app".into(), vsn: "1".into() },
-                ],
+                apps: vec![RelApp::new("prim_app", "2"), RelApp::new("ch_app", "1"),],
             }
         );
         let erts = message(RelSpec::parse(
@@ -665,7 +700,7 @@ mod tests {
                 "[{release, \"p\", \"A\", \"1\", [], permanent},\n {release, \"p\", \"B\", \"1\", [], permanent}].",
                 "RELEASES:2:2: releases \"A\" and \"B\" are both permanent",
             ),
-            ("", "RELEASES: the file holds no term"),
+            ("", "RELEASES:1:1: the file holds no term"),
         ];
         for (text, expected) in cases {
             let shown = message(parse_releases(Path::new("RELEASES"), text));
@@ -678,7 +713,7 @@ mod tests {
         fs::write(&binary, [0x7f, b'E', b'L', b'F', 0xff, 0xfe, 0]).expect("write");
         let shown = message(read_releases(&binary));
         assert!(
-            shown.starts_with(&format!("{}: cannot read the file", binary.display())),
+            shown.starts_with(&format!("{}:1:5: the file is not UTF-8 text", binary.display())),
             "{shown}"
         );
     }

@@ -203,18 +203,34 @@ pub enum Instruction {
         /// The arguments.
         args: Vec<Term>,
     },
-    /// `{sync_nodes, Id, [Node]}`: wait for other nodes; hotcode runs one node, so
-    /// [`check_script`] refuses it.
+    /// `{sync_nodes, Id, [Node]}` or `{sync_nodes, Id, {M, F, A}}`: wait for other nodes;
+    /// hotcode runs one node, so [`check_script`] refuses it.
     SyncNodes {
         /// The synchronisation point's name.
         id: Term,
         /// The nodes to wait for.
-        nodes: Vec<String>,
+        nodes: SyncNodes,
     },
     /// `restart_new_emulator`: restart the node on the new host version.
     RestartNewEmulator,
     /// `restart_emulator`: restart the node at the end of the script.
     RestartEmulator,
+}
+
+/// The nodes a `sync_nodes` waits for: a list, or a function that returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncNodes {
+    /// `[Node]`.
+    List(Vec<String>),
+    /// `{M, F, A}`: `apply(M, F, A)` returns the nodes.
+    Mfa {
+        /// The module.
+        module: String,
+        /// The function.
+        function: String,
+        /// The arguments.
+        args: Vec<Term>,
+    },
 }
 
 /// Each instruction's name and form, as the SPEC writes it: the messages quote these.
@@ -233,7 +249,7 @@ const FORMS: &[(&str, &str)] = &[
     ("stop", "{stop, [Module]}"),
     ("start", "{start, [Module]}"),
     ("apply", "{apply, {Module, Function, [Arg]}}"),
-    ("sync_nodes", "{sync_nodes, Id, [Node]}"),
+    ("sync_nodes", "{sync_nodes, Id, [Node]} or {sync_nodes, Id, {Module, Function, [Arg]}}"),
     ("restart_new_emulator", "restart_new_emulator"),
     ("restart_emulator", "restart_emulator"),
 ];
@@ -306,7 +322,15 @@ impl Instruction {
                 Term::List(args.clone()),
             ])),
             Instruction::SyncNodes { id, nodes } => {
-                Term::tuple([Term::atom(self.name()), id.clone(), atoms(nodes)])
+                let nodes = match nodes {
+                    SyncNodes::List(nodes) => atoms(nodes),
+                    SyncNodes::Mfa { module, function, args } => Term::tuple([
+                        Term::atom(module),
+                        Term::atom(function),
+                        Term::List(args.clone()),
+                    ]),
+                };
+                Term::tuple([Term::atom(self.name()), id.clone(), nodes])
             }
             Instruction::PointOfNoReturn
             | Instruction::RestartNewEmulator
@@ -493,8 +517,8 @@ fn relup_from_term(path: &Path, term: &Spanned<RawTerm>) -> Result<Relup, ParseE
     };
     Ok(Relup {
         vsn: form.name(vsn, NameKind::Vsn, "Vsn")?,
-        up: entries(path, form.list(up)?, Direction::Up)?,
-        down: entries(path, form.list(down)?, Direction::Down)?,
+        up: entries(path, &form.list(up)?, Direction::Up)?,
+        down: entries(path, &form.list(down)?, Direction::Down)?,
     })
 }
 
@@ -624,7 +648,15 @@ pub fn parse_instruction(
             }
         }
         ("sync_nodes", Some([id, nodes])) => {
-            Instruction::SyncNodes { id: id.value.to_term(), nodes: form.atoms(nodes, "Node")? }
+            let nodes = match nodes.value.as_tuple() {
+                Some([module, function, args]) => SyncNodes::Mfa {
+                    module: form.name(module, NameKind::Module, "Module")?,
+                    function: form.atom(function, "Function")?,
+                    args: form.list(args)?.iter().map(|arg| arg.value.to_term()).collect(),
+                },
+                _ => SyncNodes::List(form.atoms(nodes, "Node")?),
+            };
+            Instruction::SyncNodes { id: id.value.to_term(), nodes }
         }
         _ => return Err(form.mismatch()),
     };
@@ -673,9 +705,10 @@ fn suspended(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<(String, Timeou
 /// Reads a suspend timeout: milliseconds, `default` or `infinity`; the appup reader shares it.
 pub(super) fn timeout(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<Timeout, ParseError> {
     match &term.value {
+        // appup(4): `Timeout = int()>0 | default | infinity`.
         RawTerm::Int(ms) => match u64::try_from(*ms) {
-            Ok(ms) => Ok(Timeout::Ms(ms)),
-            Err(_) => Err(form.error_at(term, ParseErrorKind::Timeout(term.value.describe()))),
+            Ok(ms) if ms > 0 => Ok(Timeout::Ms(ms)),
+            _ => Err(form.error_at(term, ParseErrorKind::Timeout(term.value.describe()))),
         },
         RawTerm::Atom(name) if name == "default" => Ok(Timeout::Default),
         RawTerm::Atom(name) if name == "infinity" => Ok(Timeout::Infinity),
@@ -758,13 +791,13 @@ mod tests {
             ("{purge, [a, b]}", Instruction::Purge(names(&["a", "b"]))),
             ("{purge, []}", Instruction::Purge(vec![])),
             (
-                "{suspend, [a, {b, 100}, {c, infinity}, {d, default}, {e, 0}]}",
+                "{suspend, [a, {b, 100}, {c, infinity}, {d, default}, {e, 1}]}",
                 Instruction::Suspend(vec![
                     ("a".into(), Timeout::Default),
                     ("b".into(), Timeout::Ms(100)),
                     ("c".into(), Timeout::Infinity),
                     ("d".into(), Timeout::Default),
-                    ("e".into(), Timeout::Ms(0)),
+                    ("e".into(), Timeout::Ms(1)),
                 ]),
             ),
             ("{resume, [a]}", Instruction::Resume(names(&["a"]))),
@@ -797,7 +830,10 @@ mod tests {
             ),
             (
                 "{sync_nodes, id1, [n1@host]}",
-                Instruction::SyncNodes { id: Term::atom("id1"), nodes: names(&["n1@host"]) },
+                Instruction::SyncNodes {
+                    id: Term::atom("id1"),
+                    nodes: SyncNodes::List(names(&["n1@host"])),
+                },
             ),
             ("restart_new_emulator", Instruction::RestartNewEmulator),
             ("restart_emulator", Instruction::RestartEmulator),
@@ -831,10 +867,10 @@ mod tests {
                 "{load, {\"m\", soft_purge, soft_purge}}",
                 "4:10: expected an atom for Module, found \"m\", in {load,",
             ),
-            ("{suspend, [{m, -1}]}", "4:17: timeout must be a non-negative integer"),
+            ("{suspend, [{m, -1}]}", "4:17: timeout must be a positive integer"),
             (
                 "{suspend, [{m, soon}]}",
-                "4:17: timeout must be a non-negative integer (milliseconds), default or infinity, found soon",
+                "4:17: timeout must be a positive integer (milliseconds), default or infinity, found soon",
             ),
             ("{suspend, [\"m\"]}", "4:13: expected Module or {Module, Timeout}, found \"m\""),
             ("{code_change, sideways, [{m, []}]}", "4:16: expected up or down, found sideways"),

@@ -6,6 +6,7 @@
 //! `expected <form>, found <term>`, and a single wrong value inside a well-formed term is
 //! reported at the value, saying what it should be and in which form.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use super::error::{ParseError, ParseErrorKind};
@@ -70,12 +71,13 @@ impl<'a> Form<'a> {
         }
     }
 
-    /// The elements of `term`, which must be a list for the form to hold.
+    /// The elements of `term`, which must be a list for the form to hold. A string is a
+    /// list (of its code points, as in Erlang), so `""` is an empty one.
     pub(crate) fn list(
         &self,
         term: &'a Spanned<RawTerm>,
-    ) -> Result<&'a [Spanned<RawTerm>], ParseError> {
-        term.value.as_list().ok_or_else(|| self.mismatch())
+    ) -> Result<Cow<'a, [Spanned<RawTerm>]>, ParseError> {
+        term.value.as_elements(term.pos).ok_or_else(|| self.mismatch())
     }
 
     /// The name of `term`, which must be an atom; `name` says what it stands for.
@@ -86,10 +88,12 @@ impl<'a> Form<'a> {
         }
     }
 
-    /// The text of `term`, which must be a string; `name` says what it stands for.
+    /// The text of `term`, which must be a string, written as a string literal or as the
+    /// list of its code points (`"2"`, `[50]` and `[$2]` are one string, as in Erlang);
+    /// `name` says what it stands for.
     pub(crate) fn string(&self, term: &Spanned<RawTerm>, name: &str) -> Result<String, ParseError> {
-        match term.value.as_str() {
-            Some(text) => Ok(text.to_owned()),
+        match term.value.as_text() {
+            Some(text) => Ok(text),
             None => Err(self.bad_part(term, &format!("a string for {name}"))),
         }
     }

@@ -10,19 +10,35 @@
 //!
 //! # What is accepted
 //!
-//! Literal terms only, as `file:consult` reads them: atoms (bare, or `'quoted'` with
-//! escapes), strings (with escapes; adjacent strings are joined, as in Erlang), integers
-//! (`-3`, `16#FF`, `$c`), floats, tuples, proper lists, maps `#{K => V}`, binaries
-//! `<<"text", 1, 2>>`, and `%` comments. Variables, reserved words used as bare atoms,
-//! improper lists `[H|T]`, sigils and expressions are rejected with a message saying so:
-//! `file:consult` would fail on them too, and silently reading something else would be
-//! worse.
+//! Literal terms, as `file:consult` reads them in OTP 25 and 26: atoms (bare, or
+//! `'quoted'` with escapes; at most 255 characters; `maybe` and `else` are atoms there),
+//! strings (with escapes; adjacent strings are joined, `"a""b"` and `"""ab"""` included),
+//! integers (`-3`, `+3`, `-(3)`, `16#FF`, `$c`), floats, tuples, lists (`[H | T]` with a
+//! proper tail is the list `[H, ...T]`), maps `#{K => V}` (a key given twice keeps its last
+//! value), binaries with their segment syntax (`<<"text", 1:16/little, "é"/utf8, 1.5/float>>`;
+//! an integer keeps its low bits, so `<<256>>` is `<<0>>`), terms in parentheses, and `%`
+//! comments. A file is UTF-8 unless a comment on one of its first two lines says `coding:
+//! latin-1`, as `epp` reads it.
+//!
+//! Strings are lists, as in Erlang: `"ab"`, `[97, 98]` and `[$a | "b"]` are one term. A
+//! [`RawTerm`] keeps what was written (for positions and messages); [`RawTerm::as_text`]
+//! reads a string in either form, and [`RawTerm::to_term`] gives the one canonical
+//! [`Term`] ([`Term::canonical`]).
+//!
+//! Refused, with a message saying so: variables, reserved words used as bare atoms,
+//! sigils and expressions (`file:consult` fails on them too); and valid Erlang that a
+//! [`Term`] cannot hold: improper lists `[a | b]`, integers beyond 64 bits, funs
+//! (`fun m:f/1`), bitstrings whose bits do not make whole bytes (`<<1:1>>`), and 16-bit
+//! floats in binaries. Reading something else instead would be worse. `$\^?` is 127 (DEL),
+//! as OTP 26 and later read it (OTP 25 reads 31).
 //!
 //! # Tokens and positions
 //!
 //! The tokens come from the `erl_tokenize` crate, which follows OTP's `erl_scan` token for
-//! token (escapes, radix integers, character literals, floats, triple-quoted strings), so
-//! this module only has to know the grammar of terms. `erl_tokenize` counts columns in
+//! token (escapes, radix integers, character literals, floats), so this module only has to
+//! know the grammar of terms; a string is handed to it only up to its closing quote, so that
+//! it reads `"a""b"` and `"""ab"""` as OTP 25 and 26 do (OTP 27 refuses the first and reads
+//! the second as a triple-quoted string). `erl_tokenize` counts columns in
 //! bytes; [`Pos`] counts them in characters, as `erl_scan` does and as editors show them, so
 //! positions on a line with non-ASCII text still point at the right character.
 //!
@@ -31,6 +47,9 @@
 //! stack overflow, here or in the (recursive) conversions and drops of the tree. The parser
 //! never panics on any input.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt::{self, Write as _};
 use std::path::Path;
 
@@ -126,10 +145,43 @@ impl RawTerm {
         self.as_atom() == Some(name)
     }
 
-    /// The text, if this is a string.
+    /// The text, if this is a string literal.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             RawTerm::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The text of a string, however it is written: a string literal, or a list whose
+    /// elements are all integers that are Unicode code points (`[$a, 98]` is `"ab"`, `[]`
+    /// is `""`), since Erlang strings are lists.
+    pub fn as_text(&self) -> Option<String> {
+        match self {
+            RawTerm::Str(text) => Some(text.clone()),
+            RawTerm::List(items) => items
+                .iter()
+                .map(|item| {
+                    item.value
+                        .as_int()
+                        .and_then(|value| u32::try_from(value).ok())
+                        .and_then(char::from_u32)
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
+    /// The elements of a list, however it is written: a string literal is the list of its
+    /// code points, each at the string's position.
+    pub fn as_elements(&self, pos: Pos) -> Option<Cow<'_, [Spanned<RawTerm>]>> {
+        match self {
+            RawTerm::List(items) => Some(Cow::Borrowed(items)),
+            RawTerm::Str(text) => Some(Cow::Owned(
+                text.chars()
+                    .map(|c| Spanned::new(RawTerm::Int(i64::from(u32::from(c))), pos))
+                    .collect(),
+            )),
             _ => None,
         }
     }
@@ -158,11 +210,19 @@ impl RawTerm {
         }
     }
 
-    /// The same value without positions.
+    /// The same value without positions, in [`Term::canonical`]'s form: however a string
+    /// is written (`"ab"`, `[97, 98]`, `[$a | "b"]`), it becomes the one term
+    /// `Term::Str("ab")`, and `""` the empty list, so the code it is handed to (a
+    /// `code_change`'s `Extra`, an `apply`'s arguments) sees one value.
     pub fn to_term(&self) -> Term {
         match self {
-            RawTerm::Atom(name) => Term::Atom(name.clone()),
+            RawTerm::Str(text) if text.is_empty() => Term::List(Vec::new()),
             RawTerm::Str(text) => Term::Str(text.clone()),
+            RawTerm::List(items) if !items.is_empty() => match self.as_text() {
+                Some(text) => Term::Str(text),
+                None => Term::List(items.iter().map(|i| i.value.to_term()).collect()),
+            },
+            RawTerm::Atom(name) => Term::Atom(name.clone()),
             RawTerm::Int(value) => Term::Int(*value),
             RawTerm::Float(value) => Term::Float(*value),
             RawTerm::Binary(bytes) => Term::Binary(bytes.clone()),
@@ -326,8 +386,9 @@ pub fn parse_single_term(path: &Path, text: &str) -> Result<Spanned<RawTerm>, Pa
     let mut parser = Parser::new(path, text);
     let token = parser.next()?;
     if token.lexeme == Lexeme::Eof {
-        return Err(ParseError::whole_file(
+        return Err(ParseError::at(
             path,
+            token.pos,
             ParseErrorKind::Syntax(
                 "the file holds no term (it is empty or only comments); expected one term \
                  ending with '.'"
@@ -388,16 +449,86 @@ pub(crate) fn read_text(path: &Path) -> Result<String, ParseError> {
             )),
         ));
     }
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     // `take` bounds the read even if the file grows after the check.
-    file.take(MAX_TERM_FILE + 1).read_to_string(&mut text).map_err(fail)?;
-    if text.len() as u64 > MAX_TERM_FILE {
+    file.take(MAX_TERM_FILE + 1).read_to_end(&mut bytes).map_err(fail)?;
+    if bytes.len() as u64 > MAX_TERM_FILE {
         return Err(ParseError::whole_file(
             path,
             ParseErrorKind::Invalid(format!("grew past {MAX_TERM_FILE} bytes while read")),
         ));
     }
-    Ok(text)
+    decode_text(bytes).map_err(|error| {
+        // Point at the first byte that is not UTF-8.
+        let valid = error.as_bytes().get(..error.utf8_error().valid_up_to()).unwrap_or(&[]);
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        ParseError::at(
+            path,
+            Pos::new(saturate(line), saturate(column)),
+            ParseErrorKind::Invalid(
+                "the file is not UTF-8 text; a file in Latin-1 says so in a comment on one of \
+                 its first two lines: %% coding: latin-1"
+                    .to_owned(),
+            ),
+        )
+    })
+}
+
+/// The characters of a term file's bytes: UTF-8, unless a comment in the first two lines
+/// says `coding: latin-1` (as `epp` reads `%% -*- coding: latin-1 -*-`, `%% coding:
+/// latin-1`, `% vim: fileencoding=latin1`), in which case each byte is one character.
+pub fn decode_text(bytes: Vec<u8>) -> Result<String, std::string::FromUtf8Error> {
+    if declares_latin1(&bytes) {
+        return Ok(bytes.iter().map(|&b| char::from(b)).collect());
+    }
+    String::from_utf8(bytes)
+}
+
+/// Whether one of the first two lines of `bytes` has a comment naming the `latin-1`
+/// (`latin1`) encoding after `coding:` or `coding=`, as `epp:read_encoding` looks for it.
+fn declares_latin1(bytes: &[u8]) -> bool {
+    bytes.split(|&b| b == b'\n').take(2).any(|line| {
+        let Some(comment) = line.iter().position(|&b| b == b'%') else {
+            return false;
+        };
+        let comment = String::from_utf8_lossy(&line[comment..]).to_ascii_lowercase();
+        comment.match_indices("coding").any(|(at, word)| {
+            let rest = comment[at + word.len()..].trim_start();
+            let Some(rest) = rest.strip_prefix([':', '=']) else {
+                return false;
+            };
+            let name: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            name == "latin-1" || name == "latin1"
+        })
+    })
+}
+
+/// The most characters an atom may have, as in Erlang.
+pub const MAX_ATOM_CHARS: usize = 255;
+
+/// If `text` starts with a `"..."` string, the length in bytes up to and including its
+/// closing quote (a backslash escapes the character after it).
+fn string_end(text: &str) -> Option<usize> {
+    let mut chars = text.char_indices();
+    if chars.next()?.1 != '"' {
+        return None;
+    }
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '"' => return Some(at + 1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// One token, reduced to what the term grammar needs.
@@ -499,6 +630,8 @@ enum Container {
     List,
     Map,
     Binary,
+    /// `( Term )`: parentheses around one term, which they leave as it is.
+    Paren,
 }
 
 impl Container {
@@ -508,6 +641,7 @@ impl Container {
             Container::List => "list",
             Container::Map => "map",
             Container::Binary => "binary",
+            Container::Paren => "parenthesis",
         }
     }
 
@@ -516,6 +650,7 @@ impl Container {
             Container::Tuple | Container::Map => Symbol::CloseBrace,
             Container::List => Symbol::CloseSquare,
             Container::Binary => Symbol::DoubleRightAngle,
+            Container::Paren => Symbol::CloseParen,
         }
     }
 }
@@ -529,18 +664,39 @@ struct Open {
     /// The elements so far; for a map its keys and values alternating, so an odd count
     /// means a key is waiting for its value.
     items: Vec<Spanned<RawTerm>>,
+    /// For a list: where its `|` is, once one was read; the next element is the tail.
+    tail: Option<Pos>,
 }
 
 impl Open {
+    fn new(container: Container, pos: Pos) -> Open {
+        Open { container, pos, items: Vec::new(), tail: None }
+    }
+
     fn finish(self) -> Spanned<RawTerm> {
         let value = match self.container {
             Container::Tuple => RawTerm::Tuple(self.items),
             Container::List => RawTerm::List(self.items),
-            _ => {
-                let mut pairs = Vec::with_capacity(self.items.len() / 2);
+            // The parser closes a parenthesis only around exactly one term.
+            Container::Paren => match self.items.into_iter().next() {
+                Some(inner) => return Spanned { value: inner.value, pos: self.pos },
+                None => RawTerm::List(Vec::new()),
+            },
+            Container::Map | Container::Binary => {
+                let mut pairs: Vec<(Spanned<RawTerm>, Spanned<RawTerm>)> =
+                    Vec::with_capacity(self.items.len() / 2);
+                // A key written twice keeps its last value, as `file:consult` reads
+                // `#{a => 1, a => 2}` (keys compare as terms: `"a"` is `[97]`).
+                let mut index: HashMap<String, usize> = HashMap::new();
                 let mut items = self.items.into_iter();
                 while let (Some(key), Some(value)) = (items.next(), items.next()) {
-                    pairs.push((key, value));
+                    match index.entry(key.value.to_term().to_string()) {
+                        Entry::Occupied(at) => pairs[*at.get()] = (key, value),
+                        Entry::Vacant(slot) => {
+                            slot.insert(pairs.len());
+                            pairs.push((key, value));
+                        }
+                    }
                 }
                 RawTerm::Map(pairs)
             }
@@ -608,7 +764,16 @@ impl<'a> Parser<'a> {
     /// Scans the next token that is not white space or a comment.
     fn scan(&mut self) -> Result<Token, ParseError> {
         loop {
-            let token = match erl_tokenize::scan_token(self.text, self.at) {
+            // A string is scanned on the text up to its closing quote, so that the
+            // tokenizer sees neither a string right after it nor a `"""` opener: OTP 25 and
+            // 26 read `"a""b"` as "ab" and `"""ab"""` as three adjacent strings (later
+            // releases reject the first and read the second as a triple-quoted string).
+            let rest = self.text.get(self.at.offset()..).unwrap_or("");
+            let visible = match string_end(rest) {
+                Some(len) => self.text.get(..self.at.offset() + len).unwrap_or(self.text),
+                None => self.text,
+            };
+            let token = match erl_tokenize::scan_token(visible, self.at) {
                 Ok(Some(token)) => token,
                 Ok(None) => {
                     let pos = self.columns.pos(self.at);
@@ -624,6 +789,17 @@ impl<'a> Parser<'a> {
                 continue;
             }
             let lexeme = match token.value(self.text) {
+                TokenValue::Atom(name) if name.chars().count() > MAX_ATOM_CHARS => {
+                    let pos = self.columns.pos(token.start());
+                    return Err(self.syntax(
+                        pos,
+                        format!(
+                            "an atom of {} characters: atoms have at most {MAX_ATOM_CHARS} \
+                             (erl_scan refuses longer ones)",
+                            name.chars().count()
+                        ),
+                    ));
+                }
                 TokenValue::Atom(name) => Lexeme::Atom(name.into_owned()),
                 TokenValue::String(text) => Lexeme::Str(text.into_owned()),
                 TokenValue::Integer(value) => Lexeme::Int(value),
@@ -638,6 +814,11 @@ impl<'a> Parser<'a> {
                     }
                 }
                 TokenValue::Symbol(symbol) => Lexeme::Punct(symbol),
+                // `maybe` and `else` are atoms in OTP 25 and 26, where the maybe
+                // expression is an experimental feature that is off by default.
+                TokenValue::Keyword(word @ (Keyword::Maybe | Keyword::Else)) => {
+                    Lexeme::Atom(word.as_str().to_owned())
+                }
                 TokenValue::Keyword(word) => Lexeme::Keyword(word.as_str()),
                 TokenValue::Variable(name) => Lexeme::Variable(name.to_owned()),
                 TokenValue::SigilString { .. } => Lexeme::Sigil,
@@ -700,11 +881,14 @@ impl<'a> Parser<'a> {
                             format!("terms are nested more than {MAX_DEPTH} levels deep"),
                         ));
                     }
-                    self.open.push(Open { container, pos, items: Vec::new() });
+                    self.open.push(Open::new(container, pos));
                     let first = self.next()?;
                     if first.lexeme != Lexeme::Punct(container.close()) {
                         token = first;
                         continue;
+                    }
+                    if container == Container::Paren {
+                        return Err(self.syntax(first.pos, "expected a term, found ')'".to_owned()));
                     }
                     match self.open.pop() {
                         Some(open) => open.finish(),
@@ -720,6 +904,46 @@ impl<'a> Parser<'a> {
                 };
                 let container = open.container;
                 let opened = open.pos;
+                if let Some(bar) = open.tail {
+                    // `[H1, H2 | Tail]` with a proper tail is the list [H1, H2, ...Tail].
+                    match done.value {
+                        RawTerm::List(items) => open.items.extend(items),
+                        RawTerm::Str(text) => open.items.extend(text.chars().map(|c| {
+                            Spanned::new(RawTerm::Int(i64::from(u32::from(c))), done.pos)
+                        })),
+                        other => {
+                            return Err(self.syntax(
+                                bar,
+                                format!(
+                                    "an improper list (its tail is {}, not a list) is valid \
+                                     Erlang, but not a term hotcode carries; write a proper \
+                                     list",
+                                    other.describe()
+                                ),
+                            ));
+                        }
+                    }
+                    let close = self.next()?;
+                    if close.lexeme != Lexeme::Punct(Symbol::CloseSquare) {
+                        return Err(match close.lexeme {
+                            Lexeme::Eof => self.unexpected_eof(&close, "']'"),
+                            _ => self.syntax(
+                                close.pos,
+                                format!(
+                                    "expected ']' after the tail of the list opened at \
+                                     {opened}, found {close}"
+                                ),
+                            ),
+                        });
+                    }
+                    match self.open.pop() {
+                        Some(open) => done = open.finish(),
+                        None => {
+                            return Err(self.syntax(opened, "internal parser error".to_owned()));
+                        }
+                    }
+                    continue;
+                }
                 open.items.push(done);
                 let after_key = container == Container::Map && open.items.len() % 2 == 1;
                 let separator = self.next()?;
@@ -737,23 +961,34 @@ impl<'a> Parser<'a> {
                             ),
                         });
                     }
-                    Lexeme::Punct(Symbol::Comma) => {
-                        token = self.next()?;
-                        break;
-                    }
                     Lexeme::Punct(symbol) if symbol == container.close() => match self.open.pop() {
                         Some(open) => done = open.finish(),
                         None => {
                             return Err(self.syntax(opened, "internal parser error".to_owned()));
                         }
                     },
+                    _ if container == Container::Paren => {
+                        return Err(match separator.lexeme {
+                            Lexeme::Eof => self.unexpected_eof(&separator, "')'"),
+                            _ => self.syntax(
+                                separator.pos,
+                                format!(
+                                    "expected ')' to close the parenthesis opened at {opened}, \
+                                     found {separator}"
+                                ),
+                            ),
+                        });
+                    }
+                    Lexeme::Punct(Symbol::Comma) => {
+                        token = self.next()?;
+                        break;
+                    }
                     Lexeme::Punct(Symbol::VerticalBar) if container == Container::List => {
-                        return Err(self.syntax(
-                            separator.pos,
-                            "improper lists [Head | Tail] are not supported in term files; \
-                             write the whole list [A, B, C]"
-                                .to_owned(),
-                        ));
+                        if let Some(open) = self.open.last_mut() {
+                            open.tail = Some(separator.pos);
+                        }
+                        token = self.next()?;
+                        break;
                     }
                     Lexeme::Eof => return Err(self.unexpected_eof(&separator, "','")),
                     _ => {
@@ -773,37 +1008,20 @@ impl<'a> Parser<'a> {
     }
 
     /// Reads the start of a term: a whole value if it has no elements to parse, or the
-    /// opening bracket of a tuple, list or map.
+    /// opening bracket of a tuple, list, map or parenthesis.
     fn start(&mut self, token: Token) -> Result<Start, ParseError> {
         let pos = token.pos;
         let value = match token.lexeme {
             Lexeme::Atom(name) => RawTerm::Atom(name),
-            Lexeme::Str(mut text) => {
-                // Adjacent string literals are one string, as in Erlang.
-                while let Lexeme::Str(more) = &self.peek()?.lexeme {
-                    text.push_str(more);
-                    self.next()?;
-                }
-                RawTerm::Str(text)
-            }
+            Lexeme::Str(text) => RawTerm::Str(self.adjacent_strings(text)?),
             Lexeme::Int(_) | Lexeme::Float(_) | Lexeme::Char(_) => self.number(&token, false)?,
-            Lexeme::Punct(Symbol::Hyphen) => {
-                let number = self.next()?;
-                match number.lexeme {
-                    Lexeme::Int(_) | Lexeme::Float(_) | Lexeme::Char(_) => {
-                        self.number(&number, true)?
-                    }
-                    Lexeme::Eof => return Err(self.unexpected_eof(&number, "a number")),
-                    _ => {
-                        return Err(self.syntax(
-                            number.pos,
-                            format!("expected a number after '-', found {number}"),
-                        ));
-                    }
-                }
-            }
+            Lexeme::Punct(Symbol::Hyphen | Symbol::Plus) => match self.signed(token)? {
+                Literal::Int(value) => RawTerm::Int(value),
+                Literal::Float(value) => RawTerm::Float(value),
+            },
             Lexeme::Punct(Symbol::OpenBrace) => return Ok(Start::Open(Container::Tuple, pos)),
             Lexeme::Punct(Symbol::OpenSquare) => return Ok(Start::Open(Container::List, pos)),
+            Lexeme::Punct(Symbol::OpenParen) => return Ok(Start::Open(Container::Paren, pos)),
             Lexeme::Punct(Symbol::Sharp) => {
                 let brace = self.next()?;
                 if brace.lexeme != Lexeme::Punct(Symbol::OpenBrace) {
@@ -822,6 +1040,14 @@ impl<'a> Parser<'a> {
                         "variable {name} has no value in a term file; an atom that starts \
                          with a capital letter is written quoted: '{name}'"
                     ),
+                ));
+            }
+            Lexeme::Keyword("fun") => {
+                return Err(self.syntax(
+                    pos,
+                    "a fun (fun M:F/A) is valid Erlang, but not a term hotcode carries: plugins \
+                     exchange data, not code"
+                        .to_owned(),
                 ));
             }
             Lexeme::Keyword(word) => {
@@ -844,11 +1070,76 @@ impl<'a> Parser<'a> {
         Ok(Start::Value(Spanned { value, pos }))
     }
 
+    /// `text` and the string literals that follow it: adjacent strings are one string.
+    fn adjacent_strings(&mut self, mut text: String) -> Result<String, ParseError> {
+        while let Lexeme::Str(more) = &self.peek()?.lexeme {
+            text.push_str(more);
+            self.next()?;
+        }
+        Ok(text)
+    }
+
+    /// The number after a unary `+` or `-` (`token`), as `erl_parse` reads a term: a number
+    /// literal, possibly in parentheses (`-(3)`), but not another sign (`-(-3)` is refused
+    /// by `file:consult` too).
+    fn signed(&mut self, token: Token) -> Result<Literal, ParseError> {
+        let negative = token.lexeme == Lexeme::Punct(Symbol::Hyphen);
+        let mut number = self.next()?;
+        let mut parens = Vec::new();
+        while number.lexeme == Lexeme::Punct(Symbol::OpenParen) {
+            parens.push(number.pos);
+            number = self.next()?;
+        }
+        let value = match number.lexeme {
+            Lexeme::Int(_) | Lexeme::Float(_) | Lexeme::Char(_) => {
+                self.literal_number(&number, negative)?
+            }
+            Lexeme::Eof => return Err(self.unexpected_eof(&number, "a number")),
+            _ => {
+                return Err(self.syntax(
+                    number.pos,
+                    format!("expected a number after '{}', found {number}", token_text(&token)),
+                ));
+            }
+        };
+        self.close_parens(&parens)?;
+        Ok(value)
+    }
+
+    /// Takes one `)` for each `(` opened at `parens`.
+    fn close_parens(&mut self, parens: &[Pos]) -> Result<(), ParseError> {
+        for opened in parens.iter().rev() {
+            let close = self.next()?;
+            if close.lexeme != Lexeme::Punct(Symbol::CloseParen) {
+                return Err(match close.lexeme {
+                    Lexeme::Eof => self.unexpected_eof(&close, "')'"),
+                    _ => self.syntax(
+                        close.pos,
+                        format!(
+                            "expected ')' to close the parenthesis opened at {opened}, found \
+                             {close}"
+                        ),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Converts a number token, negated if a `-` came before it.
     fn number(&self, token: &Token, negative: bool) -> Result<RawTerm, ParseError> {
+        Ok(match self.literal_number(token, negative)? {
+            Literal::Int(value) => RawTerm::Int(value),
+            Literal::Float(value) => RawTerm::Float(value),
+        })
+    }
+
+    /// Converts a number token (an integer, a float or a `$c` character), negated if a `-`
+    /// came before it.
+    fn literal_number(&self, token: &Token, negative: bool) -> Result<Literal, ParseError> {
         let magnitude = match token.lexeme {
             Lexeme::Float(value) => {
-                return Ok(RawTerm::Float(if negative { -value } else { value }));
+                return Ok(Literal::Float(if negative { -value } else { value }));
             }
             Lexeme::Char(c) => u64::from(u32::from(c)),
             Lexeme::Int(Some(value)) => value,
@@ -860,53 +1151,67 @@ impl<'a> Parser<'a> {
             i64::try_from(magnitude).ok()
         };
         match value {
-            Some(value) => Ok(RawTerm::Int(value)),
+            Some(value) => Ok(Literal::Int(value)),
             None => Err(self.syntax(
                 token.pos,
-                "integer does not fit in 64 bits (a release file needs no bigger ones)".to_owned(),
+                "an integer that does not fit in 64 bits is valid Erlang, but not a term \
+                 hotcode carries (its integers are 64-bit)"
+                    .to_owned(),
             )),
         }
     }
 
-    /// Parses the segments of a binary up to its `>>`; `<<` at `open` is taken. A segment is
-    /// a string (each character one byte) or an integer 0..=255.
+    /// Parses the segments of a binary up to its `>>`; `<<` at `open` is taken.
+    ///
+    /// A segment is `Value`, `Value:Size`, `Value/Types` or `Value:Size/Types`, as in
+    /// Erlang: the value an integer, a float, a character or a string (each of its
+    /// characters one segment), possibly signed and in parentheses; the types any of
+    /// `integer`, `float`, `utf8`, `utf16`, `utf32`, `signed`, `unsigned`, `big`, `little`,
+    /// `native` and `unit:N`, joined by `-`. An integer keeps its low `Size` bits (`<<256>>`
+    /// is `<<0>>`). A binary whose bits do not make whole bytes is a bitstring, which no
+    /// term holds.
     fn binary(&mut self, open: Pos) -> Result<Vec<u8>, ParseError> {
-        self.open.push(Open { container: Container::Binary, pos: open, items: Vec::new() });
-        let mut bytes = Vec::new();
+        self.open.push(Open::new(Container::Binary, open));
+        let mut bits = Bits::default();
         let mut token = self.next()?;
         if token.lexeme == Lexeme::Punct(Symbol::DoubleRightAngle) {
             self.open.pop();
-            return Ok(bytes);
+            return Ok(bits.bytes);
         }
         loop {
-            match &token.lexeme {
-                Lexeme::Str(text) => {
-                    for c in text.chars() {
-                        let byte = u8::try_from(u32::from(c)).map_err(|_| {
-                            self.syntax(
-                                token.pos,
-                                format!(
-                                    "character {c:?} in a binary string does not fit in one \
-                                     byte; write its bytes as integers"
-                                ),
-                            )
-                        })?;
-                        bytes.push(byte);
+            let segment = token.pos;
+            let value = self.segment_value(token)?;
+            let mut separator = self.next()?;
+            let mut size = None;
+            if separator.lexeme == Lexeme::Punct(Symbol::Colon) {
+                let size_token = self.next()?;
+                size = Some(match size_token.lexeme {
+                    Lexeme::Int(Some(n)) if n <= MAX_SEGMENT_BITS => n,
+                    Lexeme::Eof => return Err(self.unexpected_eof(&size_token, "a size")),
+                    _ => {
+                        return Err(self.syntax(
+                            size_token.pos,
+                            format!(
+                                "expected a segment size (an integer up to {MAX_SEGMENT_BITS}), \
+                                 found {size_token}"
+                            ),
+                        ));
+                    }
+                });
+                separator = self.next()?;
+            }
+            let mut types = SegmentTypes::default();
+            if separator.lexeme == Lexeme::Punct(Symbol::Slash) {
+                loop {
+                    let word = self.next()?;
+                    types.add(self, &word)?;
+                    separator = self.next()?;
+                    if separator.lexeme != Lexeme::Punct(Symbol::Hyphen) {
+                        break;
                     }
                 }
-                Lexeme::Int(Some(value)) if *value <= 255 => bytes.push(*value as u8),
-                Lexeme::Char(c) if u32::from(*c) <= 255 => bytes.push(u32::from(*c) as u8),
-                Lexeme::Eof => return Err(self.unexpected_eof(&token, "a segment")),
-                _ => {
-                    return Err(self.syntax(
-                        token.pos,
-                        format!(
-                            "expected a string or an integer 0..255 in a binary, found {token}"
-                        ),
-                    ));
-                }
             }
-            let separator = self.next()?;
+            bits.segment(self, segment, &value, size, &types)?;
             match separator.lexeme {
                 Lexeme::Punct(Symbol::Comma) => token = self.next()?,
                 Lexeme::Punct(Symbol::DoubleRightAngle) => break,
@@ -916,14 +1221,286 @@ impl<'a> Parser<'a> {
                         separator.pos,
                         format!(
                             "expected ',' or '>>' in the binary opened at {open}, found \
-                             {separator} (segment types such as /utf8 are not supported)"
+                             {separator}"
                         ),
                     ));
                 }
             }
         }
         self.open.pop();
-        Ok(bytes)
+        if bits.len % 8 != 0 {
+            return Err(self.syntax(
+                open,
+                format!(
+                    "a bitstring of {} bits is valid Erlang, but not a term hotcode carries: a \
+                     binary must make whole bytes",
+                    bits.len
+                ),
+            ));
+        }
+        Ok(bits.bytes)
+    }
+
+    /// The value of a binary segment: a string or a number, possibly signed and in
+    /// parentheses.
+    fn segment_value(&mut self, mut token: Token) -> Result<SegmentValue, ParseError> {
+        let mut parens = Vec::new();
+        while token.lexeme == Lexeme::Punct(Symbol::OpenParen) {
+            parens.push(token.pos);
+            token = self.next()?;
+        }
+        let value = match token.lexeme {
+            Lexeme::Str(text) => SegmentValue::Str(self.adjacent_strings(text)?),
+            Lexeme::Int(_) | Lexeme::Float(_) | Lexeme::Char(_) => {
+                SegmentValue::Number(self.literal_number(&token, false)?)
+            }
+            Lexeme::Punct(Symbol::Hyphen | Symbol::Plus) => {
+                SegmentValue::Number(self.signed(token)?)
+            }
+            Lexeme::Eof => return Err(self.unexpected_eof(&token, "a segment")),
+            _ => {
+                return Err(self.syntax(
+                    token.pos,
+                    format!("expected a string or a number in a binary, found {token}"),
+                ));
+            }
+        };
+        self.close_parens(&parens)?;
+        Ok(value)
+    }
+}
+
+/// The largest segment of a binary, in bits: a term file is at most [`MAX_TERM_FILE`]
+/// bytes, and no segment needs to be bigger than the file.
+const MAX_SEGMENT_BITS: u64 = MAX_TERM_FILE * 8;
+
+/// A number literal.
+#[derive(Debug, Clone, Copy)]
+enum Literal {
+    Int(i64),
+    Float(f64),
+}
+
+/// The value of a binary segment.
+enum SegmentValue {
+    Number(Literal),
+    /// Each character is a segment of its own, with the same size and types.
+    Str(String),
+}
+
+/// The type of a binary segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum SegmentKind {
+    #[default]
+    Integer,
+    Float,
+    Utf8,
+    Utf16,
+    Utf32,
+}
+
+/// A segment's `/Types`.
+#[derive(Debug, Default)]
+struct SegmentTypes {
+    kind: SegmentKind,
+    little: bool,
+    unit: Option<u64>,
+}
+
+impl SegmentTypes {
+    /// Adds the type named by `word` (a `unit` takes its `:N` from the parser).
+    fn add(&mut self, parser: &mut Parser<'_>, word: &Token) -> Result<(), ParseError> {
+        let name = match &word.lexeme {
+            Lexeme::Atom(name) => name.as_str(),
+            Lexeme::Eof => return Err(parser.unexpected_eof(word, "a segment type")),
+            _ => "",
+        };
+        match name {
+            "integer" => self.kind = SegmentKind::Integer,
+            "float" => self.kind = SegmentKind::Float,
+            "utf8" => self.kind = SegmentKind::Utf8,
+            "utf16" => self.kind = SegmentKind::Utf16,
+            "utf32" => self.kind = SegmentKind::Utf32,
+            // Signedness only matters when reading a binary, not when writing one.
+            "signed" | "unsigned" => {}
+            "big" => self.little = false,
+            // Every target hotcode runs on (x86_64, aarch64) is little-endian.
+            "little" | "native" => self.little = true,
+            "unit" => {
+                let colon = parser.next()?;
+                let unit = parser.next()?;
+                match (colon.lexeme, &unit.lexeme) {
+                    (Lexeme::Punct(Symbol::Colon), Lexeme::Int(Some(n @ 1..=256))) => {
+                        self.unit = Some(*n);
+                    }
+                    _ => {
+                        return Err(parser
+                            .syntax(unit.pos, "expected unit:N with N from 1 to 256".to_owned()));
+                    }
+                }
+            }
+            "binary" | "bytes" | "bitstring" | "bits" => {
+                return Err(parser.syntax(
+                    word.pos,
+                    format!(
+                        "a {name} segment needs a binary value, which a term file cannot \
+                         write inside a binary; write its bytes"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(parser.syntax(
+                    word.pos,
+                    format!(
+                        "expected a segment type (integer, float, utf8, utf16, utf32, signed, \
+                         unsigned, big, little, native or unit:N), found {word}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A binary being built, bit by bit.
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    /// How many bits of `bytes` are used (the rest of the last byte is zero).
+    len: u64,
+}
+
+impl Bits {
+    fn push_bit(&mut self, bit: bool) {
+        if self.len.is_multiple_of(8) {
+            self.bytes.push(0);
+        }
+        if bit && let Some(last) = self.bytes.last_mut() {
+            *last |= 0x80 >> (self.len % 8);
+        }
+        self.len += 1;
+    }
+
+    /// The low `size` bits of `value`, most significant first, sign-extended past 64.
+    fn push_int(&mut self, value: i64, size: u64, little: bool) {
+        let bit = |index: u64| -> bool {
+            if index >= 63 { value < 0 } else { (value >> index) & 1 == 1 }
+        };
+        if little && size.is_multiple_of(8) {
+            for byte in 0..size / 8 {
+                for index in (byte * 8..byte * 8 + 8).rev() {
+                    self.push_bit(bit(index));
+                }
+            }
+        } else {
+            for index in (0..size).rev() {
+                self.push_bit(bit(index));
+            }
+        }
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.push_int(i64::from(*byte), 8, false);
+        }
+    }
+
+    /// Adds one segment, `value` with `size` and `types` (for a string, one per character).
+    fn segment(
+        &mut self,
+        parser: &Parser<'_>,
+        pos: Pos,
+        value: &SegmentValue,
+        size: Option<u64>,
+        types: &SegmentTypes,
+    ) -> Result<(), ParseError> {
+        let fail = |message: String| Err(parser.syntax(pos, message));
+        let utf = matches!(types.kind, SegmentKind::Utf8 | SegmentKind::Utf16 | SegmentKind::Utf32);
+        if utf && (size.is_some() || types.unit.is_some()) {
+            return fail("a utf8, utf16 or utf32 segment takes no size or unit".to_owned());
+        }
+        let numbers: Vec<Literal> = match value {
+            SegmentValue::Number(number) => vec![*number],
+            SegmentValue::Str(text) => {
+                text.chars().map(|c| Literal::Int(i64::from(u32::from(c)))).collect()
+            }
+        };
+        let default_size = if types.kind == SegmentKind::Float { 64 } else { 8 };
+        let bits = size.unwrap_or(default_size).saturating_mul(types.unit.unwrap_or(1));
+        if bits > MAX_SEGMENT_BITS {
+            return fail(format!("a segment of {bits} bits is more than a term file needs"));
+        }
+        for number in numbers {
+            match (types.kind, number) {
+                (SegmentKind::Integer, Literal::Int(value)) => {
+                    self.push_int(value, bits, types.little);
+                }
+                (SegmentKind::Integer, Literal::Float(_)) => {
+                    return fail("a float segment needs the type /float".to_owned());
+                }
+                (SegmentKind::Float, number) => {
+                    let value = match number {
+                        Literal::Float(value) => value,
+                        // Integers up to 2^53 are exact; a term file writes no bigger ones here.
+                        Literal::Int(value) => value as f64,
+                    };
+                    let mut bytes = match bits {
+                        64 => value.to_be_bytes().to_vec(),
+                        // The float is rounded to the nearest 32-bit float, as Erlang does.
+                        32 => (value as f32).to_be_bytes().to_vec(),
+                        _ => {
+                            return fail(format!(
+                                "a float segment of {bits} bits: hotcode writes 32- and 64-bit \
+                                 floats"
+                            ));
+                        }
+                    };
+                    if types.little {
+                        bytes.reverse();
+                    }
+                    self.push_bytes(&bytes);
+                }
+                (kind, Literal::Int(value)) => {
+                    let Some(c) = u32::try_from(value).ok().and_then(char::from_u32) else {
+                        return fail(format!("{value} is not a Unicode code point"));
+                    };
+                    let bytes: Vec<u8> = match kind {
+                        SegmentKind::Utf8 => c.to_string().into_bytes(),
+                        SegmentKind::Utf16 => {
+                            let mut units = [0u16; 2];
+                            c.encode_utf16(&mut units)
+                                .iter()
+                                .flat_map(|unit| {
+                                    if types.little {
+                                        unit.to_le_bytes()
+                                    } else {
+                                        unit.to_be_bytes()
+                                    }
+                                })
+                                .collect()
+                        }
+                        _ => {
+                            let code = u32::from(c);
+                            if types.little { code.to_le_bytes() } else { code.to_be_bytes() }
+                                .to_vec()
+                        }
+                    };
+                    self.push_bytes(&bytes);
+                }
+                (_, Literal::Float(_)) => {
+                    return fail("a float cannot be a utf8, utf16 or utf32 segment".to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text of a sign token, for messages.
+fn token_text(token: &Token) -> &'static str {
+    match token.lexeme {
+        Lexeme::Punct(Symbol::Plus) => "+",
+        _ => "-",
     }
 }
 
@@ -1025,7 +1602,7 @@ mod tests {
             ("{a, b}", "1:7: expected '.' after the term, found end of file"),
             ("{a, b}\n\n", "1:7: expected '.' after the term"),
             ("{a b}.", "1:4: expected ',' or '}' in the tuple opened at 1:1, found atom b"),
-            ("[a | b].", "1:4: improper lists"),
+            ("[a | b].", "1:4: an improper list (its tail is b, not a list) is valid Erlang"),
             ("{a, X}.", "1:5: variable X has no value"),
             ("{a, end}.", "1:5: end is a reserved word"),
             ("'abc.", "1:1: no closing quotation"),
@@ -1033,15 +1610,27 @@ mod tests {
             ("{a}.b.", "1:4: the '.' that ends a term must be followed"),
             ("{a} b.", "1:5: expected '.' after the term, found atom b"),
             ("{a,}.", "1:4: expected a term, found '}'"),
-            ("99999999999999999999.", "1:1: integer does not fit in 64 bits"),
-            ("9223372036854775808.", "1:1: integer does not fit in 64 bits"),
+            ("99999999999999999999.", "1:1: an integer that does not fit in 64 bits is valid"),
+            ("9223372036854775808.", "1:1: an integer that does not fit in 64 bits"),
             ("- a.", "1:3: expected a number after '-', found atom a"),
             ("#[a].", "1:2: expected '{' after '#'"),
             ("#{a := 1}.", "1:5: expected '=>' after a map key, found ':='"),
             ("#{a => 1", "1:1: map is not closed"),
-            ("<<\"\u{2603}\">>.", "1:3: character '\u{2603}' in a binary string does not fit"),
-            ("<<256>>.", "1:3: expected a string or an integer 0..255"),
-            ("<<\"a\"/utf8>>.", "1:6: expected ',' or '>>'"),
+            ("<<1:4>>.", "1:1: a bitstring of 4 bits is valid Erlang, but not a term hotcode"),
+            ("<<\"ab\"/binary>>.", "1:8: a binary segment needs a binary value"),
+            ("<<1.5>>.", "1:3: a float segment needs the type /float"),
+            ("<<a>>.", "1:3: expected a string or a number in a binary, found atom a"),
+            ("<<1:8/utf8>>.", "1:3: a utf8, utf16 or utf32 segment takes no size"),
+            ("<<1/big-endian>>.", "1:9: expected a segment type"),
+            ("<<1:a>>.", "1:5: expected a segment size"),
+            ("<<1 2>>.", "1:5: expected ',' or '>>' in the binary opened at 1:1"),
+            ("-(-3).", "1:3: expected a number after '-', found '-'"),
+            ("- - 3.", "1:3: expected a number after '-', found '-'"),
+            ("-(3.", "1:4: expected ')' to close the parenthesis opened at 1:2"),
+            ("(a, b).", "1:3: expected ')' to close the parenthesis opened at 1:1, found ','"),
+            ("().", "1:2: expected a term, found ')'"),
+            ("[a | [b], c].", "1:9: expected ']' after the tail of the list opened at 1:1"),
+            ("fun m:f/1.", "1:1: a fun (fun M:F/A) is valid Erlang, but not a term hotcode"),
             ("~\"x\".", "1:1: sigil strings are not read"),
             ("\n  \u{2603}.", "2:3: "),
         ];
@@ -1082,8 +1671,9 @@ mod tests {
         let path = Path::new("f");
         assert!(parse_single_term(path, "{a}.\n").is_ok());
         let empty = parse_single_term(path, "%% nothing\n").map(|_| ()).unwrap_err();
-        assert_eq!(empty.pos, None);
-        assert!(empty.to_string().starts_with("f: the file holds no term"), "{empty}");
+        // Where the term should have been: the end of the file.
+        assert_eq!(empty.pos, Some(Pos::new(2, 1)));
+        assert!(empty.to_string().starts_with("f:2:1: the file holds no term"), "{empty}");
         let two = parse_single_term(path, "a.\nb.\n").map(|_| ()).unwrap_err();
         assert!(two.to_string().starts_with("f:2:1: the file must hold one term"), "{two}");
     }

@@ -15,6 +15,8 @@ use crate::release::names::{lib_dir_name, root_path};
 use crate::release::relup::PurgeMethod;
 use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
 
+use plugin_api::Term;
+
 use super::integrity::Record;
 use super::{ReleaseError, ReleaseHandler, State};
 
@@ -38,6 +40,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What `release_handler:check_install_release/1` and `install_release/1` return,
+    /// `{ok, OtherVsn, Descr}`: `OtherVsn` and `Descr` are the relup entry's own
+    /// (release_handler(3)), so `OtherVsn` is the release upgraded from, and on a
+    /// downgrade the release downgraded *to*.
+    pub fn result_term(&self) -> Term {
+        Term::tuple([Term::ok(), Term::Str(self.entry.vsn.clone()), self.entry.descr.clone()])
+    }
+
     /// Where application `app` at `app_vsn` lives: the target release's library, else
     /// the current release's, else `lib/<app>-<vsn>` if it exists.
     pub(crate) fn lib_dir(&self, h: &ReleaseHandler, app: &str, app_vsn: &str) -> Option<PathBuf> {
@@ -261,17 +271,21 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                             "{module}:{function} takes {arities:?} arguments, not {}",
                             args.len()
                         ));
-                    } else if module == "application" && function == "load" {
+                    } else if module == "application"
+                        && matches!(function.as_str(), "load" | "start")
+                    {
+                        // application:start loads an application that is not loaded yet.
                         match args[0].as_atom() {
                             Some(app) if plan.app_file(h, app).is_some_and(|f| f.exists()) => {}
                             Some(app) if node.is_application_loaded(app) => {}
                             Some(app) => problem(format!(
-                                "application:load: no {app}.app in release {} or {}",
+                                "application:{function}: no {app}.app in release {} or {}",
                                 plan.vsn, plan.from
                             )),
-                            None => {
-                                problem(format!("application:load needs an atom, got {}", args[0]))
-                            }
+                            None => problem(format!(
+                                "application:{function} needs an atom, got {}",
+                                args[0]
+                            )),
                         }
                     }
                 } else if let Some(functions) = staged.get(module.as_str()) {

@@ -446,6 +446,13 @@ fn atom_arg<'a>(args: &'a [Term], i: usize, what: &str) -> Result<&'a str, Strin
     args.get(i).and_then(Term::as_atom).ok_or_else(|| format!("{what} must be an atom"))
 }
 
+/// `application:load(App)` with the `.app` of the release being installed (or left).
+fn load_application(h: &ReleaseHandler, plan: &Plan, app: &str) -> Result<(), String> {
+    let file = plan.app_file(h, app).ok_or_else(|| format!("no {app}.app in the releases"))?;
+    let spec = AppSpec::read(&file).map_err(|e| e.to_string())?;
+    h.node.load_application(spec).map_err(|e| e.to_string())
+}
+
 fn apply(
     h: &ReleaseHandler,
     plan: &Plan,
@@ -455,18 +462,17 @@ fn apply(
 ) -> Result<(), String> {
     let node = &h.node;
     match (module, function) {
-        ("application", "load") => {
-            let app = atom_arg(args, 0, "the application")?;
-            let file =
-                plan.app_file(h, app).ok_or_else(|| format!("no {app}.app in the releases"))?;
-            let spec = AppSpec::read(&file).map_err(|e| e.to_string())?;
-            node.load_application(spec).map_err(|e| e.to_string())
-        }
+        ("application", "load") => load_application(h, plan, atom_arg(args, 0, "the application")?),
         ("application", "unload") => node
             .unload_application(atom_arg(args, 0, "the application")?)
             .map_err(|e| e.to_string()),
         ("application", "start") => {
             let app = atom_arg(args, 0, "the application")?;
+            // application:start/2 loads an application that is not loaded yet, as OTP's
+            // does: systools' relups start an added application without loading it first.
+            if !node.is_application_loaded(app) {
+                load_application(h, plan, app)?;
+            }
             let restart = match args.get(1) {
                 None => RestartType::Temporary,
                 Some(t) => t

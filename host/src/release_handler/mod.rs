@@ -248,9 +248,13 @@ pub struct ReleaseInfo {
     pub status: ReleaseStatus,
 }
 
-/// What `install` returns: OTP's `{ok, OtherVsn, Descr}`.
+/// What `install` returns: OTP's `{ok, OtherVsn, Descr}` ([`Installed::to_term`]), and
+/// what hotcode knows besides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Installed {
+    /// OTP's `OtherVsn`: the version of the relup entry that ran (release_handler(3)): on
+    /// an upgrade the release the node came from, on a downgrade the release it went to.
+    pub other_vsn: String,
     /// The release the node came from.
     pub from: String,
     /// Up or down.
@@ -259,6 +263,13 @@ pub struct Installed {
     pub descr: Term,
     /// How long processes were suspended (first suspend to last resume), if any were.
     pub suspend_window: Option<std::time::Duration>,
+}
+
+impl Installed {
+    /// `{ok, OtherVsn, Descr}`, as `release_handler:install_release/1` returns it.
+    pub fn to_term(&self) -> Term {
+        Term::tuple([Term::ok(), Term::Str(self.other_vsn.clone()), self.descr.clone()])
+    }
 }
 
 struct State {
@@ -545,8 +556,18 @@ impl ReleaseHandler {
             Err(e) => return Err(e),
         };
         let from = std::mem::replace(&mut state.current, vsn.to_owned());
+        // release_handler(3): a `current` release becomes `old` when another is installed
+        // (the permanent one stays permanent). Like OTP, an install writes nothing: the next
+        // write of RELEASES records it, and a node restarted before that finds the release
+        // `unpacked`, as OTP's does.
+        for release in &mut state.releases {
+            if release.vsn == from && release.status != ReleaseStatus::Permanent {
+                release.status = ReleaseStatus::Old;
+            }
+        }
         log::info!("release {vsn} installed (from {from}); make it permanent to keep it");
         Ok(Installed {
+            other_vsn: plan.entry.vsn.clone(),
             from,
             direction: plan.direction,
             descr: plan.entry.descr.clone(),

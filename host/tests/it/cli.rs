@@ -280,6 +280,43 @@ fn module_line(status: &str, module: &str) -> Option<String> {
         .find(|l| l.starts_with(&format!("{module} current ")))
 }
 
+/// OTP's `install_release/1` returns `{ok, OtherVsn, Descr}` with the relup entry's own
+/// version (release_handler(3): "OtherVsn and Descr are the version (UpFromVsn or
+/// DownToVsn) and description (Descr) as specified in the script"), so a downgrade to A
+/// returns `{ok, "A", []}`; and a `current` release becomes `old` when another is installed
+/// (release_handler(3)'s status table). Issue 14, item 4.
+#[test]
+fn downgrade_returns_otp_other_vsn_and_leaves_the_release_it_left_old() {
+    let root = fixtures::release_root("included-app-restart");
+    let r = root.path();
+    let scratch = scratch();
+    let node = Node::boot(r, scratch.path());
+
+    let checked = ctl_ok(r, &["check-install", "B"]);
+    assert!(checked.trim_end().ends_with(": {ok,\"A\",[]}"), "{checked}");
+    let up = ctl_ok(r, &["install", "B"]);
+    assert_eq!(up.trim_end(), "ok: installed B (upgrade from A): {ok,\"A\",[]}");
+    let down = ctl_ok(r, &["install", "A"]);
+    assert_eq!(down.trim_end(), "ok: installed A (downgrade from B): {ok,\"A\",[]}");
+    let mut listed = releases_listed(r);
+    listed.sort();
+    assert_eq!(
+        listed,
+        [("A".to_owned(), "permanent".to_owned()), ("B".to_owned(), "old".to_owned())]
+    );
+    // An old release installs again, and is current then.
+    ctl_ok(r, &["install", "B"]);
+    let mut listed = releases_listed(r);
+    listed.sort();
+    assert_eq!(
+        listed,
+        [("A".to_owned(), "permanent".to_owned()), ("B".to_owned(), "current".to_owned())]
+    );
+    let stderr = node.stderr();
+    let status = node.terminate();
+    assert_eq!(status.code(), Some(0), "boot exit status; stderr:\n{stderr}");
+}
+
 /// A → B → (permanent) → A through the binary, for one seed relup.
 fn drive_up_and_down(script: &str) {
     let root = fixtures::release_root(script);
@@ -296,7 +333,7 @@ fn drive_up_and_down(script: &str) {
     assert!(checked.starts_with("ok: B can be installed (upgrade from A"), "{checked}");
     let install = ctl(r, &["install", "B"]);
     assert_eq!(install.code, Some(0), "{install:?}");
-    assert_eq!(install.stdout.trim_end(), "ok: installed B (upgrade from A): []");
+    assert_eq!(install.stdout.trim_end(), "ok: installed B (upgrade from A): {ok,\"A\",[]}");
     // Progress, one line per instruction as it runs, on stderr.
     let steps: Vec<&str> =
         install.stderr.lines().filter(|l| l.starts_with("hotcode: install B: [")).collect();
@@ -336,7 +373,7 @@ fn drive_up_and_down(script: &str) {
 
     assert_eq!(ctl_ok(r, &["make-permanent", "B"]).trim_end(), "ok: B is permanent");
     let down = ctl_ok(r, &["install", "A"]);
-    assert_eq!(down.trim_end(), "ok: installed A (downgrade from B): []");
+    assert_eq!(down.trim_end(), "ok: installed A (downgrade from B): {ok,\"A\",[]}");
     let mut listed = releases_listed(r);
     listed.sort();
     assert_eq!(

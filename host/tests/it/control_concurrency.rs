@@ -203,7 +203,7 @@ fn status_answers_while_an_install_is_blocked_and_operations_wait_their_turn() {
             let (lines, code) = install.join().expect("install thread").expect("install B");
             assert_eq!(
                 (lines.join("\n"), code),
-                ("ok: installed B (upgrade from A): []".to_owned(), 0)
+                ("ok: installed B (upgrade from A): {ok,\"A\",[]}".to_owned(), 0)
             );
             // Then, and only then, the operation that waited ran: B was current by then.
             let permanent = permanent.join().expect("make-permanent thread");

@@ -18,6 +18,7 @@ mod guide;
 mod make_relup;
 mod names;
 mod node_exit;
+mod otp_fidelity;
 mod plugin_logs;
 mod preflight;
 mod private_copies;

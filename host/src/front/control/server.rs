@@ -305,12 +305,13 @@ pub(super) fn operate(
         }
         Request::CheckInstall(vsn) => handler.check_install(vsn).map(|plan| {
             vec![format!(
-                "ok: {} can be installed ({} from {}, {} instructions from {})",
+                "ok: {} can be installed ({} from {}, {} instructions from {}): {}",
                 plan.vsn,
                 direction_word(plan.direction),
                 plan.from,
                 plan.entry.instructions.len(),
-                plan.script.display()
+                plan.script.display(),
+                plan.result_term()
             )]
         }),
         Request::Install(vsn) => {
@@ -330,7 +331,7 @@ pub(super) fn operate(
                 "ok: installed {vsn} ({} from {}): {}",
                 direction_word(installed.direction),
                 installed.from,
-                installed.descr
+                installed.to_term()
             )]
         }),
         Request::MakePermanent(vsn) => {

@@ -20,19 +20,30 @@
 //!
 //! # How the scripts are put together
 //!
-//! As `systools` does, each direction is made from several scripts, in this order:
-//! `remove_application` for every application that only the release being left has (except
-//! included ones, see below), `add_application` for every application only the target
-//! release has, then the up entry (from the old version) or down entry (to the old version)
-//! of each changed application's appup, in the order of the new release's `.rel`. Upgrades
-//! and downgrades both read the appup of the new version: it is the one that knows both.
+//! As `systools_relup` does (OTP 25, checked side by side), each direction is made from
+//! several scripts, in this order: `add_application` for every application only the target
+//! release has (in its `.rel`'s order), then the up entry (from the old version) or down
+//! entry (to the old version) of each changed application's appup, then
+//! `remove_application` for every application only the release being left has (in its
+//! `.rel`'s order). So the appup scripts run while the leaving applications still exist, and
+//! may take their processes down first. Upgrades and downgrades both read the appup of the
+//! new version: it is the one that knows both.
 //!
-//! An application that another application of the same release *includes* is never started
-//! by the controller (SPEC §4), so it is added with start type `load` (code and
-//! `application:load`, no `application:start`) and removed without `application:stop`; its
-//! removal comes *after* the appup scripts, because its processes live in its includer's
-//! supervision tree, and the includer's appup must take them out of it before their code
-//! goes.
+//! The appup scripts come in the new release's *boot order*, which is systools'
+//! (`systools_make:sort_appls`; relup(4): "in the same order as in the start script"):
+//! each application after the applications it uses and includes, and otherwise in the
+//! order of the `.rel`. An added application gets the start type its `.rel` entry gives it
+//! (`{App, Vsn, Type}` or `{App, Vsn, Type, IncApps}`; `permanent` if none), and an
+//! application's included applications are the `.rel`'s `IncApps` if it gives them, else
+//! its `.app`'s.
+//!
+//! Where hotcode differs: an application that another application of the same release
+//! *includes* is never started by the controller (SPEC §4), so when the `.rel` gives it no
+//! type it is added with start type `load` (`application:load`, no `application:start`),
+//! where systools would start it `permanent`. And a removed application is stopped only if
+//! its release started it, and unloaded only if it loaded it: systools stops and unloads
+//! every one and relies on the release handler ignoring a failed `apply`, which hotcode
+//! does not (SPEC §9).
 //!
 //! Every script is split at its own `point_of_no_return` (hotcode allows only
 //! `load_object_code` before it), and the parts are merged: all `load_object_code` first,
@@ -55,13 +66,14 @@
 //! - `{load_module, Mod, ...}` and `{add_module, Mod, ...}`: just `load`.
 //! - `{delete_module, Mod, ...}`: `remove` then `purge`.
 //! - `{add_application, App, Type}`: `load` each of its modules (as `add_module`), then
-//!   `application:load` and, for `permanent`, `transient` or `temporary`,
-//!   `application:start(App, Type)`. The controller only starts a loaded application, so
-//!   the load is written out where OTP's `application:start` would do it implicitly.
+//!   `application:start(App, Type)` for `permanent`, `transient` or `temporary` (which loads
+//!   the application first, as OTP's does), `application:load(App)` for `load`, nothing for
+//!   `none`.
 //! - `{remove_application, App}`: `application:stop`, `remove` of each of its modules, one
-//!   `purge` of them all, `application:unload`.
+//!   `purge` of them all, `application:unload` (see above for what is left out).
 //! - `{restart_application, App}`: `application:stop`, `remove` and `purge` of the old
-//!   version's modules, `load` of the new version's, `application:start(App, permanent)`.
+//!   version's modules, `load` of the new version's, then as `add_application` with the new
+//!   release's start type for it.
 //!
 //! Every `load` gets a `load_object_code` from the target release's version of the
 //! application that has the module: the new version upgrading, the old one downgrading.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{MakeRelupError, MakeRelupErrorKind};
-use crate::release::appup::Appup;
+use crate::release::appup::{Appup, StartType};
 use crate::release::files::{AppSpec, RelSpec, ReleaseEntry};
 
 /// One release, with everything the translation needs to know about its applications.
@@ -22,6 +22,11 @@ pub(super) struct App {
     pub(super) vsn: String,
     pub(super) dir: PathBuf,
     pub(super) spec: AppSpec,
+    /// The start type the `.rel` gives it, if it gives one.
+    pub(super) start_type: Option<StartType>,
+    /// The applications it includes in this release: the `.rel`'s `IncApps` if it gives
+    /// them, else the `.app`'s `included_applications`.
+    pub(super) included: Vec<String>,
 }
 
 impl Release {
@@ -81,7 +86,35 @@ impl Release {
                     ),
                 ));
             }
-            apps.push(App { name: listed.name.clone(), vsn: listed.vsn.clone(), dir, spec });
+            // rel(4): IncApps "must be a subset of the included applications listed in the
+            // application resource file" (systools refuses others: `override_include`).
+            let outside = rel_app
+                .included
+                .iter()
+                .flatten()
+                .find(|included| !spec.included_applications.contains(included));
+            if let Some(outside) = outside {
+                return Err(inconsistent(
+                    &rel_path,
+                    format!(
+                        "the .rel's IncApps of {} name {outside}, which its .app ({}) does not \
+                         include; IncApps may only leave out some of the .app's \
+                         included_applications",
+                        listed.name,
+                        app_path.display()
+                    ),
+                ));
+            }
+            let included =
+                rel_app.included.clone().unwrap_or_else(|| spec.included_applications.clone());
+            apps.push(App {
+                name: listed.name.clone(),
+                vsn: listed.vsn.clone(),
+                dir,
+                spec,
+                start_type: rel_app.start_type,
+                included,
+            });
         }
         Ok(Release { vsn: vsn.to_owned(), rel_path, host_vsn: rel.host_vsn, apps })
     }
@@ -92,7 +125,29 @@ impl Release {
 
     /// The application of this release that includes `name`, if one does.
     pub(super) fn includer_of(&self, name: &str) -> Option<&App> {
-        self.apps.iter().find(|app| app.spec.included_applications.iter().any(|i| i == name))
+        self.apps.iter().find(|app| app.included.iter().any(|i| i == name))
+    }
+
+    /// What this release does with application `app` at boot, as its boot script would:
+    /// the `.rel`'s type if it gives one; otherwise an included application is only
+    /// loaded (its includer's supervisor starts its processes), and any other is started
+    /// `permanent` (OTP's default).
+    pub(super) fn start_type(&self, app: &App) -> StartType {
+        match app.start_type {
+            Some(start_type) => start_type,
+            None if self.includer_of(&app.name).is_some() => StartType::Load,
+            None => StartType::Permanent,
+        }
+    }
+
+    /// The applications in the order `systools_make:sort_appls` puts them, which is the
+    /// order of the boot script and of a relup's appup scripts (relup(4): "in the same
+    /// order as in the start script"): every application after the applications it uses
+    /// and includes, and otherwise in the order of the `.rel`. Applications a `.app` names
+    /// that the release does not have (`kernel`, `stdlib`: a hotcode release has no such
+    /// applications) are left out of the order.
+    pub(super) fn boot_order(&self) -> Result<Vec<&App>, String> {
+        sort_apps(&self.apps)
     }
 
     /// The application that has `module`: `preferred` if it does, else the first one in
@@ -112,11 +167,73 @@ pub(super) struct Changed {
     pub(super) appup: Appup,
 }
 
-/// The applications of `new` whose version differs in `old`, with their appups, in the order
-/// of `new`'s `.rel`.
+/// `systools_make:sort_appls` (OTP 25): each application is taken in turn; if some
+/// applications it uses or includes have not been placed yet, they are moved in front of it
+/// and it is tried again; an application that includes one that uses it is not waited for
+/// by that one. A cycle is an error naming the applications in it.
+fn sort_apps(apps: &[App]) -> Result<Vec<&App>, String> {
+    let mut todo: Vec<&App> = apps.iter().collect();
+    let mut placed: Vec<&App> = Vec::new();
+    let mut visited: Vec<&str> = Vec::new();
+    let mut circular: Vec<&str> = Vec::new();
+    while !todo.is_empty() {
+        let app = todo.remove(0);
+        // The applications it uses, then those it includes. systools prepends each one it
+        // finds; OTP 25 searches the used ones in the `.app`'s order (so they end up last
+        // first) and the included ones last first (so they keep the `.app`'s order).
+        let mut before: Vec<&App> = Vec::new();
+        let uses: Vec<&String> = app.spec.applications.iter().collect();
+        let includes: Vec<&String> = app.included.iter().rev().collect();
+        for deps in [uses, includes] {
+            let mut found = Vec::new();
+            for name in deps {
+                let Some(at) = todo.iter().position(|other| other.name == *name) else {
+                    continue;
+                };
+                // "It is OK to have a dependency like X includes Y, Y uses X."
+                if todo[at].included.contains(&app.name) {
+                    continue;
+                }
+                found.push(todo.remove(at));
+            }
+            before.extend(found.into_iter().rev());
+        }
+        visited.push(&app.name);
+        if before.is_empty() {
+            placed.push(app);
+            continue;
+        }
+        for other in &before {
+            if visited.contains(&other.name.as_str()) && !circular.contains(&other.name.as_str()) {
+                circular.push(&other.name);
+                circular.push(&app.name);
+            }
+        }
+        before.retain(|other| !circular.contains(&other.name.as_str()));
+        before.push(app);
+        before.extend(todo);
+        todo = before;
+    }
+    if !circular.is_empty() {
+        circular.sort_unstable();
+        circular.dedup();
+        return Err(format!(
+            "the applications {} depend on each other in a cycle (their `applications` and \
+             `included_applications`), so they have no order to start in",
+            circular.join(", ")
+        ));
+    }
+    Ok(placed)
+}
+
+/// The applications of `new` whose version differs in `old`, with their appups, in `new`'s
+/// boot order ([`Release::boot_order`]).
 pub(super) fn changed_apps(old: &Release, new: &Release) -> Result<Vec<Changed>, MakeRelupError> {
+    let order = new.boot_order().map_err(|message| {
+        MakeRelupError::new(&new.rel_path, None, MakeRelupErrorKind::Inconsistent(message))
+    })?;
     let mut changed = Vec::new();
-    for app in &new.apps {
+    for app in order {
         let Some(before) = old.app(&app.name).filter(|before| before.vsn != app.vsn) else {
             continue;
         };

@@ -135,15 +135,12 @@ impl Translation<'_> {
                 format!("{{remove_application, {}}}", app.name),
             )]
         };
+        // systools_relup: the added applications' scripts, then the appup scripts (in the
+        // boot order, `changed`'s), then the removed applications' scripts, each group in
+        // its release's `.rel` order.
         let mut scripts: Vec<Vec<Sourced>> = Vec::new();
-        for app in removed.iter().filter(|app| self.leaving.includer_of(&app.name).is_none()) {
-            scripts.push(remove(app));
-        }
         for app in self.target.apps.iter().filter(|app| self.leaving.app(&app.name).is_none()) {
-            let start = match self.target.includer_of(&app.name) {
-                Some(_) => StartType::Load,
-                None => StartType::Permanent,
-            };
+            let start = self.target.start_type(app);
             scripts.push(vec![implied(
                 AppupInstruction::AddApplication { app: app.name.clone(), start },
                 &self.target.rel_path,
@@ -154,7 +151,7 @@ impl Translation<'_> {
         for changed in changed {
             scripts.push(self.appup_script(changed)?);
         }
-        for app in removed.iter().filter(|app| self.leaving.includer_of(&app.name).is_some()) {
+        for app in removed {
             scripts.push(remove(app));
         }
 
@@ -288,12 +285,7 @@ impl Translation<'_> {
                         dep_mods: Vec::new(),
                     }));
                 }
-                if *start != StartType::None {
-                    steps.push(apply("load", vec![Term::atom(app)]));
-                }
-                if !matches!(start, StartType::None | StartType::Load) {
-                    steps.push(apply("start", vec![Term::atom(app), Term::atom(start.as_str())]));
-                }
+                steps.extend(start_steps(app, *start));
                 steps
             }
             AppupInstruction::RemoveApplication { app } => {
@@ -311,13 +303,19 @@ impl Translation<'_> {
                     }));
                 };
                 let mut steps = Vec::new();
-                // An included application was never started by the controller, so it is
-                // not stopped by it either: its includer's script takes its processes down.
-                if self.leaving.includer_of(app).is_none() {
+                // systools stops and unloads every removed application and lets the
+                // release handler ignore what fails; hotcode fails a script on a failed
+                // apply (SPEC §9), so it stops only what the release started (an included
+                // application's processes are its includer's to take down) and unloads
+                // only what it loaded.
+                let start = self.leaving.start_type(removed);
+                if start.starts() {
                     steps.push(apply("stop", vec![Term::atom(app)]));
                 }
                 steps.extend(removed_modules(&removed.spec.modules));
-                steps.push(apply("unload", vec![Term::atom(app)]));
+                if start != StartType::None {
+                    steps.push(apply("unload", vec![Term::atom(app)]));
+                }
                 steps
             }
             AppupInstruction::RestartApplication { app } => {
@@ -352,7 +350,7 @@ impl Translation<'_> {
                         dep_mods: Vec::new(),
                     }));
                 }
-                steps.push(apply("start", vec![Term::atom(app), Term::atom("permanent")]));
+                steps.extend(start_steps(app, self.target.start_type(new)));
                 steps
             }
             AppupInstruction::Low(instruction) => match instruction {
@@ -544,6 +542,24 @@ impl Translation<'_> {
         }
         let resumed = updates.iter().rev().map(|(step, _, _)| step.module.clone());
         after.extend(tagged(Some(Instruction::Resume(resumed.collect()))));
+    }
+}
+
+/// What makes an application loaded or started as `start` says, as systools writes it:
+/// `application:start(App, Type)` (which loads it first), `application:load(App)` for
+/// `load`, nothing for `none`.
+pub(super) fn start_steps(app: &str, start: StartType) -> Vec<Step> {
+    let apply = |function: &str, args: Vec<Term>| {
+        Step::Low(Instruction::Apply {
+            module: "application".to_owned(),
+            function: function.to_owned(),
+            args,
+        })
+    };
+    match start {
+        StartType::None => Vec::new(),
+        StartType::Load => vec![apply("load", vec![Term::atom(app)])],
+        _ => vec![apply("start", vec![Term::atom(app), Term::atom(start.as_str())])],
     }
 }
 
