@@ -389,7 +389,7 @@ impl CodeServer {
     }
 
     /// Makes `module` have no current version (OTP's `{remove, {M, PrePurge, PostPurge}}`).
-    /// Callers get [`CallError::NotLoaded`](crate::CallError::NotLoaded). Removing a module
+    /// Callers get [`CallError::NotLoaded`]. Removing a module
     /// that is not loaded is not an error.
     pub fn remove(
         &self,

@@ -2,7 +2,7 @@
 //!
 //! A thread inside plugin code cannot be stopped: Rust has no way to interrupt it, and
 //! killing it would leave its locks and its version's holds behind. What can be bounded is
-//! how long the *caller* waits. [`run`] makes the call on a thread of its own and waits for
+//! how long the *caller* waits. `run` makes the call on a thread of its own and waits for
 //! it up to a deadline; a call that overruns is reported, and its thread is left to finish
 //! on its own (abandoned). The thread keeps its hold on the version it is in, so that code
 //! stays mapped for as long as it runs (nothing ever unmaps running code), and the caller

@@ -14,9 +14,9 @@ use super::*;
 /// The one node allowed on a release root: an exclusive `flock(2)` on `ROOT/run/`, held
 /// until dropped (or until the process dies).
 ///
-/// Take it before anything reads or writes the root (before [`ReleaseHandler::boot`] reads
+/// Take it before anything reads or writes the root (before [`ReleaseHandler::boot`](crate::release_handler::ReleaseHandler::boot) reads
 /// RELEASES) and keep it for as long as the node runs: `hotcode boot` does, and so must an
-/// embedder that runs a [`ReleaseHandler`] on a root, or two nodes could write one RELEASES.
+/// embedder that runs a [`ReleaseHandler`](crate::release_handler::ReleaseHandler) on a root, or two nodes could write one RELEASES.
 /// [`Control::bind`] asks for it, so only the holder ever removes a stale socket.
 #[derive(Debug)]
 pub struct RootLock {

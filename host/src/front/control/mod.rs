@@ -37,7 +37,7 @@
 //! fails at once ([`ControlError::AlreadyRunning`]). The kernel drops the lock when the
 //! holder dies, however it dies, so a node killed with `SIGKILL` leaves nothing to clean up
 //! but its socket file, which only the lock holder ([`Control::bind`] takes the lock as
-//! proof) removes. An embedder that runs a [`ReleaseHandler`] on a root must take the
+//! proof) removes. An embedder that runs a [`ReleaseHandler`](crate::release_handler::ReleaseHandler) on a root must take the
 //! [`RootLock`] first too, and keep it for as long as the handler lives.
 //!
 //! # Protocol
@@ -60,7 +60,7 @@
 //! A client that reads end-of-file before the final line knows that the node went away in
 //! the middle of the operation: it was killed, or it exited on purpose (to restart after a
 //! failure past the point of no return, or on SIGTERM). A node that exits on purpose first
-//! writes why to `ROOT/run/last-exit` ([`last_exit`]); [`request`] then reads that record,
+//! writes why to `ROOT/run/last-exit` ([`last_exit`](crate::release_handler::last_exit)); [`request`] then reads that record,
 //! with the same trust rules as the rest of `ROOT/run`, and returns the reason
 //! ([`ControlError::NodeExited`]) if the record is from the node it talked to (its pid, as
 //! the kernel gave it) and was written after the request began.

@@ -97,7 +97,7 @@ impl Control {
     /// Answers requests for `handler` until `stop` is set (checked at least every 100 ms)
     /// or a `reboot-old` succeeded: at most [`MAX_CONNECTIONS`] connections at once, each on
     /// a thread of its own; read-only requests at once, release operations one at a time
-    /// in arrival order (see the [module docs](self)). Returns once every connection thread
+    /// in arrival order (see the [module docs](super)). Returns once every connection thread
     /// has finished.
     ///
     /// # Errors
