@@ -604,6 +604,16 @@ const BAD_SCRIPTS: &[BadScript] = &[
         "{\"B\",\n [{\"A\", [], [{load, {ch3, soft_purge, soft_purge}}]}],\n [{\"A\", [], [{load_object_code, {ch_app, \"1\", [ch3]}}]}]}.\n",
         &[("2:14", "load of module ch3"), ("3:14", "without point_of_no_return")],
     ),
+    (
+        // OTP's appup(4): restart_new_emulator first and once, restart_emulator last.
+        "restarts-out-of-place",
+        "{\"B\",\n [{\"A\", [], [point_of_no_return, restart_new_emulator, restart_new_emulator]}],\n [{\"A\", [], [restart_emulator,\n   point_of_no_return]}]}.\n",
+        &[
+            ("2:34", "restart_new_emulator must be the first instruction (the first is at 2:14)"),
+            ("2:56", "a second restart_new_emulator (the first is at 2:34)"),
+            ("3:14", "restart_emulator must be the last instruction (the last is at 4:4)"),
+        ],
+    ),
 ];
 
 #[test]
