@@ -859,7 +859,7 @@ impl Running {
     /// code and reason.
     fn hand_over(&mut self, root: &Path, pid: u32, front: &FrontArgs) -> (i32, String) {
         // The new process serves on the same socket file from now on.
-        self.control.keep_socket_file();
+        self.control.remove_socket_file_on_drop(false);
         let Some(successor) = self.handler.take_successor() else {
             return (EXIT_RESTART, format!("no new host process (pid {pid}) to hand over to"));
         };
@@ -917,7 +917,9 @@ fn take_over(
         let lock = RootLock::adopt(root, lock_fd).context("cannot take over the root's lock")?;
         let control_fd =
             inherited.take(FD_CONTROL).context("the old node handed no control socket")?;
-        let control = Control::adopt(&lock, control_fd, true)
+        // Until the old node has handed over, the socket file is its too: a failure here
+        // must leave it in place.
+        let control = Control::adopt(&lock, control_fd, false)
             .context("cannot take over the control socket")?;
         let control = with_request_deadline(control)?;
         let handler =
@@ -934,7 +936,7 @@ fn take_over(
         let tcp = start_tcp(&handler, front, inherited.take(FD_TCP), false)?;
         Ok((lock, Running { control, handler, tcp }))
     })();
-    let (lock, node) = match started {
+    let (lock, mut node) = match started {
         Ok(started) => started,
         Err(e) => {
             let reason = format!("{e:#}");
@@ -964,6 +966,8 @@ fn take_over(
     if let Some(tcp) = &node.tcp {
         tcp.resume_accepting();
     }
+    // The socket file is this node's alone from now on.
+    node.control.remove_socket_file_on_drop(true);
     predecessor.serving();
     let result = (|| {
         node.announce(root, Some(hello.old_pid))?;

@@ -131,6 +131,9 @@ pub(crate) fn ctl_ok(root: &Path, args: &[&str]) -> String {
 pub(crate) struct Node {
     guard: ChildGuard,
     pub(crate) up_line: String,
+    /// The node's stdout lines after the "node up" line (a new host process that took the
+    /// node over writes to the same pipe).
+    pub(crate) lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     /// The thread collecting stderr, which ends at the pipe's end.
     stderr_reader: JoinHandle<()>,
@@ -143,11 +146,13 @@ fn spawn_boot(
     root: &Path,
     scratch: &Path,
     rust_log: &str,
+    args: &[&str],
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
         Command::new(bin())
             .arg("boot")
             .arg(root)
+            .args(args)
             .env("TMPDIR", scratch)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
@@ -185,7 +190,17 @@ impl Node {
 
     /// [`Node::boot`], with `RUST_LOG=rust_log`.
     pub(crate) fn boot_logging(root: &Path, scratch: &Path, rust_log: &str) -> Node {
-        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log);
+        Node::boot_with_args(root, scratch, rust_log, &[])
+    }
+
+    /// [`Node::boot_logging`], with more arguments for `hotcode boot`.
+    pub(crate) fn boot_with_args(
+        root: &Path,
+        scratch: &Path,
+        rust_log: &str,
+        args: &[&str],
+    ) -> Node {
+        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log, args);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
                 assert!(
@@ -193,7 +208,7 @@ impl Node {
                         .starts_with(&format!("hotcode: node up on {}, release ", root.display())),
                     "unexpected first line {up_line:?}"
                 );
-                Node { guard, up_line, stderr, stderr_reader }
+                Node { guard, up_line, lines, stderr, stderr_reader }
             }
             Err(e) => {
                 drop(guard);
@@ -230,6 +245,15 @@ impl Node {
     pub(crate) fn terminate_with_stderr(self) -> (ExitStatus, String) {
         self.guard.signal(libc::SIGTERM);
         self.wait_exit_with_stderr()
+    }
+
+    /// The next line the node (or a process that took it over) writes to stdout, waiting
+    /// at most `DEADLINE`.
+    pub(crate) fn next_line(&self) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(e) => panic!("no line on the node's stdout ({e}); stderr:\n{}", self.stderr()),
+        }
     }
 
     /// The node's pid.

@@ -168,9 +168,11 @@ impl Control {
         self.listener.as_fd().try_clone_to_owned()
     }
 
-    /// Leaves the socket file in place when dropped: a new host process serves on it now.
-    pub fn keep_socket_file(&mut self) {
-        self.remove_file = false;
+    /// Whether dropping this removes the socket file: not while another process serves,
+    /// or may serve, on it (the old node of a restart until it has handed over; the new
+    /// one once it has taken over).
+    pub fn remove_socket_file_on_drop(&mut self, remove: bool) {
+        self.remove_file = remove;
     }
 
     /// Gives each client `deadline` in all, instead of [`REQUEST_DEADLINE`], to send its

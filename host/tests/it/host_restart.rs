@@ -1,0 +1,447 @@
+//! Host restarts end to end (SPEC §5.7, §11; issue 16): `hotcode ctl restart`, an install
+//! whose script begins with `restart_new_emulator` or ends with `restart_emulator`, and
+//! new host binaries that fail, each under load from client threads of the service
+//! example.
+//!
+//! Every node is the real binary (`hotcode boot ROOT --tcp 127.0.0.1:0`), the load comes
+//! from [`LoadGen`] (which checks that each counter moves by exactly one per answer, so a
+//! state that was not handed over, or an update applied twice, fails it, and which counts
+//! refused connections). Waits are on events with deadlines: a `ctl` command's end, a
+//! process's exit (its pidfd), a line on the node's stdout, a count of answers.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hotcode::service::{LoadGen, LoadReport};
+
+use crate::cli::{DEADLINE, Node, bin, ctl, ctl_ok, scratch};
+use crate::fixtures;
+
+/// The up entry of the service relup (svc 1 → 2), with `first` before it and `last` after.
+fn service_script(vsn: &str, descr: &str, first: &str, last: &str) -> String {
+    format!(
+        r#"{{"{vsn}",
+ [{{"1", "{descr}",
+   [{first}{{load_object_code,{{svc,"2",[svc_handler]}}}},
+    point_of_no_return,
+    {{suspend,[svc_handler]}},
+    {{load,{{svc_handler,brutal_purge,brutal_purge}}}},
+    {{code_change,up,[{{svc_handler,[]}}]}},
+    {{resume,[svc_handler]}}{last}]}}],
+ [{{"1", [], []}}]}}.
+"#
+    )
+}
+
+/// Adds release `vsn` (svc 2, on host `host_vsn`) to a service root, unpacked, with `relup`
+/// and an integrity record of its modules and, if `host` is given, of the host binary
+/// `host-<host_vsn>/bin/hotcode` made from it.
+fn add_release(root: &Path, vsn: &str, host_vsn: &str, relup: &str, host: Option<&HostBinary>) {
+    let dir = root.join("releases").join(vsn);
+    fs::create_dir_all(&dir).expect("release dir");
+    fs::write(
+        dir.join("svc.rel"),
+        format!(
+            "{{release, {{\"svc\", \"{vsn}\"}}, {{hotcode, \"{host_vsn}\"}}, [{{svc, \"2\"}}]}}.\n"
+        ),
+    )
+    .expect(".rel");
+    fs::write(dir.join("relup"), relup).expect("relup");
+    let mut files: Vec<String> =
+        ["svc_app", "svc_sup", "svc_handler"].iter().map(|m| format!("lib/svc-2/{m}.so")).collect();
+    if let Some(host) = host {
+        let bin_dir = root.join(format!("host-{host_vsn}/bin"));
+        fs::create_dir_all(&bin_dir).expect("host dir");
+        let binary = bin_dir.join("hotcode");
+        match host {
+            HostBinary::Copy(from) => {
+                fs::copy(from, &binary).expect("copy the host binary");
+            }
+            HostBinary::Script(text) => fs::write(&binary, text).expect("write the host script"),
+        }
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
+        files.push(format!("host-{host_vsn}/bin/hotcode"));
+    }
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    fixtures::record_release(root, vsn, &files);
+    let releases = fs::read_to_string(root.join("releases/RELEASES")).expect("RELEASES");
+    let entry = format!(
+        " {{release, \"svc\", \"{vsn}\", \"{host_vsn}\", [{{svc, \"2\", \"lib/svc-2\"}}], unpacked}}]."
+    );
+    fs::write(
+        root.join("releases/RELEASES"),
+        releases.trim_end().trim_end_matches("].").to_owned() + ",\n" + &entry + "\n",
+    )
+    .expect("RELEASES");
+}
+
+/// What a release's host binary is made of.
+enum HostBinary {
+    /// A copy of a file (the `hotcode` binary under test).
+    Copy(PathBuf),
+    /// A shell script.
+    Script(&'static str),
+}
+
+/// Boots a node on `root` serving the service on a free port; returns it and the port.
+fn boot_service(root: &Path, scratch: &Path, extra: &[&str]) -> (Node, SocketAddr) {
+    let mut args = vec!["--tcp", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let node = Node::boot_with_args(root, scratch, "info", &args);
+    let line = node.next_line();
+    let addr = line
+        .strip_prefix("hotcode: service on ")
+        .unwrap_or_else(|| panic!("expected the service line, got {line:?}"))
+        .parse()
+        .expect("a socket address");
+    (node, addr)
+}
+
+/// Waits (at most `DEADLINE`) until `load` has `more` answers by version `by` (0: v1,
+/// 1: v2) beyond `since`.
+fn answered_by(load: &LoadGen, by: usize, since: u64, more: u64) -> u64 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let n = load.answered_by_version()[by];
+        if n >= since + more {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} answers by v{} since {since}",
+            n - since,
+            by + 1
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The number after `(pid ` in `text`.
+fn pid_in(text: &str) -> u32 {
+    let at = text.find("(pid ").unwrap_or_else(|| panic!("no pid in {text:?}")) + 5;
+    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or_else(|_| panic!("no pid in {text:?}"))
+}
+
+/// A process of ours or not (a new host outlives the node that started it), killed on drop
+/// if it still runs.
+struct Process {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Process {
+    fn of(pid: u32) -> Process {
+        // SAFETY: pidfd_open(2) takes a pid and flags, no memory.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        // SAFETY: a non-negative result is a new descriptor that nothing else owns.
+        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) });
+        Process { pid, pidfd }
+    }
+
+    /// Whether it has exited, waiting at most `timeout`.
+    fn exited_within(&self, timeout: Duration) -> bool {
+        let Some(fd) = &self.pidfd else { return true };
+        let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one initialised pollfd, count 1, its fd open for the call.
+        unsafe { libc::poll(&mut poll, 1, ms) > 0 }
+    }
+
+    fn wait_gone(&self) {
+        assert!(self.exited_within(DEADLINE), "process {} did not exit", self.pid);
+    }
+
+    fn kill(&self) {
+        if let Some(fd) = &self.pidfd {
+            // SAFETY: pidfd_send_signal(2) with our pidfd, no siginfo, no flags: it signals
+            // exactly that process, never one that reused its pid.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+        self.wait_gone();
+    }
+
+    /// The binary it runs (`/proc/PID/exe`).
+    fn exe(&self) -> PathBuf {
+        fs::read_link(format!("/proc/{}/exe", self.pid)).expect("/proc/PID/exe")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !self.exited_within(Duration::ZERO) {
+            self.kill();
+        }
+    }
+}
+
+fn no_failures(report: &LoadReport) {
+    assert_eq!(report.failed, 0, "failed requests: {report:?}");
+    assert_eq!(report.refused, 0, "refused connections: {report:?}");
+    assert!(report.requests > 0, "{report:?}");
+}
+
+/// (vsn, status) of each release, as `which-releases` prints them.
+fn releases(root: &Path) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = ctl_ok(root, &["which-releases"])
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[1].to_owned(), fields[2].to_owned())
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(v, s)| ((*v).to_owned(), (*s).to_owned())).collect()
+}
+
+#[test]
+fn ctl_restart_under_load_hands_over_the_sockets_the_lock_and_the_counters() {
+    let root = fixtures::service_root();
+    let r = root.path();
+    let scratch = scratch();
+    let (node, addr) = boot_service(r, scratch.path(), &[]);
+    let load = LoadGen::start(addr, 2, "restart").expect("load");
+    let mut seen = answered_by(&load, 0, 0, 5);
+    let mut old = Process::of(node.pid());
+    let mut nodes = Vec::new();
+    for round in 1..=3 {
+        let out = ctl_ok(r, &["restart"]);
+        assert!(out.starts_with("ok: restarted: the new host (pid "), "{out}");
+        let new = Process::of(pid_in(&out));
+        assert_ne!(new.pid, old.pid);
+        // The old process hands over and exits; the new one says it took over.
+        old.wait_gone();
+        let up = node.next_line();
+        assert!(
+            up.ends_with(&format!(
+                "release svc 1, pid {} (took over from pid {})",
+                new.pid, old.pid
+            )),
+            "round {round}: {up:?}"
+        );
+        assert_eq!(node.next_line(), format!("hotcode: service on {addr}"));
+        // A second node on the root is still refused: the lock went along.
+        let second = crate::cli::hotcode(&[
+            std::ffi::OsStr::new("boot"),
+            r.as_os_str(),
+            std::ffi::OsStr::new("--tcp"),
+            std::ffi::OsStr::new("127.0.0.1:0"),
+        ]);
+        assert_eq!(second.code, Some(1), "{second:?}");
+        assert!(second.stderr.contains("already running"), "{second:?}");
+        // The clients are answered by the new process, their counters continued.
+        seen = answered_by(&load, 0, seen, 5);
+        assert!(ctl_ok(r, &["status"]).contains("svc_handler"));
+        nodes.push(std::mem::replace(&mut old, new));
+    }
+    let report = load.finish();
+    no_failures(&report);
+    assert!(report.reconnects > 0, "the drains closed connections: {report:?}");
+    // The first node is our child: it exited 0 after handing over.
+    assert_eq!(node.wait_exit().code(), Some(0));
+    let record = fs::read_to_string(r.join("run/last-exit")).expect("last-exit");
+    assert!(record.lines().next().is_some_and(|l| l.ends_with(" running")), "{record}");
+    drop(nodes);
+}
+
+#[test]
+fn restart_new_emulator_runs_the_rest_on_the_new_host_and_a_kill_before_make_permanent_boots_the_old()
+ {
+    let root = fixtures::service_root();
+    let r = root.path();
+    let script = service_script("3", "new host", "restart_new_emulator,\n    ", "");
+    add_release(r, "3", env!("CARGO_PKG_VERSION"), &script, Some(&HostBinary::Copy(bin().into())));
+    let releases_before = fs::read(r.join("releases/RELEASES")).expect("RELEASES");
+    let scratch = scratch();
+    let (node, addr) = boot_service(r, scratch.path(), &[]);
+    let old = Process::of(node.pid());
+    let load = LoadGen::start(addr, 2, "emu").expect("load");
+    answered_by(&load, 0, 0, 5);
+
+    let check = ctl_ok(r, &["check-install", "3"]);
+    assert!(check.starts_with("ok: 3 can be installed"), "{check}");
+    let out = ctl(r, &["install", "3"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // OTP's answer, and the new host's pid.
+    assert!(out.stdout.contains(r#"ok: {continue_after_restart,"1","new host"}"#), "{out:?}");
+    let new = Process::of(pid_in(&out.stdout));
+    old.wait_gone();
+    let up = node.next_line();
+    assert!(up.contains(&format!("release svc 3, pid {} (took over", new.pid)), "{up:?}");
+    // The new host is the release's own binary, and it upgraded the handler under load.
+    let host = r.join(format!("host-{}/bin/hotcode", env!("CARGO_PKG_VERSION")));
+    assert_eq!(new.exe(), host.canonicalize().expect("host binary"));
+    answered_by(&load, 1, 0, 5);
+    assert_eq!(releases(r), pairs(&[("1", "permanent"), ("2", "unpacked"), ("3", "current")]));
+    let report = load.finish();
+    no_failures(&report);
+
+    // Killed before make_permanent: the root boots the permanent release with the binary
+    // that boots it, not the new host's; RELEASES never named the new release current.
+    new.kill();
+    assert_eq!(fs::read(r.join("releases/RELEASES")).expect("RELEASES"), releases_before);
+    let again = Node::boot(r, scratch.path());
+    assert!(again.up_line.ends_with("release svc 1"), "{}", again.up_line);
+    let rebooted = Process::of(again.pid());
+    assert_eq!(rebooted.exe(), bin().canonicalize().expect("hotcode"));
+    assert_eq!(releases(r), pairs(&[("1", "permanent"), ("2", "unpacked"), ("3", "unpacked")]));
+    assert_eq!(again.terminate().code(), Some(0));
+    drop(node);
+}
+
+#[test]
+fn a_new_host_that_exits_at_once_or_is_never_ready_is_killed_and_the_node_serves_on() {
+    let root = fixtures::service_root();
+    let r = root.path();
+    let first = "restart_new_emulator,\n    ";
+    add_release(
+        r,
+        "4",
+        "0.9.0-exits",
+        &service_script("4", "", first, ""),
+        Some(&HostBinary::Script("#!/bin/sh\necho 'this host cannot start' >&2\nexit 7\n")),
+    );
+    add_release(
+        r,
+        "5",
+        "0.9.0-sleeps",
+        &service_script("5", "", first, ""),
+        Some(&HostBinary::Script("#!/bin/sh\nexec sleep 600\n")),
+    );
+    // A release on a host the root has no binary of is refused before anything starts.
+    add_release(r, "6", "0.9.0-missing", &service_script("6", "", first, ""), None);
+    let releases_before = fs::read(r.join("releases/RELEASES")).expect("RELEASES");
+    let scratch = scratch();
+    let (node, addr) = boot_service(r, scratch.path(), &["--restart-timeout", "2s"]);
+    let load = LoadGen::start(addr, 2, "fail").expect("load");
+    let mut seen = answered_by(&load, 0, 0, 5);
+
+    let out = ctl(r, &["install", "4"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("the host restart failed, the node serves on unchanged"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("exited with code 7 before it was ready"), "{out:?}");
+    assert!(out.stderr.contains("host-0.9.0-exits/bin/hotcode"), "{out:?}");
+    seen = answered_by(&load, 0, seen, 5);
+
+    let started = Instant::now();
+    let out = ctl(r, &["install", "5"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("was not ready within 2000 ms; it was killed"), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Killed and reaped: the process is gone.
+    let sleeper = pid_in(&out.stderr);
+    assert!(!Path::new(&format!("/proc/{sleeper}")).exists(), "pid {sleeper} still exists");
+    seen = answered_by(&load, 0, seen, 5);
+
+    let out = ctl(r, &["check-install", "6"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let relup = r.join("releases/6/relup");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:3:5: restart_new_emulator: release 6 runs on hotcode 0.9.0-missing",
+            relup.display()
+        )),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("no such file"), "{out:?}");
+
+    // Exactly as before: the same process, the same releases, still answering.
+    assert!(node.stderr().contains("this host cannot start"));
+    assert_eq!(
+        releases(r),
+        pairs(&[
+            ("1", "permanent"),
+            ("2", "unpacked"),
+            ("4", "unpacked"),
+            ("5", "unpacked"),
+            ("6", "unpacked"),
+        ])
+    );
+    assert_eq!(fs::read(r.join("releases/RELEASES")).expect("RELEASES"), releases_before);
+    answered_by(&load, 0, seen, 5);
+    let report = load.finish();
+    no_failures(&report);
+    assert_eq!(report.reconnects, 0, "nothing was handed over: {report:?}");
+    assert_eq!(node.terminate().code(), Some(0));
+}
+
+#[test]
+fn the_rest_of_the_script_failing_on_the_new_host_leaves_the_old_node_serving() {
+    let root = fixtures::service_root();
+    let r = root.path();
+    // prim_sup-style failure: svc_sup has no child no_such_child, which only the
+    // evaluation (on the new host, after its point of no return) finds out.
+    let relup = r#"{"7",
+ [{"1", [],
+   [restart_new_emulator,
+    point_of_no_return,
+    {apply, {supervisor, terminate_child, [svc_sup, no_such_child]}}]}],
+ [{"1", [], []}]}.
+"#;
+    add_release(r, "7", env!("CARGO_PKG_VERSION"), relup, None);
+    let scratch = scratch();
+    let (node, addr) = boot_service(r, scratch.path(), &[]);
+    let load = LoadGen::start(addr, 2, "later").expect("load");
+    let seen = answered_by(&load, 0, 0, 5);
+    let out = ctl(r, &["install", "7"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("before it was ready: the rest of the install of 7 failed"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("no_such_child"), "{out:?}");
+    assert_eq!(releases(r), pairs(&[("1", "permanent"), ("2", "unpacked"), ("7", "unpacked")]));
+    answered_by(&load, 0, seen, 5);
+    let report = load.finish();
+    no_failures(&report);
+    assert_eq!(node.terminate().code(), Some(0));
+}
+
+#[test]
+fn restart_emulator_runs_the_script_then_the_new_host_boots_the_new_release() {
+    let root = fixtures::service_root();
+    let r = root.path();
+    let script = service_script("2", "", "", ",\n    restart_emulator");
+    fs::write(r.join("releases/2/relup"), script).expect("relup");
+    let scratch = scratch();
+    let (node, addr) = boot_service(r, scratch.path(), &[]);
+    let old = Process::of(node.pid());
+    let load = LoadGen::start(addr, 2, "last").expect("load");
+    answered_by(&load, 0, 0, 5);
+    let out = ctl(r, &["install", "2"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("ok: installed 2 (upgrade from 1)"), "{out:?}");
+    assert!(out.stdout.contains("ok: the host restarted (restart_emulator): new pid "), "{out:?}");
+    let new = Process::of(
+        out.stdout.rsplit(' ').next().and_then(|p| p.trim().parse().ok()).expect("pid"),
+    );
+    old.wait_gone();
+    let up = node.next_line();
+    assert!(up.contains(&format!("release svc 2, pid {} (took over", new.pid)), "{up:?}");
+    // The state went v1 → v2 in the old process, then v2 → v2 across the restart.
+    answered_by(&load, 1, 0, 5);
+    assert_eq!(releases(r), pairs(&[("1", "permanent"), ("2", "current")]));
+    let report = load.finish();
+    no_failures(&report);
+    drop(new);
+}
