@@ -28,7 +28,7 @@ use hotcode::release_handler::last_exit::{self, Ending, ExitRecord};
 use hotcode::release_handler::restart::{
     self, FD_CONTROL, FD_LOCK, HostRestart, Inherited, Predecessor,
 };
-use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
+use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler, fault_point};
 use hotcode::service::LineServer;
 use hotcode::watch::{WatchOptions, WatchedModule, Watcher};
 
@@ -868,6 +868,7 @@ impl Running {
             tcp.drain(front.drain_timeout);
         }
         let states = self.handler.handover_states(STATE_TIMEOUT);
+        fault_point("restart: drained and exported, before go");
         // The service manager follows the new process (systemd: Type=notify).
         restart::sd_notify(&format!("MAINPID={pid}"));
         let reason = format!("the host restarted: handed the node over to pid {pid} ({binary})");
@@ -915,6 +916,7 @@ fn take_over(
     let started = (|| -> anyhow::Result<(RootLock, Running)> {
         let lock_fd = inherited.take(FD_LOCK).context("the old node handed no root lock")?;
         let lock = RootLock::adopt(root, lock_fd).context("cannot take over the root's lock")?;
+        fault_point("take over: the root's lock adopted");
         let control_fd =
             inherited.take(FD_CONTROL).context("the old node handed no control socket")?;
         // Until the old node has handed over, the socket file is its too: a failure here
@@ -949,6 +951,7 @@ fn take_over(
         // The old node is gone or broke the channel: it serves no more either way.
         log::warn!("{e}");
     }
+    fault_point("take over: ready, before go");
     let go_timeout = front.drain_timeout + STATE_TIMEOUT + Duration::from_secs(30);
     match predecessor.wait_go(go_timeout) {
         Ok(Some(states)) => {
@@ -960,6 +963,7 @@ fn take_over(
         }
         Err(e) => log::error!("the handover from pid {} failed: {e}; serving alone", hello.old_pid),
     }
+    fault_point("take over: states adopted, before serving");
     if let Err(e) = last_exit::write(root, &ExitRecord::running_now()) {
         log::warn!("cannot record that the node runs: {e}");
     }

@@ -1032,8 +1032,15 @@ fn check_host_vsn(vsn: &str, host_vsn: &str) -> Result<(), ReleaseError> {
 /// make_permanent and remove. A node started without it never stops at a fault point.
 pub const FAULT_ENV: &str = "HOTCODE_TEST_KILL_AT";
 
-/// A step after which a crash must leave the root bootable (see [`FAULT_ENV`]).
-pub(crate) fn fault_point(what: &str) {
+/// The environment variable that a node passes on to the new host process of a restart as
+/// its [`FAULT_ENV`] (which the new process does not inherit): the crash tests' way of
+/// stopping the new process at each step of a handover.
+pub const FAULT_ENV_NEW_HOST: &str = "HOTCODE_TEST_KILL_NEW_HOST_AT";
+
+/// A step after which a crash must leave the root bootable (see [`FAULT_ENV`]). Public for
+/// the `hotcode` binary's own steps (a host restart's handover); a test hook that can only
+/// kill the process.
+pub fn fault_point(what: &str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static AT: OnceLock<Option<u64>> = OnceLock::new();

@@ -652,6 +652,7 @@ pub(crate) fn start_successor(
         Ok(Frame::Term(t)) => match t.as_tuple() {
             Some([tag, pid]) if tag.is_atom("ready") && pid.as_int() == Some(child.pid.into()) => {
                 log::info!("the new host (pid {}) is ready", child.pid);
+                super::fault_point("restart: the new host is ready");
                 Ok(Successor { child })
             }
             Some([tag, reason]) if tag.is_atom("failed") => {
@@ -693,12 +694,18 @@ fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
 }
 
 /// The environment of the new process: ours without any `LISTEN_*` (meant for us), with
-/// `LISTEN_FDS` and `LISTEN_FDNAMES` for `names`. `LISTEN_PID` is added by the child.
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` for `names`. `LISTEN_PID` is added by the child. The
+/// crash tests' hook is this process's own: the new one gets
+/// [`super::FAULT_ENV_NEW_HOST`]'s value as its [`super::FAULT_ENV`], if it is set.
 fn child_env(names: &[&str]) -> Vec<CString> {
+    // Meant for this process: the descriptors it was given, and the crash tests' hook.
+    let own = |k: &OsString| {
+        matches!(k.to_str(), Some("LISTEN_PID" | "LISTEN_FDS" | "LISTEN_FDNAMES"))
+            || k.to_str() == Some(super::FAULT_ENV)
+            || k.to_str() == Some(super::FAULT_ENV_NEW_HOST)
+    };
     let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| {
-            !matches!(k.to_str(), Some("LISTEN_PID" | "LISTEN_FDS" | "LISTEN_FDNAMES"))
-        })
+        .filter(|(k, _)| !own(k))
         .filter_map(|(k, v)| {
             let mut entry = k.into_vec();
             entry.push(b'=');
@@ -706,6 +713,11 @@ fn child_env(names: &[&str]) -> Vec<CString> {
             CString::new(entry).ok()
         })
         .collect();
+    if let Some(at) = std::env::var_os(super::FAULT_ENV_NEW_HOST) {
+        let mut entry = format!("{}=", super::FAULT_ENV).into_bytes();
+        entry.extend_from_slice(at.as_bytes());
+        env.extend(CString::new(entry));
+    }
     env.extend(CString::new(format!("LISTEN_FDS={}", names.len())));
     env.extend(CString::new(format!("LISTEN_FDNAMES={}", names.join(":"))));
     env

@@ -147,12 +147,14 @@ fn spawn_boot(
     scratch: &Path,
     rust_log: &str,
     args: &[&str],
+    envs: &[(&str, &str)],
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
         Command::new(bin())
             .arg("boot")
             .arg(root)
             .args(args)
+            .envs(envs.iter().copied())
             .env("TMPDIR", scratch)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
@@ -200,7 +202,18 @@ impl Node {
         rust_log: &str,
         args: &[&str],
     ) -> Node {
-        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log, args);
+        Node::boot_with_env(root, scratch, rust_log, args, &[])
+    }
+
+    /// [`Node::boot_with_args`], with more environment variables.
+    pub(crate) fn boot_with_env(
+        root: &Path,
+        scratch: &Path,
+        rust_log: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Node {
+        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log, args, envs);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
                 assert!(

@@ -445,3 +445,82 @@ fn restart_emulator_runs_the_script_then_the_new_host_boots_the_new_release() {
     no_failures(&report);
     drop(new);
 }
+
+/// Whether a node answers on `root`'s control socket, and which process it is.
+fn serving_pid(root: &Path) -> Option<u32> {
+    let out = ctl(root, &["status"]);
+    (out.code == Some(0)).then(|| {
+        let line = out.stdout.lines().find(|l| l.starts_with("host: ")).unwrap_or_default();
+        pid_in(&line.replace("os pid ", "(pid "))
+    })
+}
+
+/// A crash at each step of a handover, of the old process or of the new one (the fault
+/// points `HOTCODE_TEST_KILL_AT` and `HOTCODE_TEST_KILL_NEW_HOST_AT` pick): afterwards
+/// exactly one process serves the root, or none does and the root boots; never two.
+#[test]
+fn a_crash_at_any_step_of_a_handover_leaves_one_node_serving_or_the_root_bootable() {
+    use hotcode::release_handler::{FAULT_ENV, FAULT_ENV_NEW_HOST};
+    // (which process dies, at which of its handover steps, `ctl restart`'s exit code, who
+    // serves afterwards)
+    let cases: [(&str, &str, i32, Option<&str>); 5] = [
+        (FAULT_ENV, "1", 1, Some("new")), // old: the new host is ready
+        (FAULT_ENV, "2", 0, Some("new")), // old: answered, drained, before go
+        (FAULT_ENV_NEW_HOST, "1", 1, Some("old")), // new: the lock adopted, before ready
+        (FAULT_ENV_NEW_HOST, "2", 0, None), // new: ready, before go
+        (FAULT_ENV_NEW_HOST, "3", 0, None), // new: states adopted, before serving
+    ];
+    for (env, at, code, survivor) in cases {
+        let case = format!("{env}={at}");
+        let root = fixtures::service_root();
+        let r = root.path();
+        let scratch = scratch();
+        let node = Node::boot_with_env(r, scratch.path(), "info", &[], &[(env, at)]);
+        let old = Process::of(node.pid());
+        let out = ctl(r, &["restart"]);
+        assert_eq!(out.code, Some(code), "{case}: {out:?}");
+        // The new process, kept (alive) until the end of the case.
+        let mut new = None;
+        match survivor {
+            Some("new") => {
+                // The old node died; the new one took over alone.
+                old.wait_gone();
+                let up = node.next_line();
+                let took_over = Process::of(pid_in(&up.replace("pid ", "(pid ")));
+                assert!(up.contains("(took over from pid"), "{case}: {up}");
+                assert_eq!(serving_pid(r), Some(took_over.pid), "{case}");
+                new = Some(took_over);
+            }
+            Some(_) => {
+                // The new host died before it was ready: the old node serves on.
+                assert!(
+                    out.stderr.contains("was killed by signal 9 before it was ready"),
+                    "{case}: {out:?}"
+                );
+                assert_eq!(serving_pid(r), Some(old.pid), "{case}");
+            }
+            None => {
+                // The new host died after ready: the old one cannot hand over and exits
+                // 3 for its service manager; nobody serves, and the root boots.
+                assert_eq!(node.wait_exit().code(), Some(3), "{case}");
+                let new = Process::of(pid_in(&out.stdout));
+                new.wait_gone();
+                assert_eq!(serving_pid(r), None, "{case}");
+                let record = fs::read_to_string(r.join("run/last-exit")).expect("last-exit");
+                assert!(
+                    record.contains("the host restart failed after the handover began"),
+                    "{case}: {record}"
+                );
+                let again = Node::boot(r, scratch.path());
+                assert!(again.up_line.ends_with("release svc 1"), "{case}: {}", again.up_line);
+                assert_eq!(again.terminate().code(), Some(0), "{case}");
+                continue;
+            }
+        }
+        // One node, holding the lock: another boot is refused.
+        let second = crate::cli::hotcode(&[std::ffi::OsStr::new("boot"), r.as_os_str()]);
+        assert_eq!(second.code, Some(1), "{case}: {second:?}");
+        assert!(second.stderr.contains("already running"), "{case}: {second:?}");
+        drop(new);
+    }
+}
