@@ -43,6 +43,7 @@ const BOOT_EXAMPLES: &str = "\
 EXAMPLES:
     hotcode boot target/dist/included-app-restart
     RUST_LOG=debug hotcode boot target/dist/included-app-restart --error-action return
+    hotcode boot target/dist/service --tcp 127.0.0.1:7000
 
 The node runs the permanent release of ROOT and listens on ROOT/run/hotcode.sock (mode
 0600, peers of another uid refused) until SIGTERM or SIGINT, then stops its applications in
@@ -58,7 +59,15 @@ ROOT/run must be a real directory of the node's user with mode 0700 (it is creat
 missing), and the node holds a lock on it for its whole life: a second node on the same
 root exits 1 at once. The node maps private copies of its libraries, made in
 ROOT/run/lib/<pid>-<n>/ and deleted once open; the directory is removed when the node
-exits, or, after a SIGKILL, by the next boot.";
+exits, or, after a SIGKILL, by the next boot.
+
+Host restarts (an install whose relup begins with restart_new_emulator or ends with
+restart_emulator, or `hotcode ctl ROOT restart`) start the release's host binary
+(ROOT/host-<HostVsn>/bin/hotcode, or this binary for its own version) as a new node and hand
+it the root's lock, the control socket and the --tcp listener (LISTEN_FDS); this process
+exits 0 once the new one serves, or serves on if the new one fails. A boot whose permanent
+release names another host version runs that release's binary from ROOT instead. Under
+systemd use Type=notify: the node sends READY=1, and MAINPID=<new pid> at a handover.";
 
 const CTL_EXAMPLES: &str = "\
 EXAMPLES:
@@ -72,6 +81,8 @@ EXAMPLES:
     hotcode ctl target/dist/included-app-restart tree
     hotcode ctl target/dist/included-app-restart status --json
     hotcode ctl target/dist/included-app-restart install A
+    hotcode ctl target/dist/service install 3        # restart_new_emulator: a new host
+    hotcode ctl target/dist/service restart          # the host, in place
 
 Exit status: 0 ok (a call: the reply is on stdout, in Erlang syntax), 1 the node refused
 the operation (the reason is on stderr), no node is running, or a call found no process
@@ -408,6 +419,15 @@ struct ReleaseInputs {
     /// A module's library named explicitly, for a crate not named after its module.
     #[arg(long = "module", value_name = "MODULE=FILE", value_parser = parse_module_file)]
     modules: Vec<(String, PathBuf)>,
+    /// The host version the release runs on, `{hotcode, HOST_VSN}` in its .rel (default:
+    /// this hotcode's). A release on another host version is installed by restarting the
+    /// node on that host (its relup begins with restart_new_emulator).
+    #[arg(long, value_name = "HOST_VSN")]
+    host_vsn: Option<String>,
+    /// The host binary to keep in the root as host-<HOST_VSN>/bin/hotcode, recorded with the
+    /// release's modules: what the node restarts on, and what a boot of the release runs.
+    #[arg(long = "host", value_name = "FILE")]
+    host_binary: Option<PathBuf>,
 }
 
 impl ReleaseInputs {
@@ -415,12 +435,15 @@ impl ReleaseInputs {
         hotcode::release::assemble::ReleaseSource {
             name,
             vsn: self.vsn,
-            host_vsn: hotcode::release_handler::HOST_VSN.to_owned(),
+            host_vsn: self
+                .host_vsn
+                .unwrap_or_else(|| hotcode::release_handler::HOST_VSN.to_owned()),
             apps: self.apps,
             libraries: hotcode::release::assemble::Libraries {
                 dirs: self.lib_dirs,
                 modules: self.modules.into_iter().collect(),
             },
+            host_binary: self.host_binary,
         }
     }
 }

@@ -254,8 +254,13 @@ pub struct Progress<'a> {
     pub instruction: &'a crate::release::Instruction,
 }
 
-/// The host version releases must name in their `.rel` (`{hotcode, Vsn}`).
-pub const HOST_VSN: &str = env!("CARGO_PKG_VERSION");
+/// The host version releases must name in their `.rel` (`{hotcode, Vsn}`): the package's
+/// version, unless the build set `HOTCODE_HOST_VSN` (`cargo xtask dist` builds a second
+/// host binary so, for the service example's host restart).
+pub const HOST_VSN: &str = match option_env!("HOTCODE_HOST_VSN") {
+    Some(vsn) => vsn,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// A release as `which_releases` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

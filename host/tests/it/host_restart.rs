@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -523,4 +524,73 @@ fn a_crash_at_any_step_of_a_handover_leaves_one_node_serving_or_the_root_bootabl
         assert!(second.stderr.contains("already running"), "{case}: {second:?}");
         drop(new);
     }
+}
+
+/// `hotcode release add --host-vsn --host` keeps the host binary in the root and records it,
+/// makes a relup that begins with `restart_new_emulator` (the host changes), `release tar`
+/// packs the binary, and `ctl unpack` puts it on the running node, which then restarts on
+/// it.
+#[test]
+fn a_host_binary_goes_from_release_add_through_a_package_to_a_running_node() {
+    use std::ffi::{OsStr, OsString};
+    let root = fixtures::service_root();
+    let r = root.path();
+    // As `hotcode release` lays out an application version: its .appup beside its .app.
+    let appup = fixtures::root().join("plugins/svc-2/svc.appup");
+    fs::copy(appup, r.join("lib/svc-2/svc.appup")).expect("svc.appup");
+    let build = tempfile::Builder::new().prefix("hotcode-build-").tempdir().expect("build dir");
+    let b = build.path().join("svc");
+    // The place where releases are made: a copy of the node's root, without its run/.
+    let copy = Command::new("cp").arg("-a").arg(r).arg(&b).status().expect("cp");
+    assert!(copy.success());
+    fs::remove_dir_all(b.join("run")).expect("rm run");
+    let arg = |s: &str| OsString::from(s);
+    let mut args: Vec<OsString> = ["release", "add"].map(arg).to_vec();
+    args.push(b.clone().into());
+    args.extend(["--vsn", "3", "--from", "1", "--host-vsn", "0.9.1", "--host"].map(arg));
+    args.push(bin().into());
+    args.push(arg("--app"));
+    args.push(fixtures::app_file("svc-2").into());
+    for m in ["svc_app", "svc_sup", "svc_handler"] {
+        args.push(arg("--module"));
+        let mut value = OsString::from(format!("{m}="));
+        value.push(fixtures::module_lib("svc-2", m));
+        args.push(value);
+    }
+    let added = crate::cli::hotcode(&args);
+    assert_eq!(added.code, Some(0), "{added:?}");
+    let relup = fs::read_to_string(b.join("releases/3/relup")).expect("relup");
+    let first = relup.lines().find(|l| l.contains("restart_new_emulator"));
+    assert!(first.is_some(), "a new host restarts the node first:\n{relup}");
+    let record = fs::read_to_string(b.join("releases/3/modules.sha256")).expect("record");
+    assert!(record.contains("  host-0.9.1/bin/hotcode\n"), "{record}");
+    let package = build.path().join("svc-3.tar.gz");
+    let packed = crate::cli::hotcode(&[
+        OsStr::new("release"),
+        OsStr::new("tar"),
+        b.as_os_str(),
+        OsStr::new("3"),
+        OsStr::new("--out"),
+        package.as_os_str(),
+    ]);
+    assert_eq!(packed.code, Some(0), "{packed:?}");
+
+    let scratch = scratch();
+    let node = Node::boot(r, scratch.path());
+    let old = Process::of(node.pid());
+    let package_arg = package.to_str().expect("a UTF-8 path");
+    let out = ctl_ok(r, &["unpack", package_arg]);
+    assert!(out.contains("ok: unpacked release 3"), "{out}");
+    let host = r.join("host-0.9.1/bin/hotcode");
+    assert_eq!(fs::metadata(&host).expect("the host binary").permissions().mode() & 0o777, 0o755);
+    let out = ctl_ok(r, &["install", "3"]);
+    assert!(out.contains(r#"{continue_after_restart,"1",[]}"#), "{out}");
+    let new = Process::of(pid_in(&out));
+    old.wait_gone();
+    assert_eq!(new.exe(), host.canonicalize().expect("host"));
+    let up = node.next_line();
+    assert!(up.contains("release svc 3"), "{up}");
+    let answer = ctl_ok(r, &["call", "svc_handler", "\"INCR a\""]);
+    assert_eq!(answer.trim(), "\"OK 1 v2\"");
+    drop(new);
 }
