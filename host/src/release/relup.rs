@@ -1100,8 +1100,12 @@ mod tests {
 
     #[test]
     fn rendered_relups_read_back_the_same() {
-        let seeds =
-            ["included-app-restart.relup", "included-app-supervisor.relup", "service.relup"];
+        let seeds = [
+            "included-app-restart.relup",
+            "included-app-supervisor.relup",
+            "service.relup",
+            "service-3.relup",
+        ];
         let mut relups: Vec<Relup> = seeds.into_iter().map(|name| seed(name).1).collect();
         let odd = "{\"C\", [{\"A\", \"from A\", []}, {\"B\", [x], [point_of_no_return]}], []}.";
         relups.push(parse_relup(path(), odd).expect("well-formed"));
