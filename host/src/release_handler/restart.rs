@@ -532,6 +532,17 @@ impl Inherited {
     }
 }
 
+/// Whether this process was started by a node it is to replace: its `LISTEN_*` variables
+/// are its own and name a [`FD_HANDOVER`] descriptor. Reads only the environment, so it
+/// can be asked before [`Inherited::from_env`] takes the descriptors.
+pub fn started_by_predecessor() -> bool {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    ours && std::env::var("LISTEN_FDNAMES").is_ok_and(|n| n.split(':').any(|n| n == FD_HANDOVER))
+}
+
 /// A started new host process, killed and reaped when dropped unless detached.
 #[derive(Debug)]
 struct Child {

@@ -594,3 +594,107 @@ fn a_host_binary_goes_from_release_add_through_a_package_to_a_running_node() {
     assert_eq!(answer.trim(), "\"OK 1 v2\"");
     drop(new);
 }
+
+/// A plain `hotcode boot` whose permanent release names another host version runs that
+/// release's binary from the root in its place, with the same arguments, once its digest
+/// is the recorded one; a binary that does not match is refused before anything runs.
+#[test]
+fn a_plain_boot_runs_the_permanent_releases_own_host_binary() {
+    let root = fixtures::service_root();
+    let r = root.path();
+    // Release 1 on host 0.9.2, whose "binary" says how it was run.
+    let marker = r.join("ran-with");
+    let script = format!("#!/bin/sh\necho \"$@\" > '{}'\nexit 0\n", marker.display());
+    let bin_dir = r.join("host-0.9.2/bin");
+    fs::create_dir_all(&bin_dir).expect("host dir");
+    fs::write(bin_dir.join("hotcode"), &script).expect("host script");
+    fs::set_permissions(bin_dir.join("hotcode"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let edit = |path: &Path| {
+        let text = fs::read_to_string(path).expect("read");
+        let text = text.replacen(&format!("\"{}\"", env!("CARGO_PKG_VERSION")), "\"0.9.2\"", 1);
+        fs::write(path, text).expect("write");
+    };
+    edit(&r.join("releases/1/svc.rel"));
+    edit(&r.join("releases/RELEASES"));
+    let mut files: Vec<String> =
+        ["svc_app", "svc_sup", "svc_handler"].iter().map(|m| format!("lib/svc-1/{m}.so")).collect();
+    files.push("host-0.9.2/bin/hotcode".into());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    fixtures::record_release(r, "1", &files);
+
+    let boot = |extra: &str| {
+        crate::cli::hotcode(&[
+            std::ffi::OsStr::new("boot"),
+            r.as_os_str(),
+            std::ffi::OsStr::new(extra),
+            std::ffi::OsStr::new("1s"),
+        ])
+    };
+    let out = boot("--restart-timeout");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let ran = fs::read_to_string(&marker).expect("the host binary ran");
+    assert_eq!(ran.trim(), format!("boot {} --restart-timeout 1s", r.display()));
+
+    // Changed after it was recorded: refused, and not run.
+    fs::remove_file(&marker).expect("rm marker");
+    fs::write(bin_dir.join("hotcode"), script.replace("exit 0", "exit 1")).expect("tamper");
+    let out = boot("--restart-timeout");
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("the host binary of the permanent release 1"), "{out:?}");
+    assert!(out.stderr.contains("differs from the recorded"), "{out:?}");
+    assert!(!marker.exists(), "the changed binary did not run");
+}
+
+/// A node started the way systemd's socket activation starts one (`LISTEN_FDS`,
+/// `LISTEN_PID`, `LISTEN_FDNAMES`, descriptors from 3) serves on the control socket it was
+/// given instead of binding one, and leaves the socket file to its owner when it stops.
+#[test]
+fn a_node_serves_on_a_control_socket_the_service_manager_made() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+    use std::os::unix::process::CommandExt;
+    let root = fixtures::service_root();
+    let r = root.path();
+    let socket = r.join("run/hotcode.sock");
+    let listener = UnixListener::bind(&socket).expect("bind the control socket");
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=hotcode-control exec "$0" boot "$1""#)
+        .arg(bin())
+        .arg(r)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls dup2(2) and fcntl(2), which are
+    // async-signal-safe, on a descriptor that stays open in the parent meanwhile.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto itself keeps close-on-exec: clear it then.
+            let rc = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut guard = crate::cli::ChildGuard::spawn(&mut command);
+    let stdout = guard.child.stdout.take().expect("stdout");
+    let stderr = crate::cli::drain(guard.child.stderr.take().expect("stderr"));
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let Some(Ok(up)) = lines.next() else {
+        guard.wait();
+        panic!("no node up line; stderr:\n{}", stderr.join().expect("stderr"));
+    };
+    assert!(up.starts_with("hotcode: node up on"), "{up}");
+    drop(listener);
+    assert!(ctl_ok(r, &["status"]).starts_with("release: svc 1 (permanent)"));
+    guard.signal(libc::SIGTERM);
+    assert_eq!(guard.wait().code(), Some(0));
+    let log = stderr.join().expect("stderr");
+    assert!(log.contains("(inherited)"), "{log}");
+    assert!(socket.exists(), "the service manager's socket file stays");
+}
