@@ -8,7 +8,11 @@
 //! `prim_app` 2. The node goes A → B → A with each of the two seed relup scripts, verbatim.
 //! Part 2 is the service example: a TCP counter service on 127.0.0.1 whose request handler
 //! is a plugin, upgraded and downgraded again and again while clients hammer it.
-//! Part 3 swaps a library module back and forth while threads call it.
+//! Part 3 moves that service to a new host binary under load (SPEC §11): a node of the
+//! `hotcode` binary installs release 3, whose relup begins with `restart_new_emulator`, and
+//! then restarts its host in place a few times; the clients see no refused connection, no
+//! failed request, and their counters carry on.
+//! Part 4 swaps a library module back and forth while threads call it.
 //!
 //! Every check waits for the event it checks (a version answering, a library leaving the
 //! memory map), for at most [`DEADLINE`], instead of hoping the scheduler produced it within
@@ -59,6 +63,7 @@ fn run() -> Result<()> {
         included_app(&dist.join(script), script)?;
     }
     service(&dist.join("service"))?;
+    host_restart(&dist.join("service"))?;
     library_under_load(&dist)?;
     println!("\nok: the demo ran to the end");
     Ok(())
@@ -323,6 +328,147 @@ fn service(root: &Path) -> Result<()> {
         report.failed == 0,
         "every request answered, each with its counter + 1",
         format!("{} failed: {}", report.failed, report.problems.join("; ")),
+    )
+}
+
+/// How many `ctl restart`s the host-restart section makes after the install.
+const HOST_RESTARTS: usize = 5;
+
+/// `hotcode ctl ROOT ARGS` with `binary`; its stdout, or an error with its stderr.
+fn ctl(binary: &Path, root: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(binary).arg("ctl").arg(root).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "hotcode ctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The number after `(pid ` in `text`.
+fn pid_in(text: &str) -> Option<u32> {
+    let at = text.find("(pid ")? + 5;
+    text[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+}
+
+fn host_restart(root: &Path) -> Result<()> {
+    use std::io::BufRead;
+    step("The service on a new host binary: restart_new_emulator and ctl restart under load");
+    let tmp = scratch_root(root)?;
+    let r = tmp.path();
+    // The node's own directory: its lock and socket (copies have the umask's mode).
+    std::fs::set_permissions(r.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let host = hotcode::release_handler::HOST_VSN;
+    let binary = r.join(format!("host-{host}/bin/hotcode"));
+    let mut node = std::process::Command::new(&binary)
+        .arg("boot")
+        .arg(r)
+        .args(["--tcp", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = node.stdout.take().ok_or("no stdout")?;
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line =
+        || lines.recv_timeout(DEADLINE).map_err(|e| format!("no line from the node: {e}"));
+    say(format!("{} (pid {})", next_line()?.trim_start_matches("hotcode: "), node.id()));
+    let service_line = next_line()?;
+    let addr: std::net::SocketAddr =
+        service_line.strip_prefix("hotcode: service on ").ok_or("no service line")?.parse()?;
+    say(format!("`hotcode boot --tcp` serves the line protocol on {addr}, hotcode {host}"));
+    let load = hotcode::service::LoadGen::start(addr, 2, "host")?;
+    say("2 client threads send `INCR <own key>` in a loop and check every answer");
+    const ANSWERS: u64 = 5;
+    let answers = |by: usize, since: u64, what: &str| -> Result<u64> {
+        let mut seen = since;
+        wait_for(
+            "host-restart/answered",
+            format!("{ANSWERS} answers by v{} {what}", by + 1),
+            || {
+                seen = load.answered_by_version()[by];
+                Ok((seen >= since + ANSWERS, format!("{} answers", seen - since)))
+            },
+        )?;
+        Ok(seen)
+    };
+    answers(0, 0, "before the installs")?;
+    let out = ctl(&binary, r, &["install", "2"])?;
+    say(format!("ctl install 2: {}", out.trim().trim_start_matches("ok: ")));
+    let mut seen = answers(1, 0, "after install 2")?;
+    let started = Instant::now();
+    let out = ctl(&binary, r, &["install", "3"])?;
+    let took = started.elapsed();
+    let mut pid = pid_in(&out).ok_or("no new pid in the install's answer")?;
+    say(format!("ctl install 3 ({took:.1?}): {}", out.trim().trim_start_matches("ok: ")));
+    let up = next_line()?;
+    say(up.trim_start_matches("hotcode: "));
+    next_line()?;
+    seen = answers(1, seen, "from the new host")?;
+    let mut handovers = Vec::new();
+    for _ in 0..HOST_RESTARTS {
+        let started = Instant::now();
+        let out = ctl(&binary, r, &["restart"])?;
+        handovers.push(started.elapsed());
+        let new = pid_in(&out).ok_or("no new pid in restart's answer")?;
+        check("host-restart/new-pid", new != pid, "a new process", format!("pid {new}"))?;
+        pid = new;
+        next_line()?;
+        next_line()?;
+        seen = answers(1, seen, "after a ctl restart")?;
+    }
+    handovers.sort();
+    say(format!(
+        "ctl restart x{HOST_RESTARTS}: a new process each time (now pid {pid}); restart to ready: \
+         median {:.1?}, max {:.1?}",
+        handovers[handovers.len() / 2],
+        handovers[handovers.len() - 1]
+    ));
+    let out = ctl(&binary, r, &["make-permanent", "3"])?;
+    say(format!("ctl make-permanent 3: {}", out.trim().trim_start_matches("ok: ")));
+    for line in ctl(&binary, r, &["which-releases"])?.lines() {
+        say(format!("  {line}"));
+    }
+    let report = load.finish();
+    say(format!(
+        "summary: {} requests, {} failed, {} refused connections, {} reconnections after a \
+         drain, answered by v1: {}, by v2: {}; slowest request {} us",
+        report.requests,
+        report.failed,
+        report.refused,
+        report.reconnects,
+        report.by_version[0],
+        report.by_version[1],
+        report.max_latency_us
+    ));
+    // SAFETY: kill(2) touches no memory; `pid` is the node's, which answered just now.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    wait_for("host-restart/stopped", "the node gone after SIGTERM", || {
+        let gone = !r.join("run/hotcode.sock").exists();
+        Ok((gone, format!("socket present: {}", !gone)))
+    })?;
+    let _ = node.wait();
+    check(
+        "host-restart/no-failed-requests",
+        report.failed == 0,
+        "every request answered, each with its counter + 1, across every restart",
+        format!("{} failed: {}", report.failed, report.problems.join("; ")),
+    )?;
+    check(
+        "host-restart/no-refused-connections",
+        report.refused == 0,
+        "no connection refused",
+        format!("{} refused", report.refused),
     )
 }
 

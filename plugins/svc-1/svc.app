@@ -5,4 +5,7 @@
   {vsn, "1"},
   {modules, [svc_app, svc_sup, svc_handler]},
   {applications, []},
-  {mod, {svc_app, []}}]}.
+  {mod, {svc_app, []}},
+  %% Across a host restart (restart_new_emulator, ctl restart) svc_handler hands its
+  %% counters to its successor in the new process.
+  {env, [{hotcode_handover, [svc_handler]}]}]}.

@@ -6,7 +6,7 @@
 //! The benchmarks write their own raw results: criterion its estimates
 //! (`target/criterion/<group>/<bench>/new/estimates.json`, the group's `/` turned into
 //! `_`), the call path's paired ratios and the scenario benchmarks
-//! `target/bench-results/{call_paired,upgrade,soak}.json`. Merging them
+//! `target/bench-results/{call_paired,upgrade,soak,restart}.json`. Merging them
 //! here keeps the benchmarks free of any knowledge of each other and of the targets.
 //!
 //! A result file older than this run is stale (left by an earlier run) and counts as
@@ -147,6 +147,7 @@ fn summarize(src: &Sources) -> Vec<Row> {
     };
     let up = |key| src.scenario("upgrade", key);
     let soak = |key| src.scenario("soak", key);
+    let restart = |key| src.scenario("restart", key);
     let row = |key, value, target| Row { key, value, target };
     vec![
         row("call_ns.raw_fn_ptr", round(one("raw_fn_ptr"), 2), None),
@@ -180,6 +181,19 @@ fn summarize(src: &Sources) -> Vec<Row> {
             Some(Target::Exactly(0.0)),
         ),
         row("soak.fd_growth", round(soak("fd_growth"), 0), Some(Target::Exactly(0.0))),
+        row("restart.cycles", round(restart("cycles"), 0), Some(Target::AtLeast(20.0))),
+        row(
+            "restart.failed_requests",
+            round(restart("failed_requests"), 0),
+            Some(Target::Exactly(0.0)),
+        ),
+        row(
+            "restart.refused_connections",
+            round(restart("refused_connections"), 0),
+            Some(Target::Exactly(0.0)),
+        ),
+        row("restart.handover_ms_median", round(restart("handover_ms_median"), 1), None),
+        row("restart.unavailable_ms_max", round(restart("unavailable_ms_max"), 1), None),
     ]
 }
 

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use crate::build::{self, count};
+use crate::cmd;
 use crate::examples;
 use crate::plugins::{self, Plugin};
 use crate::project::{self, Profile};
@@ -42,8 +43,9 @@ pub fn dist() -> Result<PathBuf> {
     // Check for clashes and slips in the release data before spending time on a
     // release build.
     check_conflicts(&plugins)?;
-    examples::check(&manifest, &hotcode_vsn)?;
+    examples::check(&manifest)?;
     let artifacts = build::build_plugins(&plugins, Profile::Release)?;
+    let hosts = build_hosts(&examples::host_versions(&manifest, &hotcode_vsn)?, &hotcode_vsn)?;
 
     let dist_dir = project::target_dir().join("dist");
     let lib_dir = dist_dir.join("lib");
@@ -89,7 +91,7 @@ pub fn dist() -> Result<PathBuf> {
     let plugin = |path: &Path| {
         hotcode::code::elf::inspect_plugin(path).map(drop).map_err(|kind| kind.to_string())
     };
-    let roots = examples::assemble(&manifest, &dist_dir, &hotcode_vsn, &plugin)?;
+    let roots = examples::assemble(&manifest, &dist_dir, &hotcode_vsn, &hosts, &plugin)?;
     eprintln!(
         "xtask: dist: {} assembled in {} (from {})",
         count(roots.len(), "example root"),
@@ -97,6 +99,41 @@ pub fn dist() -> Result<PathBuf> {
         examples::MANIFEST,
     );
     Ok(dist_dir)
+}
+
+/// Release-builds the `hotcode` binary of each host version in `versions`, for the roots
+/// that keep host binaries: the package's own version in `target/release/`, any other from
+/// the same source with `HOTCODE_HOST_VSN` set, in a target directory of its own
+/// (`target/hosts/<vsn>/`, so that the main build is not rebuilt back and forth). Returns
+/// each binary by version.
+fn build_hosts(
+    versions: &BTreeSet<String>,
+    hotcode_vsn: &str,
+) -> Result<BTreeMap<String, PathBuf>> {
+    let mut built = BTreeMap::new();
+    for vsn in versions {
+        let mut cargo = cmd::cargo();
+        cargo.args(["build", "--release", "--quiet", "-p", "hotcode", "--bin", "hotcode"]);
+        let dir = if vsn == hotcode_vsn {
+            Profile::Release.out_dir()
+        } else {
+            check_word(vsn)?;
+            let target = project::target_dir().join("hosts").join(vsn);
+            cargo.arg("--target-dir").arg(&target).env("HOTCODE_HOST_VSN", vsn);
+            target.join("release")
+        };
+        cmd::run(&mut cargo)?;
+        let binary = dir.join("hotcode");
+        eprintln!("xtask: host {vsn}: {}", project::display(&binary));
+        built.insert(vsn.clone(), binary);
+    }
+    Ok(built)
+}
+
+/// Fails unless the host version can name a directory.
+fn check_word(vsn: &str) -> Result<()> {
+    hotcode::release::names::check_name(hotcode::release::names::NameKind::Vsn, vsn)
+        .map_err(|why| anyhow::anyhow!("host version {vsn:?}: {why}"))
 }
 
 /// Places the application's `.app` file, which lives beside the application's module

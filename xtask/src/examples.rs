@@ -9,6 +9,7 @@
 //! root, whoever asks for it. A root is self-contained: it holds its own copies, and
 //! RELEASES names library directories relative to it, so it can be moved or copied.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -164,13 +165,18 @@ struct PlannedRoot {
 
 struct PlannedRelease {
     rel: RelSpec,
+    /// The host binary to keep in the root for the release's host version, if the root
+    /// keeps them (see [`host_versions`]).
+    host_binary: Option<PathBuf>,
     /// The relup script, copied byte for byte.
     relup: Option<PathBuf>,
 }
 
 /// Assembles every root that the manifest at `manifest` lists into `dist_dir/<root>/`, from
-/// the library pool `dist_dir/lib`. Every `.rel` must be for hotcode `hotcode_vsn`; `check`
-/// is called on every module library (the real run inspects each as a plugin).
+/// the library pool `dist_dir/lib`. A root whose releases run on more than one host version,
+/// or on another than `hotcode_vsn`, keeps each release's host binary
+/// (`host-<HostVsn>/bin/hotcode`), taken from `hosts` (see [`host_versions`]); `check` is
+/// called on every module library (the real run inspects each as a plugin).
 ///
 /// Everything is read and checked first; only then is any root made. Each root is made under
 /// a temporary name and then replaces the previous one, so a mistake in the manifest or its
@@ -179,10 +185,23 @@ pub fn assemble(
     manifest: &Path,
     dist_dir: &Path,
     hotcode_vsn: &str,
+    hosts: &BTreeMap<String, PathBuf>,
     check: ModuleCheck<'_>,
 ) -> Result<Vec<PathBuf>> {
     let pool = dist_dir.join("lib");
-    let planned = plan(manifest, dist_dir, hotcode_vsn, Some(&pool))?;
+    let mut planned = plan(manifest, dist_dir, Some(&pool))?;
+    for root in &mut planned {
+        if !keeps_hosts(root, hotcode_vsn) {
+            continue;
+        }
+        for release in &mut root.releases {
+            let vsn = &release.rel.host_vsn;
+            let binary = hosts.get(vsn).with_context(|| {
+                format!("root `{}`: no hotcode binary was built for host {vsn}", root.name)
+            })?;
+            release.host_binary = Some(binary.clone());
+        }
+    }
     let mut dirs = Vec::new();
     for root in &planned {
         make_root(root, &pool, check).with_context(|| format!("root `{}`", root.name))?;
@@ -191,21 +210,35 @@ pub fn assemble(
     Ok(dirs)
 }
 
+/// Whether `root` keeps host binaries: its releases run on more than one host version, or
+/// on another than the hotcode package's (a node moves between them by restarting on the
+/// release's own binary, `restart_new_emulator`).
+fn keeps_hosts(root: &PlannedRoot, hotcode_vsn: &str) -> bool {
+    let hosts: BTreeSet<&str> = root.releases.iter().map(|r| r.rel.host_vsn.as_str()).collect();
+    hosts.len() > 1 || hosts.iter().any(|h| *h != hotcode_vsn)
+}
+
+/// The host versions whose `hotcode` binary some root of the manifest keeps: `dist` builds
+/// each (another version than the package's with `HOTCODE_HOST_VSN` set).
+pub fn host_versions(manifest: &Path, hotcode_vsn: &str) -> Result<BTreeSet<String>> {
+    let planned = plan(manifest, Path::new("."), None)?;
+    Ok(planned
+        .iter()
+        .filter(|root| keeps_hosts(root, hotcode_vsn))
+        .flat_map(|root| root.releases.iter().map(|r| r.rel.host_vsn.clone()))
+        .collect())
+}
+
 /// Checks the manifest at `manifest` and the files it names, as far as that is possible
 /// before the libraries are built: everything but the library pool. Run before a long
 /// release build, so that a slip in the data fails at once.
-pub fn check(manifest: &Path, hotcode_vsn: &str) -> Result<()> {
-    plan(manifest, Path::new("."), hotcode_vsn, None).map(drop)
+pub fn check(manifest: &Path) -> Result<()> {
+    plan(manifest, Path::new("."), None).map(drop)
 }
 
 /// Reads and checks every root of the manifest; with `pool`, also that the pool has every
 /// application version the releases need.
-fn plan(
-    manifest: &Path,
-    dist_dir: &Path,
-    hotcode_vsn: &str,
-    pool: Option<&Path>,
-) -> Result<Vec<PlannedRoot>> {
+fn plan(manifest: &Path, dist_dir: &Path, pool: Option<&Path>) -> Result<Vec<PlannedRoot>> {
     let manifest_name = project::display(manifest);
     let text = fs::read_to_string(manifest)
         .with_context(|| format!("failed to read the example manifest {manifest_name}"))?;
@@ -213,7 +246,7 @@ fn plan(
     let mut planned = Vec::new();
     for root in parse_manifest(&manifest_name, &text)? {
         planned.push(
-            plan_root(&root, base, pool, dist_dir, hotcode_vsn)
+            plan_root(&root, base, pool, dist_dir)
                 .with_context(|| format!("root `{}` of {manifest_name}", root.name))?,
         );
     }
@@ -226,24 +259,12 @@ fn plan_root(
     base: &Path,
     pool: Option<&Path>,
     dist_dir: &Path,
-    hotcode_vsn: &str,
 ) -> Result<PlannedRoot> {
     let mut releases: Vec<PlannedRelease> = Vec::new();
     for line in &root.releases {
         let rel_path = base.join(&line.rel);
         let rel_name = project::display(&rel_path);
         let rel = RelSpec::read(&rel_path)?;
-        if rel.host_vsn != hotcode_vsn {
-            bail!(
-                "{rel_name}: release {} {} is for hotcode {:?}, but the hotcode package is \
-                 version {hotcode_vsn:?}; change {{hotcode, {:?}}} in the file to \
-                 {{hotcode, {hotcode_vsn:?}}}",
-                rel.name,
-                rel.vsn,
-                rel.host_vsn,
-                rel.host_vsn,
-            );
-        }
         if releases.iter().any(|r| r.rel.vsn == rel.vsn) {
             bail!("{rel_name}: release version {:?} is in the root twice", rel.vsn);
         }
@@ -282,7 +303,7 @@ fn plan_root(
                 Some(path)
             }
         };
-        releases.push(PlannedRelease { rel, relup });
+        releases.push(PlannedRelease { rel, relup, host_binary: None });
     }
     Ok(PlannedRoot { name: root.name.clone(), dir: dist_dir.join(&root.name), releases })
 }
@@ -294,7 +315,7 @@ fn app_file(pool: &Path, app: &str, vsn: &str) -> PathBuf {
 
 /// What `hotcode release new|add` would be given for `rel`: the pool's `.app` files, and
 /// the pool's application directories to find `<module>.so` in.
-fn source(rel: &RelSpec, pool: &Path) -> ReleaseSource {
+fn source(rel: &RelSpec, pool: &Path, host_binary: Option<PathBuf>) -> ReleaseSource {
     ReleaseSource {
         name: rel.name.clone(),
         vsn: rel.vsn.clone(),
@@ -304,6 +325,7 @@ fn source(rel: &RelSpec, pool: &Path) -> ReleaseSource {
             dirs: rel.apps.iter().map(|a| pool.join(format!("{}-{}", a.name, a.vsn))).collect(),
             modules: Default::default(),
         },
+        host_binary,
     }
 }
 
@@ -319,7 +341,7 @@ fn make_root(root: &PlannedRoot, pool: &Path, check: ModuleCheck<'_>) -> Result<
     }
     let mut described = Vec::new();
     for (index, planned) in root.releases.iter().enumerate() {
-        let source = source(&planned.rel, pool);
+        let source = source(&planned.rel, pool, planned.host_binary.clone());
         if index == 0 {
             assemble::new_root(&staging, &source, check)?;
             described.push(format!("{} ({})", planned.rel.vsn, Status::Permanent));
@@ -439,7 +461,7 @@ mod tests {
         let names: Vec<&str> = roots.iter().map(|r| r.name.as_str()).collect();
         assert!(names.contains(&"included-app-restart"), "{names:?}");
         assert!(names.contains(&"included-app-supervisor"), "{names:?}");
-        check(&manifest, hotcode::release_handler::HOST_VSN).unwrap();
+        check(&manifest).unwrap();
     }
 
     /// A scratch directory under the system temp dir, removed on drop.
@@ -524,7 +546,9 @@ mod tests {
         );
         let dist = scratch.0.join("dist");
         scratch.write("dist/ex/stale.txt", "left over from an earlier run");
-        let roots = assemble(&scratch.0.join("relups/m.txt"), &dist, "0.1.0", &no_check).unwrap();
+        let roots =
+            assemble(&scratch.0.join("relups/m.txt"), &dist, "0.1.0", &BTreeMap::new(), &no_check)
+                .unwrap();
         assert_eq!(roots, [dist.join("ex")]);
         assert_eq!(
             files_under(&dist.join("ex")),
@@ -578,8 +602,13 @@ mod tests {
     #[test]
     fn assemble_checks_everything_before_writing() {
         let cases = [
-            // The hotcode version in the .rel files is not the package's.
-            ("ex releases/a.rel permanent\n", "0.2.0", "is for hotcode \"0.1.0\""),
+            // The hotcode version in the .rel files is not the package's, and no binary of
+            // it was built.
+            (
+                "ex releases/a.rel permanent\n",
+                "0.2.0",
+                "no hotcode binary was built for host 0.1.0",
+            ),
             // The relup is for another release.
             (
                 "ex releases/a.rel permanent\nex releases/c.rel unpacked up.relup\n",
@@ -597,9 +626,14 @@ mod tests {
         for (index, (manifest, vsn, expected)) in cases.into_iter().enumerate() {
             let scratch = example(&format!("refuse-{index}"), manifest);
             scratch.write("dist/ex/kept.txt", "an earlier root stays when the new one is bad");
-            let err =
-                assemble(&scratch.0.join("relups/m.txt"), &scratch.0.join("dist"), vsn, &no_check)
-                    .unwrap_err();
+            let err = assemble(
+                &scratch.0.join("relups/m.txt"),
+                &scratch.0.join("dist"),
+                vsn,
+                &BTreeMap::new(),
+                &no_check,
+            )
+            .unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(expected), "{manifest:?}: {msg}");
             assert!(msg.contains("root `ex`"), "{msg}");
@@ -611,9 +645,14 @@ mod tests {
     fn assemble_names_a_missing_application_version() {
         let scratch = example("missing-app", "ex releases/b.rel permanent\n");
         fs::remove_dir_all(scratch.0.join("dist/lib/ch_app-1")).unwrap();
-        let err =
-            assemble(&scratch.0.join("relups/m.txt"), &scratch.0.join("dist"), "0.1.0", &no_check)
-                .unwrap_err();
+        let err = assemble(
+            &scratch.0.join("relups/m.txt"),
+            &scratch.0.join("dist"),
+            "0.1.0",
+            &BTreeMap::new(),
+            &no_check,
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("needs application ch_app 1"), "{msg}");
         assert!(msg.contains("ch_app-1/ch_app.app"), "{msg}");

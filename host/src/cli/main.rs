@@ -25,7 +25,11 @@ use hotcode::release::ReleaseStatus;
 use hotcode::release::files::AppSpec;
 use hotcode::release::{Instruction, ParseErrorKind, Pos, Relup, read_relup};
 use hotcode::release_handler::last_exit::{self, Ending, ExitRecord};
-use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler};
+use hotcode::release_handler::restart::{
+    self, FD_CONTROL, FD_LOCK, HostRestart, Inherited, Predecessor,
+};
+use hotcode::release_handler::{EXIT_RESTART, ErrorAction, ReleaseHandler, fault_point};
+use hotcode::service::LineServer;
 use hotcode::watch::{WatchOptions, WatchedModule, Watcher};
 
 const MAKE_RELUP_EXAMPLES: &str = "\
@@ -39,6 +43,7 @@ const BOOT_EXAMPLES: &str = "\
 EXAMPLES:
     hotcode boot target/dist/included-app-restart
     RUST_LOG=debug hotcode boot target/dist/included-app-restart --error-action return
+    hotcode boot target/dist/service --tcp 127.0.0.1:7000
 
 The node runs the permanent release of ROOT and listens on ROOT/run/hotcode.sock (mode
 0600, peers of another uid refused) until SIGTERM or SIGINT, then stops its applications in
@@ -54,7 +59,15 @@ ROOT/run must be a real directory of the node's user with mode 0700 (it is creat
 missing), and the node holds a lock on it for its whole life: a second node on the same
 root exits 1 at once. The node maps private copies of its libraries, made in
 ROOT/run/lib/<pid>-<n>/ and deleted once open; the directory is removed when the node
-exits, or, after a SIGKILL, by the next boot.";
+exits, or, after a SIGKILL, by the next boot.
+
+Host restarts (an install whose relup begins with restart_new_emulator or ends with
+restart_emulator, or `hotcode ctl ROOT restart`) start the release's host binary
+(ROOT/host-<HostVsn>/bin/hotcode, or this binary for its own version) as a new node and hand
+it the root's lock, the control socket and the --tcp listener (LISTEN_FDS); this process
+exits 0 once the new one serves, or serves on if the new one fails. A boot whose permanent
+release names another host version runs that release's binary from ROOT instead. Under
+systemd use Type=notify: the node sends READY=1, and MAINPID=<new pid> at a handover.";
 
 const CTL_EXAMPLES: &str = "\
 EXAMPLES:
@@ -68,6 +81,8 @@ EXAMPLES:
     hotcode ctl target/dist/included-app-restart tree
     hotcode ctl target/dist/included-app-restart status --json
     hotcode ctl target/dist/included-app-restart install A
+    hotcode ctl target/dist/service install 3        # restart_new_emulator: a new host
+    hotcode ctl target/dist/service restart          # the host, in place
 
 Exit status: 0 ok (a call: the reply is on stdout, in Erlang syntax), 1 the node refused
 the operation (the reason is on stderr), no node is running, or a call found no process
@@ -158,6 +173,8 @@ enum Command {
         /// How long an application's stop callback may take.
         #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
         stop_timeout: Duration,
+        #[command(flatten)]
+        front: FrontArgs,
     },
     /// Send one release-handling request to the node running on ROOT.
     #[command(after_help = CTL_EXAMPLES)]
@@ -223,6 +240,28 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 100)]
         quiet_ms: u64,
     },
+}
+
+/// The node's service front end and its host restarts.
+#[derive(Debug, Clone, clap::Args)]
+struct FrontArgs {
+    /// Serve the service example's TCP line protocol on ADDR (e.g. 127.0.0.1:7000, or
+    /// 127.0.0.1:0 for any free port; the address is printed): each request line is a call
+    /// of the process running --tcp-module. After a host restart the new process serves
+    /// on the same socket.
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// The module whose process answers the TCP requests.
+    #[arg(long, value_name = "MODULE", default_value = "svc_handler", requires = "tcp")]
+    tcp_module: String,
+    /// How long a new host process has to report ready at a host restart before it is
+    /// killed and the restart fails (the node serves on).
+    #[arg(long, value_name = "TIME", default_value = "60s", value_parser = parse_duration)]
+    restart_timeout: Duration,
+    /// How long, at a host restart, the old process waits for the requests it has read to
+    /// be answered before it closes what is left.
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -315,6 +354,9 @@ enum CtlOp {
         /// The release to remove.
         vsn: String,
     },
+    /// Restart the host in place (same release): a new process of the release's host
+    /// binary takes over the sockets; no connection is refused. Prints the new pid.
+    Restart,
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +419,15 @@ struct ReleaseInputs {
     /// A module's library named explicitly, for a crate not named after its module.
     #[arg(long = "module", value_name = "MODULE=FILE", value_parser = parse_module_file)]
     modules: Vec<(String, PathBuf)>,
+    /// The host version the release runs on, `{hotcode, HOST_VSN}` in its .rel (default:
+    /// this hotcode's). A release on another host version is installed by restarting the
+    /// node on that host (its relup begins with restart_new_emulator).
+    #[arg(long, value_name = "HOST_VSN")]
+    host_vsn: Option<String>,
+    /// The host binary to keep in the root as host-<HOST_VSN>/bin/hotcode, recorded with the
+    /// release's modules: what the node restarts on, and what a boot of the release runs.
+    #[arg(long = "host", value_name = "FILE")]
+    host_binary: Option<PathBuf>,
 }
 
 impl ReleaseInputs {
@@ -384,12 +435,15 @@ impl ReleaseInputs {
         hotcode::release::assemble::ReleaseSource {
             name,
             vsn: self.vsn,
-            host_vsn: hotcode::release_handler::HOST_VSN.to_owned(),
+            host_vsn: self
+                .host_vsn
+                .unwrap_or_else(|| hotcode::release_handler::HOST_VSN.to_owned()),
             apps: self.apps,
             libraries: hotcode::release::assemble::Libraries {
                 dirs: self.lib_dirs,
                 modules: self.modules.into_iter().collect(),
             },
+            host_binary: self.host_binary,
         }
     }
 }
@@ -424,6 +478,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             apply_timeout,
             code_change_timeout,
             stop_timeout,
+            front,
         } => {
             let timeouts = Timeouts {
                 init: init_timeout,
@@ -431,7 +486,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 code_change: code_change_timeout,
                 app_stop: stop_timeout,
             };
-            boot(&root, error_action, timeouts)
+            boot(&root, error_action, timeouts, &front)
         }
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
@@ -626,11 +681,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.checked_mul(unit).ok_or_else(bad)?))
 }
 
-fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitCode> {
+fn boot(
+    root: &Path,
+    action: Action,
+    timeouts: Timeouts,
+    front: &FrontArgs,
+) -> anyhow::Result<ExitCode> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Registered before anything else, so that a SIGTERM during boot is not lost: the node
     // then shuts down as soon as it is up.
     let signals = stop_on_signals()?;
+    let mut inherited = Inherited::from_env().context("cannot take the inherited descriptors")?;
+    let predecessor = inherited
+        .predecessor(HELLO_TIMEOUT)
+        .context("cannot hear from the node this one replaces")?;
+    if let Some(predecessor) = predecessor {
+        return take_over(root, action, timeouts, front, inherited, predecessor, &signals);
+    }
+    // A plain boot runs the permanent release on that release's own host binary.
+    exec_permanent_host(root)?;
     // The root's lock before anything reads or writes the root: a second node on it stops
     // here, before it reads RELEASES or touches the first node's socket (or its exit
     // record). Held (declared first, dropped last) until the node has shut down.
@@ -641,12 +710,325 @@ fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitC
     if let Err(e) = last_exit::write(root, &ExitRecord::running_now()) {
         log::warn!("cannot record that the node runs: {e}");
     }
-    let result = run_node(root, action, timeouts, &lock, &signals);
+    let result = (|| {
+        // The socket first, so that it exists before "node up" is printed. One the service
+        // manager made (socket activation) is used as it is.
+        let control = match inherited.take(FD_CONTROL) {
+            Some(fd) => Control::adopt(&lock, fd, false),
+            None => Control::bind(&lock),
+        }
+        .context("cannot open the control socket")?;
+        let control = with_request_deadline(control)?;
+        let error_action = error_action(action);
+        let handler = ReleaseHandler::boot_with(root, error_action, timeouts)
+            .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
+        let tcp = start_tcp(&handler, front, inherited.take(FD_TCP), true)?;
+        let node = Running { control, handler, tcp };
+        node.announce(root, None)?;
+        restart::sd_notify("READY=1");
+        node.serve(root, &lock, front, &signals)
+    })();
     if let Err(e) = &result {
         last_exit::record_exit(root, 1, &format!("hotcode boot failed: {e:#}"));
     }
     drop(lock);
     result
+}
+
+/// How long a new host process waits for the old one's hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The descriptor name of the service example's TCP listener.
+const FD_TCP: &str = "hotcode-tcp";
+
+/// How long a process waits for the states of opted-in processes to be exported, and
+/// for them to be adopted.
+const STATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn error_action(action: Action) -> ErrorAction {
+    match action {
+        Action::Restart => ErrorAction::Restart,
+        Action::Return => ErrorAction::Return,
+    }
+}
+
+/// The service front end, if `--tcp` asks for one: on the listener handed over (or made by
+/// the service manager) when there is one, else bound anew.
+fn start_tcp(
+    handler: &ReleaseHandler,
+    front: &FrontArgs,
+    inherited: Option<std::os::fd::OwnedFd>,
+    accepting: bool,
+) -> anyhow::Result<Option<LineServer>> {
+    let Some(addr) = &front.tcp else { return Ok(None) };
+    let node = handler.node().reference();
+    let server = match inherited {
+        Some(fd) => {
+            let listener = std::net::TcpListener::from(fd);
+            LineServer::from_listener(node, listener, &front.tcp_module, 4, accepting)
+        }
+        None => LineServer::start(node, addr, &front.tcp_module, 4),
+    }
+    .with_context(|| format!("cannot serve TCP on {addr}"))?;
+    Ok(Some(server))
+}
+
+/// A node that is up: its control socket, its release handler, its service front end.
+struct Running {
+    control: Control,
+    handler: ReleaseHandler,
+    tcp: Option<LineServer>,
+}
+
+impl Running {
+    /// Prints the "node up" line (and the service's address), which scripts and tests
+    /// wait for.
+    fn announce(&self, root: &Path, took_over_from: Option<u32>) -> anyhow::Result<()> {
+        let current = self.handler.current();
+        let name = self
+            .handler
+            .which_releases()
+            .into_iter()
+            .find(|r| r.vsn == current)
+            .map_or_else(|| "?".to_owned(), |r| r.name);
+        let mut out = std::io::stdout().lock();
+        match took_over_from {
+            None => writeln!(out, "hotcode: node up on {}, release {name} {current}", root.display()),
+            Some(old) => writeln!(
+                out,
+                "hotcode: node up on {}, release {name} {current}, pid {} (took over from pid {old})",
+                root.display(),
+                std::process::id()
+            ),
+        }
+        .context("writing to stdout")?;
+        if let Some(tcp) = &self.tcp {
+            writeln!(out, "hotcode: service on {}", tcp.addr()).context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")
+    }
+
+    /// Lets the release handler restart the host with the descriptors of this node.
+    fn enable_restart(&self, lock: &RootLock, front: &FrontArgs) -> anyhow::Result<()> {
+        let mut fds = vec![
+            (FD_LOCK.to_owned(), lock.try_clone_fd().context("duplicating the root's lock")?),
+            (
+                FD_CONTROL.to_owned(),
+                self.control.listener_fd().context("duplicating the control socket")?,
+            ),
+        ];
+        if let Some(tcp) = &self.tcp {
+            fds.push((FD_TCP.to_owned(), tcp.listener_fd().context("duplicating the TCP socket")?));
+        }
+        let exe = std::env::current_exe().context("finding this program's binary")?;
+        self.handler.set_host_restart(HostRestart {
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            fds,
+            ready_timeout: front.restart_timeout,
+        });
+        Ok(())
+    }
+
+    /// Serves until a signal, a restart or a handover, then shuts down; records why.
+    fn serve(
+        mut self,
+        root: &Path,
+        lock: &RootLock,
+        front: &FrontArgs,
+        signals: &Signals,
+    ) -> anyhow::Result<ExitCode> {
+        self.enable_restart(lock, front)?;
+        let exit = self
+            .control
+            .serve(&self.handler, &signals.stop)
+            .context("serving the control socket")?;
+        let (code, reason) = match exit {
+            ServeExit::Stopped => (0, format!("stopped by {}", signals.name())),
+            ServeExit::Restart => {
+                let permanent = self
+                    .handler
+                    .which_releases()
+                    .into_iter()
+                    .find(|r| r.status == ReleaseStatus::Permanent)
+                    .map_or_else(|| "?".to_owned(), |r| r.vsn);
+                (
+                    EXIT_RESTART,
+                    format!(
+                        "reboot-old made release {permanent} permanent; the node exits with \
+                         {EXIT_RESTART} so that its service manager restarts it on {permanent}"
+                    ),
+                )
+            }
+            ServeExit::HandedOver(pid) => self.hand_over(root, pid, front),
+        };
+        // Before the socket closes: a client whose connection was still waiting reads it.
+        // (After a handover the record was written before the new process took over.)
+        if !matches!(exit, ServeExit::HandedOver(_)) {
+            last_exit::record_exit(root, code, &reason);
+        }
+        log::info!("{reason}; shutting down: stopping applications");
+        drop(self.tcp.take());
+        self.handler.node().shutdown();
+        drop(self.control);
+        drop(self.handler);
+        log::info!("node stopped");
+        Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    }
+
+    /// The old process's side of a host restart, once the new process `pid` is ready and
+    /// the control socket accepts nothing more: drain the service, export the states,
+    /// record why this process exits, tell the new one to go. Returns this process's exit
+    /// code and reason.
+    fn hand_over(&mut self, root: &Path, pid: u32, front: &FrontArgs) -> (i32, String) {
+        // The new process serves on the same socket file from now on.
+        self.control.remove_socket_file_on_drop(false);
+        let Some(successor) = self.handler.take_successor() else {
+            return (EXIT_RESTART, format!("no new host process (pid {pid}) to hand over to"));
+        };
+        let binary = successor.binary().display().to_string();
+        if let Some(tcp) = &self.tcp {
+            tcp.drain(front.drain_timeout);
+        }
+        let states = self.handler.handover_states(STATE_TIMEOUT);
+        fault_point("restart: drained and exported, before go");
+        // The service manager follows the new process (systemd: Type=notify).
+        restart::sd_notify(&format!("MAINPID={pid}"));
+        let reason = format!("the host restarted: handed the node over to pid {pid} ({binary})");
+        // Before `go`: from then on the new process owns the record.
+        last_exit::record_exit(root, 0, &reason);
+        match successor.go(&states, restart::SERVING_TIMEOUT) {
+            Ok(_) => (0, reason),
+            Err(e) => {
+                let reason = format!(
+                    "the host restart failed after the handover began: {e}; the node exits \
+                     with {EXIT_RESTART} so that its service manager restarts it"
+                );
+                log::error!("{reason}");
+                last_exit::record_exit(root, EXIT_RESTART, &reason);
+                (EXIT_RESTART, reason)
+            }
+        }
+    }
+}
+
+/// The new process's side of a host restart: boot what the old node asked for (its
+/// release, and the rest of an install's script), say ready, wait for the old node to
+/// finish and hand over, then serve. Until `go` nothing here writes to the root's shared
+/// records: a failure is told to the old node, which serves on, and this process exits 1.
+fn take_over(
+    root: &Path,
+    action: Action,
+    timeouts: Timeouts,
+    front: &FrontArgs,
+    mut inherited: Inherited,
+    predecessor: Predecessor,
+    signals: &Signals,
+) -> anyhow::Result<ExitCode> {
+    let hello = predecessor.hello.clone();
+    log::info!(
+        "taking over from pid {} (release {}{})",
+        hello.old_pid,
+        hello.boot,
+        hello
+            .continue_install
+            .as_ref()
+            .map(|v| format!(", then the install of {v}"))
+            .unwrap_or_default()
+    );
+    let started = (|| -> anyhow::Result<(RootLock, Running)> {
+        let lock_fd = inherited.take(FD_LOCK).context("the old node handed no root lock")?;
+        let lock = RootLock::adopt(root, lock_fd).context("cannot take over the root's lock")?;
+        fault_point("take over: the root's lock adopted");
+        let control_fd =
+            inherited.take(FD_CONTROL).context("the old node handed no control socket")?;
+        // Until the old node has handed over, the socket file is its too: a failure here
+        // must leave it in place.
+        let control = Control::adopt(&lock, control_fd, false)
+            .context("cannot take over the control socket")?;
+        let control = with_request_deadline(control)?;
+        let handler =
+            ReleaseHandler::boot_release(root, error_action(action), timeouts, &hello.boot)
+                .with_context(|| format!("cannot boot release {}", hello.boot))?;
+        if let Some(vsn) = &hello.continue_install {
+            let mut progress = |p: hotcode::release_handler::Progress<'_>| {
+                log::info!("install {vsn}: [{}/{}] {}", p.step, p.total, p.instruction);
+            };
+            handler
+                .continue_install(vsn, &mut progress)
+                .with_context(|| format!("the rest of the install of {vsn} failed"))?;
+        }
+        let tcp = start_tcp(&handler, front, inherited.take(FD_TCP), false)?;
+        Ok((lock, Running { control, handler, tcp }))
+    })();
+    let (lock, mut node) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let reason = format!("{e:#}");
+            log::error!("cannot take over from pid {}: {reason}", hello.old_pid);
+            predecessor.failed(&reason);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Err(e) = predecessor.ready() {
+        // The old node is gone or broke the channel: it serves no more either way.
+        log::warn!("{e}");
+    }
+    fault_point("take over: ready, before go");
+    let go_timeout = front.drain_timeout + STATE_TIMEOUT + Duration::from_secs(30);
+    match predecessor.wait_go(go_timeout) {
+        Ok(Some(states)) => {
+            let adopted = node.handler.adopt_states(states, STATE_TIMEOUT);
+            log::info!("{adopted} process(es) took over their predecessor's state");
+        }
+        Ok(None) => {
+            log::warn!("the old node (pid {}) went away without handing over", hello.old_pid)
+        }
+        Err(e) => log::error!("the handover from pid {} failed: {e}; serving alone", hello.old_pid),
+    }
+    fault_point("take over: states adopted, before serving");
+    if let Err(e) = last_exit::write(root, &ExitRecord::running_now()) {
+        log::warn!("cannot record that the node runs: {e}");
+    }
+    if let Some(tcp) = &node.tcp {
+        tcp.resume_accepting();
+    }
+    // The socket file is this node's alone from now on.
+    node.control.remove_socket_file_on_drop(true);
+    predecessor.serving();
+    let result = (|| {
+        node.announce(root, Some(hello.old_pid))?;
+        node.serve(root, &lock, front, signals)
+    })();
+    if let Err(e) = &result {
+        last_exit::record_exit(root, 1, &format!("hotcode boot failed: {e:#}"));
+    }
+    drop(lock);
+    result
+}
+
+/// When the permanent release of `root` names another host version than this binary's and
+/// the root holds that host's binary (`host-<HostVsn>/bin/hotcode`, verified as its release
+/// records it), runs it in this process's place with the same arguments (the service
+/// manager may start whichever binary it was told to). Returns when there is nothing to do;
+/// a refusal is left to the boot, which names it.
+fn exec_permanent_host(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    const EXEC_ENV: &str = "HOTCODE_HOST_EXEC";
+    let Some(binary) = ReleaseHandler::permanent_host_binary(root)? else { return Ok(()) };
+    if std::env::var_os(EXEC_ENV).is_some() {
+        // A binary that sent us here does not run the version it is filed under.
+        bail!(
+            "{} does not run the host version its directory names (it exec'd back here)",
+            binary.display()
+        );
+    }
+    log::info!("the permanent release runs on {}; running it", binary.display());
+    let error = std::process::Command::new(&binary)
+        .args(std::env::args_os().skip(1))
+        .env(EXEC_ENV, &binary)
+        .exec();
+    Err(error).with_context(|| format!("cannot run {}", binary.display()))
 }
 
 /// Logs why the previous node on `root` exited, as it recorded it: at warn level unless it
@@ -674,60 +1056,12 @@ fn previous_exit(root: &Path) {
     }
 }
 
-/// The node's life once it holds the root's lock: the socket, the release, serving until a
-/// signal or a restart, the shutdown. Records why it stops in ROOT/run/last-exit.
-fn run_node(
-    root: &Path,
-    action: Action,
-    timeouts: Timeouts,
-    lock: &RootLock,
-    signals: &Signals,
-) -> anyhow::Result<ExitCode> {
-    // The socket first, so that it exists before "node up" is printed.
-    let mut control = Control::bind(lock).context("cannot open the control socket")?;
-    if let Some(deadline) = request_deadline()? {
-        control = control.with_request_deadline(deadline);
-    }
-    let error_action = match action {
-        Action::Restart => ErrorAction::Restart,
-        Action::Return => ErrorAction::Return,
-    };
-    let handler = ReleaseHandler::boot_with(root, error_action, timeouts)
-        .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
-    let current = handler.current();
-    let name = handler
-        .which_releases()
-        .into_iter()
-        .find(|r| r.vsn == current)
-        .map_or_else(|| "?".to_owned(), |r| r.name);
-    println!("hotcode: node up on {}, release {name} {current}", root.display());
-    std::io::stdout().flush().context("writing to stdout")?;
-    let exit = control.serve(&handler, &signals.stop).context("serving the control socket")?;
-    let (code, reason) = match exit {
-        ServeExit::Stopped => (0, format!("stopped by {}", signals.name())),
-        ServeExit::Restart => {
-            let permanent = handler
-                .which_releases()
-                .into_iter()
-                .find(|r| r.status == ReleaseStatus::Permanent)
-                .map_or_else(|| "?".to_owned(), |r| r.vsn);
-            (
-                EXIT_RESTART,
-                format!(
-                    "reboot-old made release {permanent} permanent; the node exits with \
-                     {EXIT_RESTART} so that its service manager restarts it on {permanent}"
-                ),
-            )
-        }
-    };
-    // Before the socket closes: a client whose connection was still waiting reads it.
-    last_exit::record_exit(root, code, &reason);
-    log::info!("{reason}; shutting down: stopping applications");
-    handler.node().shutdown();
-    drop(control);
-    drop(handler);
-    log::info!("node stopped");
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+/// `control` with the request deadline of [`REQUEST_DEADLINE_ENV`], if it is set.
+fn with_request_deadline(control: Control) -> anyhow::Result<Control> {
+    Ok(match request_deadline()? {
+        Some(deadline) => control.with_request_deadline(deadline),
+        None => control,
+    })
 }
 
 /// The environment variable that overrides [`control::REQUEST_DEADLINE`], in milliseconds:
@@ -828,6 +1162,7 @@ fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
         CtlOp::MakePermanent { vsn } => vec!["make-permanent".into(), vsn],
         CtlOp::RebootOld { vsn } => vec!["reboot-old".into(), vsn],
         CtlOp::Remove { vsn } => vec!["remove".into(), vsn],
+        CtlOp::Restart => vec!["restart".into()],
     };
     // Progress of a long operation goes to stderr as it happens; the answer to stdout.
     let (lines, code) =

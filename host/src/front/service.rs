@@ -6,13 +6,26 @@
 //! the reply term's text goes back as one line. When the handler is being upgraded its
 //! process is suspended and calls simply wait; when it was restarted the front end finds
 //! the new process the way release handling does (by module) and retries once.
+//!
+//! # Handing the service to a new host process
+//!
+//! When the host restarts (SPEC §11), the listening socket goes to the new process
+//! ([`LineServer::listener_fd`], [`LineServer::from_listener`]) and this one
+//! [drains](LineServer::drain): it stops accepting (connections wait in the socket's
+//! queue), answers every request line it has read, and closes each connection between two
+//! requests by shutting down its sending side first, so the answer before it always
+//! arrives. A line read after that is dropped unanswered, and a client that sees its
+//! connection end without an answer knows its request was not applied: [`LoadGen`]
+//! reconnects and sends it again. The new process starts paused (`accepting = false`) and
+//! [resumes](LineServer::resume_accepting) once the old one has finished.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 use plugin_api::Term;
@@ -22,6 +35,9 @@ use crate::runtime::process::{Pid, ProcessError};
 
 /// How long one request may wait for the handler (including a suspension).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often an idle thread looks at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Counters of a running front end.
 #[derive(Debug, Default)]
@@ -34,10 +50,68 @@ pub struct Stats {
     pub connections: AtomicU64,
 }
 
+/// What [`LineServer::drain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections open when the drain began.
+    pub connections: usize,
+    /// Connections still open at the deadline, closed at once.
+    pub forced: usize,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// One open connection, as the drain sees it.
+struct Conn {
+    stream: TcpStream,
+    state: Mutex<ConnState>,
+}
+
+#[derive(Default)]
+struct ConnState {
+    /// A request line was read and its answer is not written yet.
+    busy: bool,
+    /// The sending side is shut down: nothing more is answered on it.
+    write_shut: bool,
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the acceptor, the pool and the drain share.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    draining: AtomicBool,
+    /// Whether the acceptor accepts; held around each accept, so that once [`LineServer::drain`]
+    /// has set it false and taken the lock, no accept is under way.
+    accepting: Mutex<bool>,
+    /// Signalled when `accepting` changes.
+    accept_changed: Condvar,
+    /// The open connections.
+    conns: Mutex<Vec<Arc<Conn>>>,
+    /// Signalled when a connection closes.
+    closed: Condvar,
+}
+
+impl Shared {
+    fn conns(&self) -> MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn accepting(&self) -> MutexGuard<'_, bool> {
+        self.accepting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A running front end. Dropping it stops accepting and closes the pool.
 pub struct LineServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    listener: Arc<TcpListener>,
+    shared: Arc<Shared>,
     stats: Arc<Stats>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -51,21 +125,43 @@ impl LineServer {
         module: &str,
         pool: usize,
     ) -> std::io::Result<LineServer> {
-        let listener = TcpListener::bind(bind)?;
+        LineServer::from_listener(node, TcpListener::bind(bind)?, module, pool, true)
+    }
+
+    /// Serves on `listener`, a listening socket this process was handed (by the node it
+    /// replaces, or by the service manager). With `accepting` false, connections wait in
+    /// the socket's queue until [`LineServer::resume_accepting`].
+    pub fn from_listener(
+        node: NodeRef,
+        listener: TcpListener,
+        module: &str,
+        pool: usize,
+        accepting: bool,
+    ) -> std::io::Result<LineServer> {
+        // Accepting in turns with the poll below: another process may share the socket and
+        // take the connection first.
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let listener = Arc::new(listener);
+        let shared = Arc::new(Shared { accepting: Mutex::new(accepting), ..Shared::default() });
         let stats = Arc::new(Stats::default());
-        let (tx, rx) = channel::unbounded::<TcpStream>();
+        let (tx, rx) = channel::unbounded::<Arc<Conn>>();
         let mut threads = Vec::new();
         for n in 0..pool.max(1) {
-            let (rx, node, stop, stats, module) =
-                (rx.clone(), node.clone(), stop.clone(), stats.clone(), module.to_owned());
+            let (rx, node, shared, stats, module) =
+                (rx.clone(), node.clone(), shared.clone(), stats.clone(), module.to_owned());
             threads.push(std::thread::Builder::new().name(format!("svc-pool-{n}")).spawn(
                 move || {
                     let mut handler: Option<Pid> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        match rx.recv_timeout(Duration::from_millis(50)) {
-                            Ok(conn) => serve(&node, &module, &mut handler, conn, &stop, &stats),
+                    while !shared.stop.load(Ordering::Relaxed) {
+                        match rx.recv_timeout(POLL) {
+                            Ok(conn) => {
+                                serve(&node, &module, &mut handler, &conn, &shared, &stats);
+                                let mut conns = shared.conns();
+                                conns.retain(|c| !Arc::ptr_eq(c, &conn));
+                                drop(conns);
+                                shared.closed.notify_all();
+                            }
                             Err(channel::RecvTimeoutError::Timeout) => {}
                             Err(channel::RecvTimeoutError::Disconnected) => break,
                         }
@@ -73,27 +169,16 @@ impl LineServer {
                 },
             )?);
         }
-        let (accept_stop, accept_stats) = (stop.clone(), stats.clone());
+        let (accept_shared, accept_stats, accept_listener) =
+            (shared.clone(), stats.clone(), listener.clone());
         threads.push(std::thread::Builder::new().name("svc-accept".into()).spawn(move || {
-            // Blocking accept; `Drop` wakes it with a connection of its own after setting
-            // the stop flag.
-            for conn in listener.incoming() {
-                if accept_stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match conn {
-                    Ok(conn) => {
-                        accept_stats.connections.fetch_add(1, Ordering::Relaxed);
-                        if tx.send(conn).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => log::warn!("accept: {e}"),
-                }
-            }
+            accept_loop(&accept_listener, &accept_shared, &accept_stats, &tx);
         })?);
-        log::info!("service listening on {addr} ({pool} pool threads, handler {module})");
-        Ok(LineServer { addr, stop, stats, threads })
+        log::info!(
+            "service listening on {addr} ({pool} pool threads, handler {module}{})",
+            if accepting { "" } else { ", paused" }
+        );
+        Ok(LineServer { addr, listener, shared, stats, threads })
     }
 
     /// The address clients connect to.
@@ -105,17 +190,131 @@ impl LineServer {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// A duplicate of the listening socket, to hand to a new host process: the same
+    /// socket, so that no client is refused while the service changes process.
+    pub fn listener_fd(&self) -> std::io::Result<OwnedFd> {
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
+    /// Starts (or starts again) accepting connections.
+    pub fn resume_accepting(&self) {
+        self.shared.draining.store(false, Ordering::SeqCst);
+        *self.shared.accepting() = true;
+        self.shared.accept_changed.notify_all();
+        log::info!("service on {} accepts connections", self.addr);
+    }
+
+    /// Stops accepting (new connections wait in the socket's queue), then closes every open
+    /// connection once the request it is serving has been answered (idle ones at once),
+    /// shutting down the sending side first so that the last answer arrives; waits for
+    /// them at most until `deadline` from now, then closes what is left. A request line
+    /// read after its connection was shut down is not served: its client sees the
+    /// connection end without an answer.
+    pub fn drain(&self, deadline: Duration) -> Drained {
+        let started = Instant::now();
+        *self.shared.accepting() = false;
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let mut conns = self.shared.conns();
+        let connections = conns.len();
+        for conn in conns.iter() {
+            let mut state = conn.lock();
+            if !state.busy && !state.write_shut {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                state.write_shut = true;
+            }
+        }
+        let end = started + deadline;
+        while !conns.is_empty() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            conns =
+                self.shared.closed.wait_timeout(conns, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let forced = conns.len();
+        for conn in conns.iter() {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
+        drop(conns);
+        let took = started.elapsed();
+        log::info!(
+            "service on {}: drained {connections} connection(s) in {took:?} ({forced} closed at the deadline)",
+            self.addr
+        );
+        Drained { connections, forced, took }
+    }
 }
 
 impl Drop for LineServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocking accept; if this fails the acceptor was gone already.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.accept_changed.notify_all();
+        for conn in self.shared.conns().iter() {
+            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
+}
+
+/// Accepts connections while accepting is on, handing each to the pool.
+fn accept_loop(
+    listener: &TcpListener,
+    shared: &Shared,
+    stats: &Stats,
+    tx: &channel::Sender<Arc<Conn>>,
+) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        {
+            let mut accepting = shared.accepting();
+            while !*accepting && !shared.stop.load(Ordering::Relaxed) {
+                accepting = shared
+                    .accept_changed
+                    .wait_timeout(accepting, POLL)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        if !wait_readable(listener, POLL) {
+            continue;
+        }
+        let accepting = shared.accepting();
+        if !*accepting {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                let conn = Arc::new(Conn { stream, state: Mutex::default() });
+                shared.conns().push(conn.clone());
+                drop(accepting);
+                if tx.send(conn).is_err() {
+                    break;
+                }
+            }
+            // Another process sharing the socket took it, or the client gave up.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::Interrupted
+                        | std::io::ErrorKind::ConnectionAborted
+                ) => {}
+            Err(e) => log::warn!("accept: {e}"),
+        }
+    }
+}
+
+/// Waits up to `timeout` for a connection to accept; false on timeout or a signal.
+fn wait_readable(listener: &TcpListener, timeout: Duration) -> bool {
+    let mut pollfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one initialised `pollfd` that lives across the call, matching the count of 1;
+    // its fd is the listener's, open for as long as `listener` is borrowed.
+    unsafe { libc::poll(&mut pollfd, 1, ms) > 0 }
 }
 
 /// Serves one connection until it closes (or the server stops).
@@ -123,17 +322,18 @@ fn serve(
     node: &NodeRef,
     module: &str,
     handler: &mut Option<Pid>,
-    conn: TcpStream,
-    stop: &AtomicBool,
+    conn: &Conn,
+    shared: &Shared,
     stats: &Stats,
 ) {
+    let stream = &conn.stream;
     // A read timeout lets the thread notice a stop while a client is idle.
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-    let _ = conn.set_nodelay(true);
-    let Ok(mut writer) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(conn);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_nodelay(true);
+    let (Ok(mut writer), Ok(reader)) = (stream.try_clone(), stream.try_clone()) else { return };
+    let mut reader = BufReader::new(reader);
     let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
@@ -147,8 +347,21 @@ fn serve(
             }
             Err(_) => return,
         }
+        if !line.ends_with('\n') {
+            // The connection ended in the middle of a line: nothing to answer.
+            return;
+        }
         let request = line.trim_end().to_owned();
         line.clear();
+        {
+            let mut state = conn.lock();
+            if state.write_shut {
+                // Drained: this request is not served; its client sees the connection end
+                // without an answer, reads that as "not applied", and sends it elsewhere.
+                continue;
+            }
+            state.busy = true;
+        }
         let reply = match ask(node, module, handler, &request) {
             Some(reply) => {
                 stats.answered.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +372,16 @@ fn serve(
                 "ERR unavailable".to_owned()
             }
         };
-        if writer.write_all(format!("{reply}\n").as_bytes()).is_err() {
+        let written = writer.write_all(format!("{reply}\n").as_bytes());
+        let mut state = conn.lock();
+        state.busy = false;
+        if shared.draining.load(Ordering::SeqCst) && !state.write_shut {
+            // The answer is queued before the end of the stream: it arrives.
+            let _ = stream.shutdown(Shutdown::Write);
+            state.write_shut = true;
+        }
+        drop(state);
+        if written.is_err() {
             return;
         }
     }
@@ -198,14 +420,26 @@ pub struct LoadReport {
     pub by_version: [u64; 2],
     /// The first few failures, for the report.
     pub problems: Vec<String>,
-    /// The slowest answer, in microseconds (it includes any suspension of the handler).
+    /// The slowest answer, in microseconds, from the request's first send to its answer
+    /// (it includes any suspension of the handler, and any reconnection).
     pub max_latency_us: u64,
+    /// Connection attempts the server refused (`ECONNREFUSED`).
+    pub refused: u64,
+    /// Times a client's connection ended before the answer to its request and it sent the
+    /// request again on a new connection (a drain at a host restart ends connections so).
+    pub reconnects: u64,
 }
+
+/// How long a client keeps trying to reach the server before its request counts as failed.
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Client threads that hammer a [`LineServer`] with `INCR` and check every reply.
 ///
 /// Each client owns one key, so it knows the exact value each answer must carry: the
-/// previous value plus one, whichever version answered. Stops on [`LoadGen::finish`].
+/// previous value plus one, whichever version answered. A connection that ends before
+/// the answer is opened again and the request sent again: the server never reads a line
+/// it does not answer (see the [module docs](self)), so that request was not applied.
+/// Stops on [`LoadGen::finish`].
 pub struct LoadGen {
     stop: Arc<AtomicBool>,
     clients: Vec<JoinHandle<LoadReport>>,
@@ -216,6 +450,17 @@ pub struct LoadGen {
 impl LoadGen {
     /// Starts `clients` client threads against `addr`; keys are `<prefix>-<n>`.
     pub fn start(addr: SocketAddr, clients: usize, prefix: &str) -> std::io::Result<LoadGen> {
+        LoadGen::start_from(addr, clients, prefix, 1)
+    }
+
+    /// [`LoadGen::start`], for keys whose counters stand at `first - 1` already (a server
+    /// that kept them across a restart of the load generator).
+    pub fn start_from(
+        addr: SocketAddr,
+        clients: usize,
+        prefix: &str,
+        first: i64,
+    ) -> std::io::Result<LoadGen> {
         let stop = Arc::new(AtomicBool::new(false));
         let answered: Arc<[AtomicU64; 2]> = Arc::default();
         let mut handles = Vec::new();
@@ -226,7 +471,7 @@ impl LoadGen {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("client-{n}"))
-                    .spawn(move || client(conn, &key, &stop, &answered))?,
+                    .spawn(move || client(addr, conn, &key, first, &stop, &answered))?,
             );
         }
         Ok(LoadGen { stop, clients: handles, answered })
@@ -258,6 +503,8 @@ impl LoadGen {
             total.by_version[0] += r.by_version[0];
             total.by_version[1] += r.by_version[1];
             total.max_latency_us = total.max_latency_us.max(r.max_latency_us);
+            total.refused += r.refused;
+            total.reconnects += r.reconnects;
             total
                 .problems
                 .extend(r.problems.into_iter().take(5usize.saturating_sub(total.problems.len())));
@@ -266,7 +513,52 @@ impl LoadGen {
     }
 }
 
-fn client(conn: TcpStream, key: &str, stop: &AtomicBool, answered: &[AtomicU64; 2]) -> LoadReport {
+/// One client's connection: a reader and a writer on one socket.
+struct Link {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Link {
+    fn new(conn: TcpStream) -> std::io::Result<Link> {
+        let writer = conn.try_clone()?;
+        Ok(Link { reader: BufReader::new(conn), writer })
+    }
+}
+
+/// Connects to `addr` until it works, `stop` is set, or the deadline passes; counts the
+/// refusals.
+fn reconnect(addr: SocketAddr, stop: &AtomicBool, report: &mut LoadReport) -> Result<Link, String> {
+    let deadline = Instant::now() + RECONNECT_DEADLINE;
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(conn) => {
+                let _ = conn.set_nodelay(true);
+                return Link::new(conn).map_err(|e| format!("cannot clone the connection: {e}"));
+            }
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    report.refused += 1;
+                }
+                if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    return Err(format!("cannot connect to {addr}: {e}"));
+                }
+                // Not a synchronisation: a pause between attempts to reach a server that
+                // refused, so that a client does not spin on it.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn client(
+    addr: SocketAddr,
+    conn: TcpStream,
+    key: &str,
+    first: i64,
+    stop: &AtomicBool,
+    answered: &[AtomicU64; 2],
+) -> LoadReport {
     let mut report = LoadReport::default();
     let fail = |report: &mut LoadReport, what: String| {
         report.failed += 1;
@@ -274,23 +566,41 @@ fn client(conn: TcpStream, key: &str, stop: &AtomicBool, answered: &[AtomicU64; 
             report.problems.push(what);
         }
     };
-    let Ok(mut writer) = conn.try_clone() else {
-        fail(&mut report, "cannot clone the connection".into());
-        return report;
-    };
-    let mut reader = BufReader::new(conn);
-    let mut expected = 1i64;
-    let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        let sent = std::time::Instant::now();
-        if writer.write_all(format!("INCR {key}\n").as_bytes()).is_err() {
-            fail(&mut report, "write failed".into());
-            break;
+    let mut link = match Link::new(conn) {
+        Ok(link) => Some(link),
+        Err(e) => {
+            fail(&mut report, format!("cannot clone the connection: {e}"));
+            return report;
         }
-        line.clear();
-        if reader.read_line(&mut line).map_or(true, |n| n == 0) {
-            fail(&mut report, "connection closed".into());
-            break;
+    };
+    let mut expected = first;
+    let mut line = String::new();
+    let request = format!("INCR {key}\n");
+    'requests: while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        // Until this request is answered: a connection that ends first is opened again.
+        loop {
+            let current = match link.as_mut() {
+                Some(current) => current,
+                None => match reconnect(addr, stop, &mut report) {
+                    Ok(new) => link.insert(new),
+                    Err(why) => {
+                        if !stop.load(Ordering::Relaxed) {
+                            fail(&mut report, format!("{key}: {why}"));
+                        }
+                        break 'requests;
+                    }
+                },
+            };
+            line.clear();
+            let answered_here = current.writer.write_all(request.as_bytes()).is_ok()
+                && current.reader.read_line(&mut line).is_ok_and(|n| n > 0)
+                && line.ends_with('\n');
+            if answered_here {
+                break;
+            }
+            report.reconnects += 1;
+            link = None;
         }
         let latency = sent.elapsed().as_micros() as u64;
         report.max_latency_us = report.max_latency_us.max(latency);

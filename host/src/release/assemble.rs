@@ -14,8 +14,14 @@
 //!   ROOT/releases/<vsn>/<name>.rel
 //!   ROOT/releases/<vsn>/modules.sha256
 //!   ROOT/releases/RELEASES
+//!   ROOT/host-<HostVsn>/bin/hotcode              (if a host binary is given; mode 0755)
 //!   ROOT/run/                                    (mode 0700)
 //!   ```
+//!
+//!   A release's host binary (OTP's `erts-<Vsn>/bin/`: what the node restarts on when an
+//!   install moves to another host version, and what a plain boot of the release runs) is
+//!   recorded in the release's `modules.sha256` like its modules; a host version, once in
+//!   the root, never changes, as an application version does not.
 //!
 //! - [`add_release`] adds a release to a root, unpacked, with a relup made from the appups
 //!   by [`make_relup`](super::make_relup()) (or one given, or none);
@@ -59,7 +65,7 @@ use super::files::{
 };
 use super::hashes::{HASHES_FILE, ModuleHashes, read_hashes, render_hashes};
 use super::make_relup::{MakeRelupError, make_relup_with, write_relup};
-use super::names::{NameKind, check_name, lib_dir_name, root_path};
+use super::names::{HOST_BINARY, NameKind, check_name, host_dir_name, lib_dir_name, root_path};
 use super::package::{self, PackageError};
 use super::relup::parse_relup;
 use super::terms::{write_atom, write_quoted};
@@ -117,6 +123,9 @@ pub struct ReleaseSource {
     pub apps: Vec<PathBuf>,
     /// Where the modules' libraries are.
     pub libraries: Libraries,
+    /// The host binary to keep as `ROOT/host-<HostVsn>/bin/hotcode`, if any (a release on
+    /// another host version than the running one needs its binary in the root).
+    pub host_binary: Option<PathBuf>,
 }
 
 /// Where [`add_release`] takes the new release's relup from.
@@ -318,6 +327,15 @@ pub enum AssembleErrorKind {
         /// A release that uses the directory.
         release: String,
     },
+    /// A host version in the root has another binary than the one given for it.
+    #[error(
+        "differs from the host binary given ({given}): a host version never changes in a \
+         root, so give the binary a new host version"
+    )]
+    HostBinaryDiffers {
+        /// The binary given.
+        given: PathBuf,
+    },
     /// A relup file given for a release is another release's.
     #[error("this is the relup of release \"{found}\", not of \"{expected}\"")]
     RelupVsn {
@@ -496,6 +514,9 @@ fn plan(source: &ReleaseSource, check: ModuleCheck<'_>) -> Result<Planned, Assem
         }
         apps.push(PlannedApp { name: spec.name, vsn: spec.vsn, files, modules });
     }
+    if let Some(binary) = &source.host_binary {
+        open_regular(binary)?;
+    }
     for (module, path) in &source.libraries.modules {
         if !owners.contains_key(module) {
             return Err(AssembleError::new(
@@ -554,11 +575,16 @@ fn open_regular(path: &Path) -> Result<fs::File, AssembleError> {
 /// Copies `from` to the new file `to` (mode 0644) and returns the SHA-256 of the bytes
 /// written.
 fn copy_hashed(from: &Path, to: &Path) -> Result<[u8; 32], AssembleError> {
+    copy_hashed_mode(from, to, 0o644)
+}
+
+/// [`copy_hashed`], with the new file's `mode` (less the umask).
+fn copy_hashed_mode(from: &Path, to: &Path, mode: u32) -> Result<[u8; 32], AssembleError> {
     let mut input = open_regular(from)?;
     let mut output = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(to)
         .map_err(io_err(to, "cannot create it"))?;
     let mut hasher = Sha256::new();
@@ -572,7 +598,23 @@ fn copy_hashed(from: &Path, to: &Path) -> Result<[u8; 32], AssembleError> {
         output.write_all(&buffer[..n]).map_err(io_err(to, "cannot write it"))?;
     }
     output.sync_all().map_err(io_err(to, "cannot write it"))?;
+    // The umask may have taken more than group and others' write bits.
+    fs::set_permissions(to, fs::Permissions::from_mode(mode))
+        .map_err(io_err(to, "cannot set its mode"))?;
     Ok(hasher.finalize().into())
+}
+
+/// `host-<HostVsn>/bin/hotcode`, the root-relative path of host version `host_vsn`'s binary.
+fn host_binary_key(host_vsn: &str) -> String {
+    format!("{}/bin/{}", host_dir_name(host_vsn), HOST_BINARY)
+}
+
+/// Writes host binary `from` as `dir/bin/hotcode` under the new directory `dir` (the
+/// root's `host-<HostVsn>`, or a temporary name for it), mode 0755; returns its digest.
+fn write_host_dir(dir: &Path, from: &Path) -> Result<[u8; 32], AssembleError> {
+    make_dir(dir)?;
+    make_dir(&dir.join("bin"))?;
+    copy_hashed_mode(from, &dir.join("bin").join(HOST_BINARY), 0o755)
 }
 
 /// Writes `app`'s directory at `dir` (which must not exist) and returns its module files'
@@ -637,6 +679,10 @@ pub fn new_root(
     let mut record = ModuleHashes::new();
     for app in &planned.apps {
         record.extend(write_app_dir(&dir.join("lib").join(app.dir_name()), app)?);
+    }
+    if let Some(binary) = &source.host_binary {
+        let digest = write_host_dir(&dir.join(host_dir_name(&planned.host_vsn)), binary)?;
+        record.insert(host_binary_key(&planned.host_vsn), digest);
     }
     let releases = dir.join("releases");
     make_dir(&releases)?;
@@ -803,6 +849,20 @@ pub fn add_release(
             None => to_write.push((app, dest)),
         }
     }
+    // The host binary: one already in the root must be the one given (it is recorded for
+    // this release too); a new one is written.
+    let host_dir = root_path(root, &[&host_dir_name(&planned.host_vsn)])
+        .map_err(|why| AssembleError::new(root, AssembleErrorKind::BadName(why)))?;
+    let host_file = host_dir.join("bin").join(HOST_BINARY);
+    let host_exists = fs::symlink_metadata(&host_file).is_ok();
+    if let (true, Some(given)) = (host_exists, &source.host_binary)
+        && sha256_of(&host_file)? != sha256_of(given)?
+    {
+        return Err(AssembleError::new(
+            &host_file,
+            AssembleErrorKind::HostBinaryDiffers { given: given.clone() },
+        ));
+    }
     // Write: every step from here on is undone if a later one fails.
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| {
@@ -811,6 +871,24 @@ pub fn add_release(
             make_dir(&lib)?;
         }
         let mut record = ModuleHashes::new();
+        if host_exists {
+            record.insert(host_binary_key(&planned.host_vsn), sha256_of(&host_file)?);
+        } else if let Some(given) = &source.host_binary {
+            let temp = root.join(format!(".assemble-host-{}", std::process::id()));
+            if fs::symlink_metadata(&temp).is_ok() {
+                fs::remove_dir_all(&temp).map_err(io_err(&temp, "cannot remove it"))?;
+            }
+            let digest = match write_host_dir(&temp, given) {
+                Ok(digest) => digest,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&temp);
+                    return Err(e);
+                }
+            };
+            put_in_place(&temp, &host_dir)?;
+            written.push(host_dir.clone());
+            record.insert(host_binary_key(&planned.host_vsn), digest);
+        }
         for app in &reused {
             for module in &app.modules {
                 let file = format!("lib/{}/{module}", app.dir_name());
@@ -957,7 +1035,15 @@ pub fn make_tar(root: &Path, vsn: &str, out: &Path) -> Result<Packed, AssembleEr
         let spec = AppSpec::read(&dir.join(format!("{}.app", app.name)))?;
         modules.extend(spec.modules.iter().map(|m| format!("{}/{m}.so", app.lib_dir)));
     }
+    // The release's host binary goes along when the release records it.
     let record_path = release_dir.join(HASHES_FILE);
+    let host_key = host_binary_key(&entry.host_vsn);
+    if record_path.exists() && read_hashes(&record_path)?.contains_key(&host_key) {
+        let dir = host_dir_name(&entry.host_vsn);
+        files.push(package::Entry::Dir(dir.clone()));
+        files.push(package::Entry::Dir(format!("{dir}/bin")));
+        files.push(package::Entry::File { path: host_key.clone(), source: root.join(&host_key) });
+    }
     if record_path.exists() {
         let record = read_hashes(&record_path)?;
         for module in &modules {
@@ -1016,6 +1102,7 @@ mod tests {
             host_vsn: "0.1.0".into(),
             apps: vec![app],
             libraries: Libraries { dirs: vec![target], modules: BTreeMap::new() },
+            host_binary: None,
         }
     }
 

@@ -127,6 +127,31 @@ pub enum ParseErrorKind {
     /// A relup `sync_nodes`, which needs a cluster that hotcode does not have.
     #[error("sync_nodes needs several nodes, but a hotcode node runs alone; remove it")]
     SyncNodes,
+    /// `restart_new_emulator` anywhere but first (OTP: it restarts the node on the new host
+    /// with the old release's applications, and the rest of the script runs after that).
+    #[error(
+        "restart_new_emulator must be the first instruction (the first is at {first}): the \
+         node restarts on the new host before anything else of the script runs"
+    )]
+    RestartNewEmulatorNotFirst {
+        /// Where the script's first instruction is.
+        first: Pos,
+    },
+    /// A second `restart_new_emulator` in one script.
+    #[error("a second restart_new_emulator (the first is at {first}); there may be only one")]
+    DuplicateRestartNewEmulator {
+        /// Where the first one is.
+        first: Pos,
+    },
+    /// `restart_emulator` anywhere but last (OTP: the node restarts once the script ran).
+    #[error(
+        "restart_emulator must be the last instruction (the last is at {last}): the node \
+         restarts into the new release once the rest of the script has run"
+    )]
+    RestartEmulatorNotLast {
+        /// Where the script's last instruction is.
+        last: Pos,
+    },
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {

@@ -95,6 +95,21 @@ pub fn lib_dir_name(app: &str, vsn: &str) -> String {
     format!("{app}-{vsn}")
 }
 
+/// The name of the directory that holds host version `host_vsn`'s binaries under a root,
+/// `host-<HostVsn>` (OTP's `erts-<Vsn>`).
+pub fn host_dir_name(host_vsn: &str) -> String {
+    format!("host-{host_vsn}")
+}
+
+/// The file name of the host binary in `host-<HostVsn>/bin/`.
+pub const HOST_BINARY: &str = "hotcode";
+
+/// `ROOT/host-<HostVsn>/bin/hotcode`: the host binary a release that names `{hotcode,
+/// HostVsn}` runs on, as a release root keeps it (OTP's `erts-<Vsn>/bin/`).
+pub fn host_binary_path(root: &Path, host_vsn: &str) -> Result<PathBuf, String> {
+    root_path(root, &[&host_dir_name(host_vsn), "bin", HOST_BINARY])
+}
+
 /// `root` joined with `parts`, each of which must be one plain path component (no `/`, not
 /// `.` or `..`, not empty, no NUL): the result is always inside `root`. This is the only
 /// way paths are built from names read out of files.

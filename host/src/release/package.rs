@@ -10,6 +10,7 @@
 //! lib/<app>-<appvsn>/<app>.app          (for every application of the release)
 //! lib/<app>-<appvsn>/<app>.appup        (when the application version has one)
 //! lib/<app>-<appvsn>/<module>.so
+//! host-<hostvsn>/bin/hotcode            (when the release keeps its host binary)
 //! ```
 //!
 //! [`write()`] makes one (deterministically: fixed modes, owner 0, time 0, entries in the order
@@ -20,16 +21,17 @@
 //! - have a path that is relative and made of words ([`super::names`]): no leading `/`, no
 //!   `..` or `.` (one leading `./` is allowed, as `tar -C dir .` writes it), no hidden
 //!   names, no control characters, UTF-8;
-//! - fit the layout above: a directory `releases`, `lib`, `releases/<x>` or `lib/<x>`, or a
-//!   regular file `releases/<x>/<file>` or `lib/<x>/<file>`; nothing deeper;
+//! - fit the layout above: a directory `releases`, `lib`, `releases/<x>`, `lib/<x>`,
+//!   `host-<x>` or `host-<x>/bin`, or a regular file `releases/<x>/<file>`,
+//!   `lib/<x>/<file>` or `host-<x>/bin/hotcode`; nothing deeper;
 //! - be a regular file or a directory: never a symbolic or hard link, a device, a FIFO or
 //!   a sparse file;
 //! - appear once;
 //! - stay within the [`Limits`]: sizes are taken from the headers and refused before the
 //!   data is read.
 //!
-//! Files are created new (`O_EXCL`) with mode 0644 and directories with 0755 below the
-//! target directory, which the caller makes private and empty; the package's own modes,
+//! Files are created new (`O_EXCL`) with mode 0644 (a host binary 0755) and directories
+//! with 0755 below the target directory, which the caller makes private and empty; the package's own modes,
 //! owners and times are ignored. What the files *mean* (the `.rel`, the `.app` files, the
 //! integrity record) is then checked by the release handler as for any unpacked directory.
 
@@ -179,7 +181,7 @@ pub enum Entry {
 
 /// Writes a package holding `entries`, in that order, to `out`, atomically (a temporary file
 /// beside it, renamed into place). Headers are deterministic: directories 0755 and files
-/// 0644, owner and group 0, time 0, so two packages of the same files are the same bytes.
+/// 0644 (a host binary 0755), owner and group 0, time 0, so two packages of the same files are the same bytes.
 /// Returns the size of the package.
 pub fn write(out: &Path, entries: &[Entry]) -> Result<u64, PackageError> {
     let dir = match out.parent() {
@@ -224,7 +226,8 @@ pub fn write(out: &Path, entries: &[Entry]) -> Result<u64, PackageError> {
                     format!("cannot read {}", source.display()),
                 ))?;
                 header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(0o644);
+                let parts: Vec<&str> = path.split('/').collect();
+                header.set_mode(if is_host_path(&parts) == Some(true) { 0o755 } else { 0o644 });
                 header.set_size(meta.len());
                 // `take` keeps the entry as long as its header says, even if the file grew.
                 tar.append_data(&mut header, path, file.take(meta.len())).map_err(io_error(
@@ -320,8 +323,11 @@ pub fn extract(
             tar::EntryType::Regular if !path.ends_with('/') => false,
             other => return Err(fail(PackageErrorKind::Type(type_name(other)))),
         };
-        let layout_ok = matches!(parts.first().copied(), Some("releases" | "lib"))
-            && if is_dir { parts.len() <= 2 } else { parts.len() == 3 };
+        let host = is_host_path(&parts);
+        let layout_ok = host.is_some()
+            || matches!(parts.first().copied(), Some("releases" | "lib"))
+                && if is_dir { parts.len() <= 2 } else { parts.len() == 3 };
+        let layout_ok = layout_ok && host.is_none_or(|binary| binary != is_dir);
         if !layout_ok {
             return Err(fail(PackageErrorKind::Layout));
         }
@@ -347,10 +353,11 @@ pub fn extract(
             Some(&shown),
             "cannot create its directory",
         ))?;
+        let mode = if host == Some(true) { 0o755 } else { 0o644 };
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&target)
             .map_err(io_error(package, Some(&shown), "cannot create it"))?;
         let copied = io::copy(&mut (&mut entry).take(size), &mut file).map_err(corrupt)?;
@@ -364,6 +371,20 @@ pub fn extract(
         extracted.files.push(key);
     }
     Ok(extracted)
+}
+
+/// Whether `parts` is in a host directory: `Some(true)` for the host binary
+/// `host-<vsn>/bin/hotcode`, `Some(false)` for `host-<vsn>` or `host-<vsn>/bin`.
+fn is_host_path(parts: &[&str]) -> Option<bool> {
+    let vsn = parts.first()?.strip_prefix("host-")?;
+    if check_name(NameKind::Vsn, vsn).is_err() {
+        return None;
+    }
+    match parts[1..] {
+        [] | ["bin"] => Some(false),
+        ["bin", "hotcode"] => Some(true),
+        _ => None,
+    }
 }
 
 /// The components of an entry's path, checked: relative, plain, words. One leading `./`

@@ -449,10 +449,15 @@ pub fn check_script(path: &Path, instructions: &[Spanned<Instruction>]) -> Resul
 /// - `load_object_code` comes only before `point_of_no_return`, the one instruction not
 ///   allowed after it;
 /// - `point_of_no_return` is there if any `load_object_code` is, and at most once;
-/// - no `sync_nodes`, which needs several nodes (SPEC §5.6).
+/// - no `sync_nodes`, which needs several nodes (SPEC §5.6);
+/// - `restart_new_emulator` is the first instruction, and there is at most one (OTP's
+///   appup(4): the node restarts on the new host with the old release's applications, and
+///   the rest of the script runs after the restart);
+/// - `restart_emulator` is the last instruction, and so there is at most one (appup(4):
+///   the node restarts into the new release once the script has run).
 ///
-/// `restart_new_emulator` and `restart_emulator` pass: what they mean for a node is the
-/// evaluator's decision.
+/// What a restart means for a running node (a host binary for the release, the handover
+/// of its sockets) is the release handler's business.
 pub fn script_problems(path: &Path, instructions: &[Spanned<Instruction>]) -> Vec<ParseError> {
     let mut problems = Vec::new();
     let mut problem =
@@ -462,9 +467,29 @@ pub fn script_problems(path: &Path, instructions: &[Spanned<Instruction>]) -> Ve
     let mut made_current: HashMap<&str, Pos> = HashMap::new();
     let mut point: Option<Pos> = None;
     let mut first_object_code: Option<Pos> = None;
+    let mut restart_new: Option<Pos> = None;
+    let first = instructions.first().map(|i| i.pos);
+    let last = instructions.last().map(|i| i.pos);
     for instruction in instructions {
         let pos = instruction.pos;
         match &instruction.value {
+            Instruction::RestartNewEmulator => match (restart_new, first) {
+                (Some(first), _) => {
+                    problem(pos, ParseErrorKind::DuplicateRestartNewEmulator { first })
+                }
+                (None, Some(first)) if first != pos => {
+                    restart_new = Some(pos);
+                    problem(pos, ParseErrorKind::RestartNewEmulatorNotFirst { first });
+                }
+                (None, _) => restart_new = Some(pos),
+            },
+            Instruction::RestartEmulator => {
+                if let Some(last) = last
+                    && last != pos
+                {
+                    problem(pos, ParseErrorKind::RestartEmulatorNotLast { last });
+                }
+            }
             Instruction::LoadObjectCode { modules, .. } => {
                 first_object_code.get_or_insert(pos);
                 if let Some(point) = point {
@@ -963,8 +988,49 @@ mod tests {
         );
         // A script without object code needs no point of no return.
         let plain =
-            wrap(" {suspend, [m]}, {code_change, [{m, []}]}, {resume, [m]}, restart_new_emulator");
+            wrap(" {suspend, [m]}, {code_change, [{m, []}]}, {resume, [m]}, restart_emulator");
         assert!(parse_relup(path(), &plain).expect("well-formed").check(path()).is_ok());
+    }
+
+    /// OTP's appup(4): `restart_new_emulator` comes first, once; `restart_emulator` last.
+    #[test]
+    fn restarts_are_first_once_or_last() {
+        let problems = |instructions: &str| -> Vec<String> {
+            let relup = parse_relup(path(), &wrap(instructions)).expect("well-formed");
+            relup.problems(path()).iter().map(|p| p.to_string()).collect()
+        };
+        let ok = [
+            " restart_new_emulator",
+            " restart_emulator",
+            " restart_new_emulator,\n {load_object_code, {a, \"2\", [m]}},\n point_of_no_return,\n \
+             {load, {m, brutal_purge, brutal_purge}}",
+            " {load_object_code, {a, \"2\", [m]}},\n point_of_no_return,\n \
+             {load, {m, brutal_purge, brutal_purge}},\n restart_emulator",
+            " restart_new_emulator,\n restart_emulator",
+        ];
+        for script in ok {
+            assert_eq!(problems(script), Vec::<String>::new(), "{script}");
+        }
+        assert_eq!(
+            problems(" {apply, {m, f, []}},\n restart_new_emulator"),
+            ["relups/x.relup:5:2: restart_new_emulator must be the first instruction (the \
+              first is at 4:2): the node restarts on the new host before anything else of the \
+              script runs"]
+        );
+        assert_eq!(
+            problems(" restart_new_emulator,\n restart_new_emulator"),
+            ["relups/x.relup:5:2: a second restart_new_emulator (the first is at 4:2); there \
+              may be only one"]
+        );
+        assert_eq!(
+            problems(" restart_emulator,\n {apply, {m, f, []}}"),
+            ["relups/x.relup:4:2: restart_emulator must be the last instruction (the last is at \
+              5:2): the node restarts into the new release once the rest of the script has run"]
+        );
+        // Twice: the first of them is not last.
+        let twice = problems(" restart_emulator,\n restart_emulator");
+        assert_eq!(twice.len(), 1, "{twice:?}");
+        assert!(twice[0].starts_with("relups/x.relup:4:2: restart_emulator must be the last"));
     }
 
     fn seed(name: &str) -> (PathBuf, Relup) {
@@ -1070,8 +1136,12 @@ mod tests {
 
     #[test]
     fn rendered_relups_read_back_the_same() {
-        let seeds =
-            ["included-app-restart.relup", "included-app-supervisor.relup", "service.relup"];
+        let seeds = [
+            "included-app-restart.relup",
+            "included-app-supervisor.relup",
+            "service.relup",
+            "service-3.relup",
+        ];
         let mut relups: Vec<Relup> = seeds.into_iter().map(|name| seed(name).1).collect();
         let odd = "{\"C\", [{\"A\", \"from A\", []}, {\"B\", [x], [point_of_no_return]}], []}.";
         relups.push(parse_relup(path(), odd).expect("well-formed"));

@@ -13,12 +13,24 @@ use crate::code::loader;
 use crate::release::files::{AppSpec, ReleaseEntry};
 use crate::release::names::{lib_dir_name, root_path};
 use crate::release::relup::PurgeMethod;
-use crate::release::{Direction, Instruction, Relup, RelupEntry, read_relup, script_problems};
+use crate::release::{
+    Direction, Instruction, Relup, RelupEntry, Spanned, read_relup, script_problems,
+};
 
 use plugin_api::Term;
 
 use super::integrity::Record;
 use super::{ReleaseError, ReleaseHandler, State};
+
+/// How a script restarts the host (SPEC §5.7, §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartKind {
+    /// `restart_new_emulator` first: the node restarts on the release's host with the
+    /// current release's applications, and the new host runs the rest of the script.
+    NewEmulator,
+    /// `restart_emulator` last: the script runs, then the node restarts into the release.
+    Emulator,
+}
 
 /// A checked install: which script entry leads where.
 #[derive(Debug, Clone)]
@@ -33,6 +45,8 @@ pub struct Plan {
     pub script: PathBuf,
     /// The entry to evaluate.
     pub entry: RelupEntry,
+    /// Whether, and how, the script restarts the host.
+    pub restart: Option<RestartKind>,
     pub(crate) target: ReleaseEntry,
     pub(crate) current: ReleaseEntry,
     /// The target release's integrity record.
@@ -90,14 +104,20 @@ fn read(path: PathBuf) -> Result<Option<Relup>, ReleaseError> {
 }
 
 /// Finds the script as OTP does and checks it against the root and the running node.
-pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan, ReleaseError> {
+/// `continuing`: the new host checks the script whose `restart_new_emulator` its
+/// predecessor carried out ([`ReleaseHandler::continue_install`]).
+pub(crate) fn plan(
+    h: &ReleaseHandler,
+    state: &State,
+    vsn: &str,
+    continuing: bool,
+) -> Result<Plan, ReleaseError> {
     let target = h
         .entry(&state.releases, vsn)
         .ok_or_else(|| ReleaseError::UnknownRelease { vsn: vsn.to_owned() })?;
     if state.current == vsn {
         return Err(ReleaseError::AlreadyCurrent { vsn: vsn.to_owned() });
     }
-    super::check_host_vsn(vsn, &target.host_vsn)?;
     let current = h
         .entry(&state.releases, &state.current)
         .ok_or_else(|| ReleaseError::UnknownRelease { vsn: state.current.clone() })?;
@@ -134,17 +154,26 @@ pub(crate) fn plan(h: &ReleaseHandler, state: &State, vsn: &str) -> Result<Plan,
             down,
         });
     };
+    let restart = restart_kind(&entry.instructions);
+    // A release on another host is reached only by restarting the node on that host.
+    if restart.is_none() {
+        super::check_host_vsn(vsn, &target.host_vsn)?;
+    }
     let plan = Plan {
         vsn: vsn.to_owned(),
         from: state.current.clone(),
         direction,
         script,
         entry,
+        restart,
         target,
         current,
         record: h.record(state, vsn),
     };
-    let problems = problems(h, &plan);
+    let mut problems = problems(h, &plan);
+    if !continuing {
+        problems.extend(restart_problems(h, &plan));
+    }
     if !problems.is_empty() {
         return Err(ReleaseError::Check { vsn: vsn.to_owned(), problems });
     }
@@ -235,6 +264,8 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                     }
                 }
             }
+            // First, where the structural checks want it: the node restarts before the rest.
+            Instruction::RestartNewEmulator => {}
             other if has_point && !seen_point => {
                 problem(format!(
                     "{} before point_of_no_return: only load_object_code may come before it",
@@ -299,12 +330,68 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
                     problem(format!("unknown apply target {module}:{function}"));
                 }
             }
-            Instruction::RestartNewEmulator | Instruction::RestartEmulator => problem(format!(
-                "{} is not supported: hotcode restarts a node through its service manager",
-                spanned.value.name()
-            )),
+            // Checked once for the script, by `restart_problems`.
+            Instruction::RestartEmulator => {}
             // sync_nodes is reported by the structural checks.
             Instruction::SyncNodes { .. } => {}
+        }
+    }
+    problems
+}
+
+/// Whether the script restarts the host: `restart_new_emulator` as its first instruction,
+/// or `restart_emulator` as its last (anywhere else the structural checks refuse them).
+fn restart_kind(instructions: &[Spanned<Instruction>]) -> Option<RestartKind> {
+    if instructions.iter().any(|i| i.value == Instruction::RestartNewEmulator) {
+        Some(RestartKind::NewEmulator)
+    } else if instructions.iter().any(|i| i.value == Instruction::RestartEmulator) {
+        Some(RestartKind::Emulator)
+    } else {
+        None
+    }
+}
+
+/// What a host restart needs: one restart per script, a node that can restart its host,
+/// and the target release's host binary (present, trusted, recorded).
+fn restart_problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
+    let Some(kind) = plan.restart else { return Vec::new() };
+    let script = &plan.script;
+    let at = |wanted: &Instruction| {
+        plan.entry.instructions.iter().find(|i| &i.value == wanted).map_or_else(
+            || script.display().to_string(),
+            |i| format!("{}:{}", script.display(), i.pos),
+        )
+    };
+    let mut problems = Vec::new();
+    let instruction = match kind {
+        RestartKind::NewEmulator => Instruction::RestartNewEmulator,
+        RestartKind::Emulator => Instruction::RestartEmulator,
+    };
+    let here = at(&instruction);
+    if kind == RestartKind::NewEmulator
+        && plan.entry.instructions.iter().any(|i| i.value == Instruction::RestartEmulator)
+    {
+        problems.push(format!(
+            "{}: restart_emulator after restart_new_emulator (at {here}): hotcode restarts the \
+             host once per install; the new host already runs the rest of the script",
+            at(&Instruction::RestartEmulator)
+        ));
+    }
+    match h.restart_exe() {
+        None => problems.push(format!(
+            "{here}: {} needs a node that can restart its host, and this one cannot (no host \
+             restart is configured; hotcode boot configures one)",
+            instruction.name()
+        )),
+        Some(exe) => {
+            if let Err(e) = h.host_binary(&exe, &plan.target.host_vsn, &plan.record) {
+                problems.push(format!(
+                    "{here}: {}: release {} runs on hotcode {}: {e}",
+                    instruction.name(),
+                    plan.vsn,
+                    plan.target.host_vsn
+                ));
+            }
         }
     }
     problems

@@ -36,20 +36,7 @@ impl ReleaseHandler {
 
     /// Reads release `vsn`'s record from disk.
     pub(crate) fn read_record(&self, vsn: &str) -> Record {
-        let path = match root_path(&self.root, &["releases", vsn, HASHES_FILE]) {
-            Ok(path) => path,
-            Err(why) => return Record::Bad(why),
-        };
-        if !path.exists() {
-            return Record::Absent;
-        }
-        if let Err(e) = self.trusted(&path) {
-            return Record::Bad(e.to_string());
-        }
-        match read_hashes(&path) {
-            Ok(hashes) => Record::Digests(hashes),
-            Err(e) => Record::Bad(e.to_string()),
-        }
+        read_record(&self.root, vsn)
     }
 
     /// Reads every release's record. The permanent release's must be good (the node is
@@ -92,20 +79,7 @@ impl ReleaseHandler {
         record: &Record,
         file: &Path,
     ) -> Result<Option<[u8; 32]>, String> {
-        match record {
-            Record::Absent => Ok(None),
-            Record::Bad(why) => Err(why.clone()),
-            Record::Digests(hashes) => {
-                let key = file.strip_prefix(&self.root).unwrap_or(file).to_string_lossy();
-                match hashes.get(key.as_ref()) {
-                    Some(digest) => Ok(Some(*digest)),
-                    None => Err(format!(
-                        "{} is not recorded in its release's {HASHES_FILE}",
-                        file.display()
-                    )),
-                }
-            }
-        }
+        expected_hash(&self.root, record, file)
     }
 
     /// Stages `module` from `file`: the file must be trusted, and the private copy the
@@ -123,6 +97,79 @@ impl ReleaseHandler {
         };
         Ok(())
     }
+}
+
+/// Reads release `vsn`'s record from the root at `root`.
+pub(crate) fn read_record(root: &Path, vsn: &str) -> Record {
+    let path = match root_path(root, &["releases", vsn, HASHES_FILE]) {
+        Ok(path) => path,
+        Err(why) => return Record::Bad(why),
+    };
+    if !path.exists() {
+        return Record::Absent;
+    }
+    if let Err(e) = trust::check_under(root, &path) {
+        return Record::Bad(e.to_string());
+    }
+    match read_hashes(&path) {
+        Ok(hashes) => Record::Digests(hashes),
+        Err(e) => Record::Bad(e.to_string()),
+    }
+}
+
+/// The digest `record` gives `file` (under `root`): `Ok(None)` when the release records
+/// none at all, an error when its record is bad or does not list this file.
+pub(crate) fn expected_hash(
+    root: &Path,
+    record: &Record,
+    file: &Path,
+) -> Result<Option<[u8; 32]>, String> {
+    match record {
+        Record::Absent => Ok(None),
+        Record::Bad(why) => Err(why.clone()),
+        Record::Digests(hashes) => {
+            let key = file.strip_prefix(root).unwrap_or(file).to_string_lossy();
+            match hashes.get(key.as_ref()) {
+                Some(digest) => Ok(Some(*digest)),
+                None => Err(format!(
+                    "{} is not recorded in its release's {HASHES_FILE}",
+                    file.display()
+                )),
+            }
+        }
+    }
+}
+
+/// Checks host binary `binary` under `root` as its release (`record`) vouches for it:
+/// trusted like a module (owner, modes, no links), an executable regular file, and the
+/// digest the record gives it (a release without a record runs it unverified, warned).
+pub(crate) fn verify_host_binary(
+    root: &Path,
+    binary: &Path,
+    record: &Record,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    trust::check_under(root, binary).map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(binary).map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.permissions().mode() & 0o100 == 0 {
+        return Err("is not an executable regular file".to_owned());
+    }
+    match expected_hash(root, record, binary)? {
+        None => {
+            log::warn!("{}: its release records no digests; it runs unverified", binary.display())
+        }
+        Some(expected) => {
+            let found = crate::code::loader::sha256_file(binary).map_err(|e| e.to_string())?;
+            if found != expected {
+                return Err(format!(
+                    "SHA-256 {} differs from the recorded {}",
+                    crate::code::loader::hex(&found),
+                    crate::code::loader::hex(&expected)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The files two records disagree on: same root-relative path, different digests.

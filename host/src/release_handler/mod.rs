@@ -18,7 +18,10 @@
 //! - keeps RELEASES on disk with atomic writes, and never writes `current`: a node that dies
 //!   at any instant of an install boots the permanent release again;
 //! - records why the node exits, when it exits on purpose, in `ROOT/run/last-exit`
-//!   ([`last_exit`]).
+//!   ([`last_exit`]);
+//! - restarts the host (`restart_new_emulator`, `restart_emulator`, `ctl restart`) by
+//!   starting the release's host binary and handing it the node ([`restart`]): the sockets,
+//!   the root's lock, and the state of the gen_servers that opt in.
 //!
 //! One operation at a time holds the handler's lock, from its check to its last write.
 //! Reading what the releases are ([`ReleaseHandler::which_releases`],
@@ -29,6 +32,7 @@ mod check;
 mod eval;
 mod integrity;
 pub mod last_exit;
+pub mod restart;
 mod unpack;
 
 use std::collections::BTreeSet;
@@ -43,15 +47,16 @@ use crate::code::error::{CodeServerError, LoadError};
 use crate::release::files::{
     AppSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, read_releases, write_releases_atomically,
 };
-use crate::release::names::{NameKind, check_name, lib_dir_name, root_path};
+use crate::release::names::{NameKind, check_name, host_binary_path, lib_dir_name, root_path};
 use crate::release::{Direction, ParseError};
 
 use crate::runtime::application::{AppError, RestartType};
 use crate::runtime::bounded::Timeouts;
 use crate::runtime::node::Node;
 use integrity::Record;
+use restart::{HandedStates, Hello, HostRestart, RestartError, Successor};
 
-pub use check::Plan;
+pub use check::{Plan, RestartKind};
 
 /// A relup's purge word, handed to the code server as its own.
 impl From<crate::release::relup::PurgeMethod> for PurgeMethod {
@@ -219,6 +224,23 @@ pub enum ReleaseError {
     /// Booting a module failed.
     #[error("boot: {0}")]
     Code(#[from] CodeServerError),
+    /// Restarting the host failed: the node keeps serving the release it was on, and
+    /// nothing on disk changed.
+    #[error("the host restart failed, the node serves on unchanged: {0}")]
+    Restart(#[from] RestartError),
+    /// A script ending with `restart_emulator` ran, but restarting the host then failed:
+    /// the node serves on, on the old host, with the new release current (not permanent).
+    #[error(
+        "the script of release {vsn} ran, but the host restart that ends it failed: {source}; \
+         the node serves release {vsn} (current, not permanent) on the old host"
+    )]
+    RestartAfterScript {
+        /// The release installed.
+        vsn: String,
+        /// Why the restart failed.
+        #[source]
+        source: RestartError,
+    },
 }
 
 /// One step of an install, reported before it runs.
@@ -232,8 +254,13 @@ pub struct Progress<'a> {
     pub instruction: &'a crate::release::Instruction,
 }
 
-/// The host version releases must name in their `.rel` (`{hotcode, Vsn}`).
-pub const HOST_VSN: &str = env!("CARGO_PKG_VERSION");
+/// The host version releases must name in their `.rel` (`{hotcode, Vsn}`): the package's
+/// version, unless the build set `HOTCODE_HOST_VSN` (`cargo xtask dist` builds a second
+/// host binary so, for the service example's host restart).
+pub const HOST_VSN: &str = match option_env!("HOTCODE_HOST_VSN") {
+    Some(vsn) => vsn,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// A release as `which_releases` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +290,13 @@ pub struct Installed {
     pub descr: Term,
     /// How long processes were suspended (first suspend to last resume), if any were.
     pub suspend_window: Option<std::time::Duration>,
+    /// The pid of the new host process that took over the node, when the script restarts
+    /// the host (`restart_new_emulator`, `restart_emulator`). This process must then hand
+    /// the node over ([`ReleaseHandler::take_successor`]) and exit.
+    pub restarted: Option<u32>,
+    /// OTP's `{continue_after_restart, OldVsn, Descr}`: the script began with
+    /// `restart_new_emulator`, so the new host runs the rest of it; this node ran none.
+    pub continue_after_restart: bool,
 }
 
 impl Installed {
@@ -325,6 +359,10 @@ pub struct ReleaseHandler {
     error_action: ErrorAction,
     state: Mutex<State>,
     view: Mutex<View>,
+    /// How to restart the host, if the front said ([`ReleaseHandler::set_host_restart`]).
+    host_restart: Mutex<Option<HostRestart>>,
+    /// The new host process that reported ready, until the front takes it.
+    successor: Mutex<Option<Successor>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
@@ -348,18 +386,51 @@ impl ReleaseHandler {
         error_action: ErrorAction,
         timeouts: Timeouts,
     ) -> Result<Self, ReleaseError> {
+        Self::boot_inner(root.into(), error_action, timeouts, None)
+    }
+
+    /// Boots release `vsn` of `root`, whatever its status, on a new node: the new host
+    /// process of a restart boots the release its predecessor ran ([`restart::Hello`]),
+    /// which need not be permanent nor name this host's version (after
+    /// `restart_new_emulator` the new host runs the old release's applications, then the
+    /// rest of the script: [`ReleaseHandler::continue_install`]).
+    pub fn boot_release(
+        root: impl Into<PathBuf>,
+        error_action: ErrorAction,
+        timeouts: Timeouts,
+        vsn: &str,
+    ) -> Result<Self, ReleaseError> {
+        check_vsn(vsn)?;
+        Self::boot_inner(root.into(), error_action, timeouts, Some(vsn))
+    }
+
+    fn boot_inner(
+        root: PathBuf,
+        error_action: ErrorAction,
+        timeouts: Timeouts,
+        vsn: Option<&str>,
+    ) -> Result<Self, ReleaseError> {
         // Absolute: the private copies live below it, and the unload check compares their
         // paths with `/proc/self/maps`, which has only absolute ones.
-        let root = root.into();
         let root = std::path::absolute(&root).map_err(io(&root))?;
         let path = root.join("releases").join("RELEASES");
         let releases = read_releases(&path)?;
-        let permanent = releases
-            .iter()
-            .find(|r| r.status == ReleaseStatus::Permanent)
-            .cloned()
-            .ok_or_else(|| ReleaseError::NoPermanent { path: path.clone() })?;
-        check_host_vsn(&permanent.vsn, &permanent.host_vsn)?;
+        let permanent = match vsn {
+            None => {
+                let permanent = releases
+                    .iter()
+                    .find(|r| r.status == ReleaseStatus::Permanent)
+                    .cloned()
+                    .ok_or_else(|| ReleaseError::NoPermanent { path: path.clone() })?;
+                check_host_vsn(&permanent.vsn, &permanent.host_vsn)?;
+                permanent
+            }
+            Some(vsn) => releases
+                .iter()
+                .find(|r| r.vsn == vsn)
+                .cloned()
+                .ok_or_else(|| ReleaseError::UnknownRelease { vsn: vsn.to_owned() })?,
+        };
         let node = Node::with_code_server(CodeServer::with_config(Config {
             scratch_parent: Some(private_copies_dir(&root)?),
         })?);
@@ -374,6 +445,8 @@ impl ReleaseHandler {
                 current: permanent.vsn.clone(),
                 records: Default::default(),
             }),
+            host_restart: Mutex::new(None),
+            successor: Mutex::new(None),
         };
         handler.finish_interrupted()?;
         handler.load_records()?;
@@ -503,7 +576,7 @@ impl ReleaseHandler {
     pub fn check_install(&self, vsn: &str) -> Result<Plan, ReleaseError> {
         check_vsn(vsn)?;
         let state = self.lock();
-        check::plan(self, &state, vsn)
+        check::plan(self, &state, vsn, false)
     }
 
     /// `release_handler:install_release(Vsn)`: checks, then evaluates the relup entry.
@@ -520,7 +593,7 @@ impl ReleaseHandler {
     ) -> Result<Installed, ReleaseError> {
         check_vsn(vsn)?;
         let mut state = self.lock();
-        let plan = check::plan(self, &state, vsn)?;
+        let plan = check::plan(self, &state, vsn, false)?;
         log::info!(
             "installing release {vsn} ({} from {}, {} instructions from {})",
             if plan.direction == Direction::Up { "upgrade" } else { "downgrade" },
@@ -528,6 +601,38 @@ impl ReleaseHandler {
             plan.entry.instructions.len(),
             plan.script.display()
         );
+        if plan.restart == Some(RestartKind::NewEmulator) {
+            // OTP: the node restarts on the new host with the old release's applications,
+            // and the rest of the script runs there, as part of its boot. Nothing of it runs
+            // here: if the new host fails, this node is exactly as it was.
+            if let Some(first) = plan.entry.instructions.first() {
+                progress(Progress {
+                    step: 1,
+                    total: plan.entry.instructions.len(),
+                    instruction: &first.value,
+                });
+            }
+            let hello = Hello {
+                old_pid: std::process::id(),
+                boot: state.current.clone(),
+                continue_install: Some(vsn.to_owned()),
+            };
+            let pid = self.start_successor(&plan.target, &plan.record, &hello)?;
+            log::info!(
+                "release {vsn}: the new host (pid {pid}) runs the rest of the script \
+                 (continue_after_restart from {})",
+                state.current
+            );
+            return Ok(Installed {
+                other_vsn: plan.entry.vsn.clone(),
+                from: state.current.clone(),
+                direction: plan.direction,
+                descr: plan.entry.descr.clone(),
+                suspend_window: None,
+                restarted: Some(pid),
+                continue_after_restart: true,
+            });
+        }
         let suspend_window = match eval::run(self, &plan, progress) {
             Ok(window) => window,
             Err(e @ ReleaseError::AfterPointOfNoReturn { .. }) => {
@@ -566,13 +671,291 @@ impl ReleaseHandler {
             }
         }
         log::info!("release {vsn} installed (from {from}); make it permanent to keep it");
+        let restarted = if plan.restart == Some(RestartKind::Emulator) {
+            // OTP's restart_emulator: the script ran; the node restarts into the release.
+            let hello =
+                Hello { old_pid: std::process::id(), boot: vsn.to_owned(), continue_install: None };
+            match self.start_successor(&plan.target, &plan.record, &hello) {
+                Ok(pid) => Some(pid),
+                Err(source) => {
+                    return Err(ReleaseError::RestartAfterScript { vsn: vsn.to_owned(), source });
+                }
+            }
+        } else {
+            None
+        };
         Ok(Installed {
             other_vsn: plan.entry.vsn.clone(),
             from,
             direction: plan.direction,
             descr: plan.entry.descr.clone(),
             suspend_window,
+            restarted,
+            continue_after_restart: false,
         })
+    }
+
+    /// The new host's side of `restart_new_emulator`: the node booted the old release
+    /// ([`ReleaseHandler::boot_release`]); this checks the install of `vsn` again and runs
+    /// the rest of its script (everything after `restart_new_emulator`). An error is
+    /// returned whatever the [`ErrorAction`]: the new process then tells the old one, which
+    /// serves on, and exits.
+    pub fn continue_install(
+        &self,
+        vsn: &str,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Installed, ReleaseError> {
+        check_vsn(vsn)?;
+        let mut state = self.lock();
+        let plan = check::plan(self, &state, vsn, true)?;
+        if plan.restart != Some(RestartKind::NewEmulator) {
+            return Err(ReleaseError::Invalid(format!(
+                "{}: the script to release {vsn} does not begin with restart_new_emulator; \
+                 there is nothing to continue",
+                plan.script.display()
+            )));
+        }
+        log::info!(
+            "continuing the install of release {vsn} after restart_new_emulator ({} \
+             instructions from {})",
+            plan.entry.instructions.len().saturating_sub(1),
+            plan.script.display()
+        );
+        let suspend_window = eval::run(self, &plan, progress)?;
+        let from = std::mem::replace(&mut state.current, vsn.to_owned());
+        // As after any install: the release left becomes `old` (release_handler(3)).
+        for release in &mut state.releases {
+            if release.vsn == from && release.status != ReleaseStatus::Permanent {
+                release.status = ReleaseStatus::Old;
+            }
+        }
+        log::info!("release {vsn} installed (from {from}); make it permanent to keep it");
+        Ok(Installed {
+            other_vsn: plan.entry.vsn.clone(),
+            from,
+            direction: plan.direction,
+            descr: plan.entry.descr.clone(),
+            suspend_window,
+            restarted: None,
+            continue_after_restart: false,
+        })
+    }
+
+    /// Lets this node restart its host: `restart_new_emulator`, `restart_emulator` and
+    /// [`ReleaseHandler::restart_host`] start the release's host binary as `restart` says
+    /// (see [`restart`]). Without it, check-install refuses scripts that restart the host.
+    pub fn set_host_restart(&self, restart: HostRestart) {
+        *self.host_restart.lock().unwrap_or_else(|p| p.into_inner()) = Some(restart);
+    }
+
+    /// `hotcode ctl ROOT restart`: restarts the host in place, on the current release and
+    /// its host binary (a host fix), by the same handover. Returns the new process's pid;
+    /// this process must then hand the node over ([`ReleaseHandler::take_successor`]) and
+    /// exit. On an error the node serves on unchanged.
+    pub fn restart_host(&self) -> Result<u32, ReleaseError> {
+        let state = self.lock();
+        let current = self
+            .entry(&state.releases, &state.current)
+            .ok_or_else(|| ReleaseError::UnknownRelease { vsn: state.current.clone() })?;
+        let record = self.record(&state, &state.current);
+        let hello = Hello {
+            old_pid: std::process::id(),
+            boot: state.current.clone(),
+            continue_install: None,
+        };
+        Ok(self.start_successor(&current, &record, &hello)?)
+    }
+
+    /// The new host process that reported ready, once: the front stops serving, drains,
+    /// and finishes the handover with [`Successor::go`] and the states of
+    /// [`ReleaseHandler::handover_states`].
+    pub fn take_successor(&self) -> Option<Successor> {
+        self.successor.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Starts `release`'s host binary as the new host and waits until it is ready; keeps it
+    /// for [`ReleaseHandler::take_successor`].
+    fn start_successor(
+        &self,
+        release: &ReleaseEntry,
+        record: &Record,
+        hello: &Hello,
+    ) -> Result<u32, RestartError> {
+        let config = self.host_restart.lock().unwrap_or_else(|p| p.into_inner());
+        let config = config.as_ref().ok_or(RestartError::NotConfigured)?;
+        let binary = self.host_binary(&config.exe, &release.host_vsn, record)?;
+        let successor = restart::start_successor(
+            &binary,
+            &config.args,
+            &config.fds,
+            hello,
+            config.ready_timeout,
+        )?;
+        let pid = successor.pid();
+        *self.successor.lock().unwrap_or_else(|p| p.into_inner()) = Some(successor);
+        Ok(pid)
+    }
+
+    /// Whether a host restart is configured, and the running binary it would use for this
+    /// host's own version.
+    pub(crate) fn restart_exe(&self) -> Option<PathBuf> {
+        self.host_restart.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| c.exe.clone())
+    }
+
+    /// The binary of host version `host_vsn`: `ROOT/host-<HostVsn>/bin/hotcode`, trusted,
+    /// executable, and the one `record` (its release's integrity record) lists; or, when
+    /// the root holds none and `host_vsn` is this host's version, the running binary `exe`.
+    pub(crate) fn host_binary(
+        &self,
+        exe: &Path,
+        host_vsn: &str,
+        record: &Record,
+    ) -> Result<PathBuf, RestartError> {
+        let binary = host_binary_path(&self.root, host_vsn)
+            .map_err(|problem| RestartError::Binary { binary: self.root.clone(), problem })?;
+        let problem = |problem: String| RestartError::Binary { binary: binary.clone(), problem };
+        match std::fs::symlink_metadata(&binary) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && host_vsn == HOST_VSN => {
+                return Ok(exe.to_owned());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(problem(format!(
+                    "no such file: the release runs on hotcode {host_vsn}, this node is hotcode \
+                     {HOST_VSN}, and the root holds no binary of hotcode {host_vsn}"
+                )));
+            }
+            Err(e) => return Err(problem(e.to_string())),
+        }
+        integrity::verify_host_binary(&self.root, &binary, record).map_err(problem)?;
+        Ok(binary)
+    }
+
+    /// The host binary the permanent release of `root` runs on, when it is not this
+    /// binary's version and the root holds it (`host-<HostVsn>/bin/hotcode`, verified
+    /// against that release's record): what a plain boot must run instead of itself.
+    /// `Ok(None)` when this binary is the one, or when the root has no such binary (the
+    /// boot then refuses the release, naming both versions). Reads RELEASES without the
+    /// root's lock: call it before taking the lock, and boot under the lock as usual.
+    pub fn permanent_host_binary(root: &Path) -> Result<Option<PathBuf>, ReleaseError> {
+        let Ok(releases) = read_releases(&root.join("releases").join("RELEASES")) else {
+            // The boot reads it again and names what is wrong.
+            return Ok(None);
+        };
+        let Some(permanent) = releases.iter().find(|r| r.status == ReleaseStatus::Permanent) else {
+            return Ok(None);
+        };
+        if permanent.host_vsn == HOST_VSN {
+            return Ok(None);
+        }
+        let binary = host_binary_path(root, &permanent.host_vsn).map_err(ReleaseError::Invalid)?;
+        if std::fs::symlink_metadata(&binary).is_err() {
+            return Ok(None);
+        }
+        let record = integrity::read_record(root, &permanent.vsn);
+        integrity::verify_host_binary(root, &binary, &record).map_err(|why| {
+            ReleaseError::Invalid(format!(
+                "{}: the host binary of the permanent release {}: {why}",
+                binary.display(),
+                permanent.vsn
+            ))
+        })?;
+        Ok(Some(binary))
+    }
+
+    /// The old node's side of the state handover (see [`restart`]): suspends every
+    /// gen_server of a module its application opts in with
+    /// [`restart::HANDOVER_ENV`], and exports each state as the version that made it. The
+    /// processes stay suspended: this node hands over and exits. A process that does not
+    /// answer within `timeout` is left out (logged); its successor starts fresh.
+    pub fn handover_states(&self, timeout: std::time::Duration) -> HandedStates {
+        let mut states = Vec::new();
+        for module in self.handover_modules() {
+            let mut each = Vec::new();
+            for pid in self.node.processes_running(&module) {
+                let exported = self
+                    .node
+                    .suspend(pid, timeout)
+                    .and_then(|()| self.node.export_state(pid, timeout));
+                match exported {
+                    Ok((vsn, state)) => each.push((vsn, state)),
+                    Err(e) => log::warn!("{pid} ({module}): its state is not handed over: {e}"),
+                }
+            }
+            log::info!("{module}: handing over the state of {} process(es)", each.len());
+            states.push((module, each));
+        }
+        states
+    }
+
+    /// The new node's side of the state handover: each process running a module of
+    /// `states`, in the order of the supervision trees, takes its predecessor's state through
+    /// its version's `code_change(OldVsn, State, [])`. A process that fails keeps the state
+    /// its `init` made (logged); so do processes with no predecessor. Returns how many
+    /// processes took a state.
+    pub fn adopt_states(&self, states: HandedStates, timeout: std::time::Duration) -> usize {
+        let mut adopted = 0;
+        for (module, list) in states {
+            let pids = self.node.processes_running(&module);
+            if pids.len() != list.len() {
+                log::warn!(
+                    "{module}: {} state(s) handed over for {} process(es) here; the rest start fresh",
+                    list.len(),
+                    pids.len()
+                );
+            }
+            for (pid, (vsn, state)) in pids.into_iter().zip(list) {
+                match self.node.adopt_state(pid, &vsn, state, timeout) {
+                    Ok(()) => {
+                        adopted += 1;
+                        log::info!(
+                            "{pid} ({module}): took over its predecessor's state (vsn {vsn})"
+                        );
+                    }
+                    Err(e) => log::error!(
+                        "{pid} ({module}): cannot take over its predecessor's state, it keeps \
+                         a fresh one: {e}"
+                    ),
+                }
+            }
+        }
+        adopted
+    }
+
+    /// The modules whose processes hand their state over: the [`restart::HANDOVER_ENV`]
+    /// lists of the loaded applications.
+    fn handover_modules(&self) -> Vec<String> {
+        let mut modules = Vec::new();
+        for spec in self.node.loaded_applications() {
+            for (key, value) in &spec.env {
+                if key != restart::HANDOVER_ENV {
+                    continue;
+                }
+                match value.as_list() {
+                    Some(items) => {
+                        for item in items {
+                            match item.as_atom() {
+                                Some(m) if !modules.iter().any(|x| x == m) => {
+                                    modules.push(m.to_owned())
+                                }
+                                Some(_) => {}
+                                None => log::warn!(
+                                    "application {}: {} lists {item}, not a module name",
+                                    spec.name,
+                                    restart::HANDOVER_ENV
+                                ),
+                            }
+                        }
+                    }
+                    None => log::warn!(
+                        "application {}: {} must be a list of modules, not {value}",
+                        spec.name,
+                        restart::HANDOVER_ENV
+                    ),
+                }
+            }
+        }
+        modules
     }
 
     fn write(&self, releases: &[ReleaseEntry]) -> Result<(), ReleaseError> {
@@ -686,8 +1069,15 @@ fn check_host_vsn(vsn: &str, host_vsn: &str) -> Result<(), ReleaseError> {
 /// make_permanent and remove. A node started without it never stops at a fault point.
 pub const FAULT_ENV: &str = "HOTCODE_TEST_KILL_AT";
 
-/// A step after which a crash must leave the root bootable (see [`FAULT_ENV`]).
-pub(crate) fn fault_point(what: &str) {
+/// The environment variable that a node passes on to the new host process of a restart as
+/// its [`FAULT_ENV`] (which the new process does not inherit): the crash tests' way of
+/// stopping the new process at each step of a handover.
+pub const FAULT_ENV_NEW_HOST: &str = "HOTCODE_TEST_KILL_NEW_HOST_AT";
+
+/// A step after which a crash must leave the root bootable (see [`FAULT_ENV`]). Public for
+/// the `hotcode` binary's own steps (a host restart's handover); a test hook that can only
+/// kill the process.
+pub fn fault_point(what: &str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static AT: OnceLock<Option<u64>> = OnceLock::new();

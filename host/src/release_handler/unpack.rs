@@ -27,11 +27,14 @@ use crate::release::files::{
     AppSpec, RelSpec, ReleaseApp, ReleaseEntry, ReleaseStatus, write_atomically,
 };
 use crate::release::hashes::{HASHES_FILE, ModuleHashes, read_hashes};
-use crate::release::names::{NameKind, check_name, check_relative, lib_dir_name, root_path};
+use crate::release::names::{
+    HOST_BINARY, NameKind, check_name, check_relative, host_binary_path, host_dir_name,
+    lib_dir_name, root_path,
+};
 use crate::release::package::{self, Limits};
 
 use super::integrity::{Record, conflicts};
-use super::{ReleaseError, ReleaseHandler, check_host_vsn, check_vsn, fault_point, io};
+use super::{ReleaseError, ReleaseHandler, check_vsn, fault_point, io};
 
 /// The file that records a removal in progress.
 const REMOVING: &str = "REMOVING";
@@ -50,6 +53,8 @@ struct PackagedApp {
 /// A package, read and validated, before anything is written.
 struct Package {
     rel: RelSpec,
+    /// `host-<HostVsn>/` in the package, when it carries the release's host binary.
+    host_dir: Option<PathBuf>,
     /// `releases/<vsn>/` in the package.
     release_dir: PathBuf,
     /// Each application: its entry, its directory in the package and its modules.
@@ -130,7 +135,25 @@ impl Package {
             )));
         };
         let rel = RelSpec::read(rel_path)?;
-        check_host_vsn(&rel.vsn, &rel.host_vsn)?;
+        // A release on another host carries that host's binary, or the root has it already
+        // (checked by unpack against the root); check-install verifies it before a restart.
+        let host_dir = from.join(host_dir_name(&rel.host_vsn));
+        let host_dir = match fs::symlink_metadata(&host_dir) {
+            Ok(_) => {
+                let binary = host_binary_path(from, &rel.host_vsn).map_err(invalid)?;
+                if files_of(&host_dir)? != ["bin/"]
+                    || files_of(&host_dir.join("bin"))? != [HOST_BINARY]
+                {
+                    return Err(invalid(format!(
+                        "{}: a host directory holds bin/{HOST_BINARY} and nothing else",
+                        host_dir.display()
+                    )));
+                }
+                trust::open_regular(&binary).map_err(io(&binary))?;
+                Some(host_dir)
+            }
+            Err(_) => None,
+        };
         let release_dir = releases_dir.join(&rel.vsn);
         if rel_path.parent() != Some(release_dir.as_path()) {
             return Err(invalid(format!(
@@ -178,7 +201,14 @@ impl Package {
         } else {
             None
         };
-        Ok(Package { rel, release_dir, apps, record })
+        if let (Some(dir), None) = (&host_dir, &record) {
+            return Err(invalid(format!(
+                "{}: a release that carries its host binary must record it in {}",
+                dir.display(),
+                release_dir.join(HASHES_FILE).display()
+            )));
+        }
+        Ok(Package { rel, host_dir, release_dir, apps, record })
     }
 
     /// The record must list every module file of the release, only files of the release's
@@ -191,10 +221,17 @@ impl Package {
         record: &ModuleHashes,
     ) -> Result<(), ReleaseError> {
         let dirs: BTreeSet<&str> = apps.iter().map(|a| a.entry.lib_dir.as_str()).collect();
+        let host = format!("{}/bin/{HOST_BINARY}", host_dir_name(&rel.host_vsn));
+        if fs::symlink_metadata(from.join(&host)).is_ok() && !record.contains_key(&host) {
+            return Err(invalid(format!(
+                "{}: the host binary {host} is not recorded",
+                where_.display()
+            )));
+        }
         for (file, digest) in record {
             check_relative(file).map_err(|why| invalid(format!("{}: {why}", where_.display())))?;
             let dir = Path::new(file).parent().and_then(Path::to_str).unwrap_or("");
-            if !dirs.contains(dir) {
+            if !dirs.contains(dir) && *file != host {
                 return Err(invalid(format!(
                     "{}: {file} is not in a library directory of release {}",
                     where_.display(),
@@ -261,11 +298,14 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), ReleaseError> {
             copy_dir(&src, &dest)?;
         } else if kind.is_file() {
             let mut input = trust::open_regular(&src).map_err(io(&src))?;
+            use std::os::unix::fs::PermissionsExt;
+            // Executables (a host binary) stay executable; nothing is writable by others.
+            let executable = input.metadata().map_err(io(&src))?.permissions().mode() & 0o100 != 0;
             let mut output = fs::File::create_new(&dest).map_err(io(&dest))?;
             std::io::copy(&mut input, &mut output).map_err(io(&dest))?;
             output.sync_all().map_err(io(&dest))?;
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).map_err(io(&dest))?;
+            let mode = if executable { 0o755 } else { 0o644 };
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io(&dest))?;
         } else {
             return Err(invalid(format!("{}: not a regular file or directory", src.display())));
         }
@@ -381,8 +421,39 @@ impl ReleaseHandler {
             }
             to_copy.push((src.clone(), dest));
         }
+        // The host binary: one the root has must be the package's (a host version never
+        // changes); without one in either, a release on another host could not be installed.
+        let host_dest =
+            root_path(&self.root, &[&host_dir_name(&package.rel.host_vsn)]).map_err(invalid)?;
+        let copy_host = match &package.host_dir {
+            Some(src) if fs::symlink_metadata(&host_dest).is_ok() => {
+                if !same_tree(src, &host_dest)? {
+                    return Err(invalid(format!(
+                        "{}: differs from the package's {}: a host version never changes",
+                        host_dest.display(),
+                        src.display()
+                    )));
+                }
+                None
+            }
+            Some(src) => Some(src.clone()),
+            None if package.rel.host_vsn != super::HOST_VSN
+                && fs::symlink_metadata(&host_dest).is_err() =>
+            {
+                return Err(invalid(format!(
+                    "release {vsn} runs on hotcode {}, and neither the package nor the root \
+                     holds {}/bin/{HOST_BINARY}",
+                    package.rel.host_vsn,
+                    host_dest.display()
+                )));
+            }
+            None => None,
+        };
         fault_point("unpack: package read and checked");
         clean_temporaries(&self.root)?;
+        if let Some(src) = &copy_host {
+            install_dir(src, &host_dest)?;
+        }
         fs::create_dir_all(self.root.join("lib")).map_err(io(&self.root))?;
         for (src, dest) in &to_copy {
             install_dir(src, dest)?;

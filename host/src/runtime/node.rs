@@ -690,6 +690,55 @@ impl Node {
         }
     }
 
+    /// The state of gen_server `dest` exported by the version that made it, with that
+    /// version's vsn: what a host restart hands to the process's successor.
+    pub fn export_state(
+        &self,
+        dest: impl Into<Dest>,
+        timeout: Duration,
+    ) -> Result<(String, Term), ProcessError> {
+        let dest = dest.into();
+        let (tx, rx) = channel::bounded(1);
+        let ack = tx;
+        self.inner.send(
+            &dest,
+            Msg::Sys(SysMsg::Export { to: Term::Str(String::new()), down_extra: None, ack }),
+        )?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok((from, state))) => Ok((from.as_str().unwrap_or("undefined").to_owned(), state)),
+            Ok(Err(reason)) => Err(ProcessError::Exited { dest: dest.to_string(), reason }),
+            Err(_) => Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout }),
+        }
+    }
+
+    /// Gives gen_server `dest` a state that a process of version `from_vsn` exported in
+    /// another host process (a host restart's state handover): its current version's
+    /// `code_change(FromVsn, State, [])` builds its own from it. On an error the process
+    /// keeps the state it had and runs on.
+    pub fn adopt_state(
+        &self,
+        dest: impl Into<Dest>,
+        from_vsn: &str,
+        state: Term,
+        timeout: Duration,
+    ) -> Result<(), ProcessError> {
+        let dest = dest.into();
+        let (tx, rx) = channel::bounded(1);
+        let from = Term::Str(from_vsn.to_owned());
+        self.inner.send(&dest, Msg::Sys(SysMsg::Adopt { from, state, ack: tx }))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(ProcessError::CodeChange { dest: dest.to_string(), reason }),
+            Err(channel::RecvTimeoutError::Timeout) => {
+                Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+            }
+            Err(channel::RecvTimeoutError::Disconnected) => Err(ProcessError::CodeChange {
+                dest: dest.to_string(),
+                reason: Term::atom("exited"),
+            }),
+        }
+    }
+
     /// Stops a process: `terminate(Reason, State)` runs; waits up to `timeout` for the exit.
     /// Returns the exit reason.
     pub fn stop(

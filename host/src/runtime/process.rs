@@ -189,6 +189,15 @@ pub(crate) enum SysMsg {
         extra: Term,
         ack: Sender<Result<bool, Term>>,
     },
+    /// Replace the state with one a predecessor of this process exported in another host
+    /// process (a host restart's state handover): the current version's
+    /// `code_change(From, State, [])` builds it. A failure leaves the state as it was and
+    /// the process running.
+    Adopt {
+        from: Term,
+        state: Term,
+        ack: Sender<Result<(), Term>>,
+    },
     /// Graceful stop: `terminate(Reason, State)` runs.
     Terminate(Term),
     /// Wakes a process whose kill flag was set (see [`ProcEntry::kill`]).
@@ -537,6 +546,10 @@ impl Server {
                         Err(reason)
                     }
                 },
+                Msg::Sys(SysMsg::Adopt { from, state, ack }) => {
+                    let _ = ack.send(self.adopt(&from, &state));
+                    Ok(None)
+                }
                 Msg::Sys(SysMsg::Terminate(reason)) => break Exit::Graceful(reason),
                 Msg::Sys(SysMsg::Kill) => break Exit::Abrupt(Term::atom("killed")),
                 Msg::ChildExit { .. } | Msg::Sup(_) => Ok(None),
@@ -689,6 +702,32 @@ impl Server {
             return Ok(());
         }
         self.migrate(&held, mode, extra)
+    }
+
+    /// [`SysMsg::Adopt`]: a state made elsewhere, taken through the current version's
+    /// `code_change`; the state this process had is dropped by the version that made it.
+    fn adopt(&mut self, from: &Term, state: &Term) -> Result<(), Term> {
+        let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
+        let Some(old) = hold::enter_pinned() else {
+            return Err(Term::atom("no_state_version"));
+        };
+        // SAFETY: `held` holds a version of this module, which exports GenServerTable.
+        let new_table = unsafe { held.table::<GenServerTable>() };
+        let adopted = new_table.code_change(from, state, &Term::List(vec![])).map_err(|e| {
+            log::warn!("{}: code_change of a handed-over state from {from} failed: {e}", self.pid);
+            e.exit_reason()
+        })?;
+        // As in a migration: pin the version that made the new state, then drop the old
+        // state in its own version (still held through `old`).
+        hold::pin_state(&held);
+        // SAFETY: the pinned version made the old state, and only GenServerTable versions
+        // of this module are ever pinned by this thread; it is not used again.
+        let old_table = unsafe { old.table::<GenServerTable>() };
+        // SAFETY: as above.
+        unsafe { old_table.drop_state(self.state) };
+        self.state = adopted;
+        drop(old);
+        Ok(())
     }
 
     fn export_state(&self) -> Result<Term, Term> {

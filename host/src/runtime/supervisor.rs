@@ -456,6 +456,10 @@ impl Sup {
                 Msg::Sys(SysMsg::Settle { ack, .. }) => {
                     let _ = ack.send(Ok(false));
                 }
+                // Its children are its state, and a new host starts them itself.
+                Msg::Sys(SysMsg::Adopt { ack, .. }) => {
+                    let _ = ack.send(Err(Term::atom("not_a_gen_server")));
+                }
                 Msg::Sys(SysMsg::Terminate(reason)) => break reason,
                 Msg::Sys(SysMsg::Kill) => break Term::atom("killed"),
                 Msg::Call { reply, .. } => {

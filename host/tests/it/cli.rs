@@ -131,6 +131,9 @@ pub(crate) fn ctl_ok(root: &Path, args: &[&str]) -> String {
 pub(crate) struct Node {
     guard: ChildGuard,
     pub(crate) up_line: String,
+    /// The node's stdout lines after the "node up" line (a new host process that took the
+    /// node over writes to the same pipe).
+    pub(crate) lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     /// The thread collecting stderr, which ends at the pipe's end.
     stderr_reader: JoinHandle<()>,
@@ -143,11 +146,15 @@ fn spawn_boot(
     root: &Path,
     scratch: &Path,
     rust_log: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
         Command::new(bin())
             .arg("boot")
             .arg(root)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("TMPDIR", scratch)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
@@ -185,7 +192,28 @@ impl Node {
 
     /// [`Node::boot`], with `RUST_LOG=rust_log`.
     pub(crate) fn boot_logging(root: &Path, scratch: &Path, rust_log: &str) -> Node {
-        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log);
+        Node::boot_with_args(root, scratch, rust_log, &[])
+    }
+
+    /// [`Node::boot_logging`], with more arguments for `hotcode boot`.
+    pub(crate) fn boot_with_args(
+        root: &Path,
+        scratch: &Path,
+        rust_log: &str,
+        args: &[&str],
+    ) -> Node {
+        Node::boot_with_env(root, scratch, rust_log, args, &[])
+    }
+
+    /// [`Node::boot_with_args`], with more environment variables.
+    pub(crate) fn boot_with_env(
+        root: &Path,
+        scratch: &Path,
+        rust_log: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Node {
+        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log, args, envs);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
                 assert!(
@@ -193,7 +221,7 @@ impl Node {
                         .starts_with(&format!("hotcode: node up on {}, release ", root.display())),
                     "unexpected first line {up_line:?}"
                 );
-                Node { guard, up_line, stderr, stderr_reader }
+                Node { guard, up_line, lines, stderr, stderr_reader }
             }
             Err(e) => {
                 drop(guard);
@@ -230,6 +258,15 @@ impl Node {
     pub(crate) fn terminate_with_stderr(self) -> (ExitStatus, String) {
         self.guard.signal(libc::SIGTERM);
         self.wait_exit_with_stderr()
+    }
+
+    /// The next line the node (or a process that took it over) writes to stdout, waiting
+    /// at most `DEADLINE`.
+    pub(crate) fn next_line(&self) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(e) => panic!("no line on the node's stdout ({e}); stderr:\n{}", self.stderr()),
+        }
     }
 
     /// The node's pid.
@@ -640,6 +677,16 @@ const BAD_SCRIPTS: &[BadScript] = &[
         "problems-up-and-down",
         "{\"B\",\n [{\"A\", [], [{load, {ch3, soft_purge, soft_purge}}]}],\n [{\"A\", [], [{load_object_code, {ch_app, \"1\", [ch3]}}]}]}.\n",
         &[("2:14", "load of module ch3"), ("3:14", "without point_of_no_return")],
+    ),
+    (
+        // OTP's appup(4): restart_new_emulator first and once, restart_emulator last.
+        "restarts-out-of-place",
+        "{\"B\",\n [{\"A\", [], [point_of_no_return, restart_new_emulator, restart_new_emulator]}],\n [{\"A\", [], [restart_emulator,\n   point_of_no_return]}]}.\n",
+        &[
+            ("2:34", "restart_new_emulator must be the first instruction (the first is at 2:14)"),
+            ("2:56", "a second restart_new_emulator (the first is at 2:34)"),
+            ("3:14", "restart_emulator must be the last instruction (the last is at 4:4)"),
+        ],
     ),
 ];
 

@@ -15,6 +15,7 @@ mod dist_layout;
 mod elf;
 mod fixtures;
 mod guide;
+mod host_restart;
 mod make_relup;
 mod names;
 mod node_exit;

@@ -20,7 +20,8 @@
 //!   `trees` (as above), `modules: [{name, current, old, staged, post_purge, holders:
 //!   {current, old}}]` (a version `{vsn, id, behaviour, source, copy}`; a holder `{thread,
 //!   tid, process}`), `processes` (how many), `leaked: [{module, vsn, copy, reason}]`,
-//!   `detached: [{vsn, source}]`, `abandoned: [{pid, module}]`.
+//!   `detached: [{vsn, source}]`, `abandoned: [{pid, module}]`, `host: {vsn, os_pid}` (the
+//!   host version and the node's operating-system pid, which a host restart changes).
 
 use serde::Serialize;
 
@@ -289,6 +290,11 @@ pub(super) fn status(handler: &ReleaseHandler, queue: &Queue) -> Vec<String> {
         module: String,
     }
     #[derive(Serialize)]
+    struct Host {
+        vsn: &'static str,
+        os_pid: u32,
+    }
+    #[derive(Serialize)]
     struct Body {
         release: Current,
         operation: Operation,
@@ -300,6 +306,7 @@ pub(super) fn status(handler: &ReleaseHandler, queue: &Queue) -> Vec<String> {
         leaked: Vec<Leak>,
         detached: Vec<Detached>,
         abandoned: Vec<Abandoned>,
+        host: Host,
     }
     let node = handler.node();
     let releases = releases(handler);
@@ -365,6 +372,7 @@ pub(super) fn status(handler: &ReleaseHandler, queue: &Queue) -> Vec<String> {
             .into_iter()
             .map(|a| Abandoned { pid: a.pid.to_string(), module: a.module })
             .collect(),
+        host: Host { vsn: crate::release_handler::HOST_VSN, os_pid: std::process::id() },
     };
     lines("hotcode.status", body)
 }

@@ -47,52 +47,43 @@ impl RootLock {
             });
         }
         let dir = root.join(RUN_DIR);
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(ControlError::Io { path: dir, source: e }),
-        }
-        // O_NOFOLLOW | O_DIRECTORY: the descriptor is the real directory or nothing, and
-        // every later check and change goes through it, never through the name again.
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&dir)
-            .map_err(|e| match e.raw_os_error() {
-                // Refused by the flags; the name's own type only words the message.
-                Some(libc::ELOOP | libc::ENOTDIR) => {
-                    let link = fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink());
-                    let problem = if link { "is a symbolic link" } else { "is not a directory" };
-                    unsafe_run_dir(&dir, problem.to_owned())
-                }
-                _ => ControlError::Io { path: dir.clone(), source: e },
-            })?;
-        let meta = file.metadata().map_err(io_error(&dir))?;
-        let own = node_uid();
-        if meta.uid() != own {
-            return Err(unsafe_run_dir(
-                &dir,
-                format!("is owned by uid {}, but this node runs as uid {own}", meta.uid()),
-            ));
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(unsafe_run_dir(
-                &dir,
-                format!("has mode {mode:04o}: group or others have access to it (it must be 0700)"),
-            ));
-        }
-        // SAFETY: flock(2) on the descriptor `file` owns, open for the whole call; it
-        // touches no memory of ours.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            return Err(if e.kind() == io::ErrorKind::WouldBlock {
-                ControlError::AlreadyRunning { root: root.to_owned(), lock: dir }
-            } else {
-                ControlError::Io { path: dir, source: e }
-            });
-        }
+        let file = open_checked(&dir)?;
+        lock_exclusive(&file, root, &dir)?;
         Ok(RootLock { root: root.to_owned(), dir, _fd: OwnedFd::from(file) })
+    }
+
+    /// Takes over the lock a node this one replaces holds (a host restart: see
+    /// [`crate::release_handler::restart`]): `fd` must be a descriptor of `ROOT/run` itself
+    /// (the same device and inode as the directory that [`RootLock::acquire`]'s checks
+    /// pass), and `flock` on it must succeed, which it does when the open file description
+    /// it shares with the old node holds the lock (or when nobody holds it). From then on
+    /// the lock stays held for as long as this process or the old one keeps that
+    /// description open.
+    ///
+    /// # Errors
+    ///
+    /// As [`RootLock::acquire`], and [`ControlError::UnsafeRunDir`] if `fd` is not
+    /// `ROOT/run`.
+    pub fn adopt(root: &Path, fd: OwnedFd) -> Result<RootLock, ControlError> {
+        let dir = root.join(RUN_DIR);
+        let checked = open_checked(&dir)?;
+        let meta = checked.metadata().map_err(io_error(&dir))?;
+        let handed = fs::File::from(fd);
+        let handed_meta = handed.metadata().map_err(io_error(&dir))?;
+        if (handed_meta.dev(), handed_meta.ino()) != (meta.dev(), meta.ino()) {
+            return Err(unsafe_run_dir(
+                &dir,
+                "the handed lock descriptor is not this root's run directory".to_owned(),
+            ));
+        }
+        lock_exclusive(&handed, root, &dir)?;
+        Ok(RootLock { root: root.to_owned(), dir, _fd: OwnedFd::from(handed) })
+    }
+
+    /// A duplicate of the locked descriptor, to hand to a new host process: it shares the
+    /// open file description, and so the lock (see [`RootLock::adopt`]).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self._fd.try_clone()
     }
 
     /// The release root.
@@ -104,6 +95,63 @@ impl RootLock {
     pub fn path(&self) -> &Path {
         &self.dir
     }
+}
+
+/// `ROOT/run` (at `dir`), made (mode 0700) if missing, opened as a real directory and
+/// checked: owned by this user, no access for group or others.
+fn open_checked(dir: &Path) -> Result<fs::File, ControlError> {
+    let dir = dir.to_owned();
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ControlError::Io { path: dir, source: e }),
+    }
+    // O_NOFOLLOW | O_DIRECTORY: the descriptor is the real directory or nothing, and
+    // every later check and change goes through it, never through the name again.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&dir)
+        .map_err(|e| match e.raw_os_error() {
+            // Refused by the flags; the name's own type only words the message.
+            Some(libc::ELOOP | libc::ENOTDIR) => {
+                let link = fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink());
+                let problem = if link { "is a symbolic link" } else { "is not a directory" };
+                unsafe_run_dir(&dir, problem.to_owned())
+            }
+            _ => ControlError::Io { path: dir.clone(), source: e },
+        })?;
+    let meta = file.metadata().map_err(io_error(&dir))?;
+    let own = node_uid();
+    if meta.uid() != own {
+        return Err(unsafe_run_dir(
+            &dir,
+            format!("is owned by uid {}, but this node runs as uid {own}", meta.uid()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(unsafe_run_dir(
+            &dir,
+            format!("has mode {mode:04o}: group or others have access to it (it must be 0700)"),
+        ));
+    }
+    Ok(file)
+}
+
+/// Takes the exclusive lock on the opened `ROOT/run`, without waiting.
+fn lock_exclusive(file: &fs::File, root: &Path, dir: &Path) -> Result<(), ControlError> {
+    // SAFETY: flock(2) on the descriptor `file` owns, open for the whole call; it
+    // touches no memory of ours.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            ControlError::AlreadyRunning { root: root.to_owned(), lock: dir.to_owned() }
+        } else {
+            ControlError::Io { path: dir.to_owned(), source: e }
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn unsafe_run_dir(path: &Path, problem: String) -> ControlError {

@@ -70,8 +70,8 @@
 //! `json.rs`), `whereis NAME`, `call DEST REQUEST [TIMEOUT_MS]` and `cast DEST MESSAGE`
 //! (a registered name or `<0.N.0>`, and one term in Erlang syntax), `unpack PATH`
 //! (absolute: a release package or a directory), `check-install VSN`, `install VSN`,
-//! `make-permanent VSN`, `reboot-old VSN`
-//! and `remove VSN`.
+//! `make-permanent VSN`, `reboot-old VSN`, `remove VSN` and `restart` (the host, in
+//! place).
 //!
 //! # Serving
 //!
@@ -90,7 +90,7 @@
 //!   and the node's own tables, and never wait for a release operation. So `ctl status` answers while an install runs, and
 //!   says which operation runs and which wait.
 //! - **release operations** (`unpack`, `check-install`, `install`, `make-permanent`,
-//!   `reboot-old`, `remove`) run one at a time, in the order they arrived: each waits its
+//!   `reboot-old`, `remove`, `restart`) run one at a time, in the order they arrived: each waits its
 //!   turn in a queue, then holds the release handler's lock for its whole run as before.
 //!   Once the node is stopping or restarting, an operation still waiting is refused rather
 //!   than started.
@@ -100,7 +100,11 @@
 //! a request line looks at it as often. When `serve` returns, every connection thread has
 //! finished (an operation that runs is not cut short). After `reboot-old` has been
 //! answered, `serve` returns [`ServeExit::Restart`]: the node must restart to run the
-//! release that is permanent now.
+//! release that is permanent now. After an operation handed the node to a new host process
+//! (an install that restarts the host, or `restart`), it returns [`ServeExit::HandedOver`]
+//! once every connection thread has finished, and accepts nothing more: connections wait in
+//! the socket's queue for the new process, which listens on the very same socket
+//! ([`Control::listener_fd`], [`Control::adopt`]).
 
 mod client;
 mod json;
@@ -252,4 +256,8 @@ pub enum ServeExit {
     /// `reboot-old` made an old release permanent: shut down and exit so that the service
     /// manager restarts the node on it (with [`crate::release_handler::EXIT_RESTART`]).
     Restart,
+    /// A new host process with this pid is ready to take the node over (an install that
+    /// restarts the host, or `restart`): stop accepting, drain, hand over
+    /// ([`crate::release_handler::ReleaseHandler::take_successor`]) and exit.
+    HandedOver(u32),
 }

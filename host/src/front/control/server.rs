@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -42,6 +42,9 @@ pub struct Control {
     identity: (u64, u64),
     /// How long a client has for its whole request line.
     deadline: Duration,
+    /// Whether dropping this removes the socket file: not once the socket was handed to a
+    /// new host process, nor for a socket the service manager made.
+    remove_file: bool,
 }
 
 impl Control {
@@ -79,7 +82,97 @@ impl Control {
             listener,
             identity: (meta.dev(), meta.ino()),
             deadline: REQUEST_DEADLINE,
+            remove_file: true,
         })
+    }
+
+    /// Serves on a listening socket this process was handed (by the node it replaces, or
+    /// by the service manager: `LISTEN_FDS`), instead of binding one. The socket must be a
+    /// listening Unix stream socket bound to `ROOT/run/hotcode.sock` of the root `lock`
+    /// holds, and the file there a socket of this user that nobody else may use.
+    /// `remove_file`: whether dropping the `Control` removes the socket file (yes for one
+    /// handed over by an old node; no for one the service manager owns).
+    ///
+    /// # Errors
+    ///
+    /// [`ControlError::UnsafeRunDir`] naming what does not match; [`ControlError::Io`] if
+    /// the socket cannot be inspected.
+    pub fn adopt(lock: &RootLock, fd: OwnedFd, remove_file: bool) -> Result<Control, ControlError> {
+        let root = lock.root();
+        let path = socket_path(root);
+        let refuse = |problem: String| ControlError::UnsafeRunDir { path: path.clone(), problem };
+        let int_opt = |name: libc::c_int| -> Result<libc::c_int, ControlError> {
+            let mut value: libc::c_int = 0;
+            let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+                .map_err(|_| refuse("socket option size".into()))?;
+            // SAFETY: getsockopt(2) on the descriptor `fd` owns, writing at most `len` bytes
+            // into `value`, an int that lives across the call.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    name,
+                    (&raw mut value).cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return Err(ControlError::Io {
+                    path: path.clone(),
+                    source: io::Error::last_os_error(),
+                });
+            }
+            Ok(value)
+        };
+        if int_opt(libc::SO_DOMAIN)? != libc::AF_UNIX
+            || int_opt(libc::SO_TYPE)? != libc::SOCK_STREAM
+            || int_opt(libc::SO_ACCEPTCONN)? != 1
+        {
+            return Err(refuse(
+                "the inherited control socket is not a listening Unix stream socket".into(),
+            ));
+        }
+        let listener = UnixListener::from(fd);
+        let bound = listener.local_addr().map_err(io_error(&path))?;
+        if bound.as_pathname() != Some(path.as_path()) {
+            return Err(refuse(format!(
+                "the inherited control socket is bound to {:?}, not to this root's socket",
+                bound.as_pathname()
+            )));
+        }
+        let meta = fs::symlink_metadata(&path).map_err(io_error(&path))?;
+        let own = node_uid();
+        if !meta.file_type().is_socket() || meta.uid() != own || meta.mode() & 0o077 != 0 {
+            return Err(refuse(format!(
+                "the socket file must be a socket of uid {own} with mode 0600 (it has uid {}, \
+                 mode {:04o})",
+                meta.uid(),
+                meta.mode() & 0o7777
+            )));
+        }
+        listener.set_nonblocking(true).map_err(io_error(&path))?;
+        log::info!("control socket {} (inherited)", path.display());
+        Ok(Control {
+            root: root.to_owned(),
+            path,
+            listener,
+            identity: (meta.dev(), meta.ino()),
+            deadline: REQUEST_DEADLINE,
+            remove_file,
+        })
+    }
+
+    /// A duplicate of the listening socket, to hand to a new host process: the same
+    /// socket, so that no client is refused while the node changes process.
+    pub fn listener_fd(&self) -> io::Result<OwnedFd> {
+        self.listener.as_fd().try_clone_to_owned()
+    }
+
+    /// Whether dropping this removes the socket file: not while another process serves,
+    /// or may serve, on it (the old node of a restart until it has handed over; the new
+    /// one once it has taken over).
+    pub fn remove_socket_file_on_drop(&mut self, remove: bool) {
+        self.remove_file = remove;
     }
 
     /// Gives each client `deadline` in all, instead of [`REQUEST_DEADLINE`], to send its
@@ -115,6 +208,7 @@ impl Control {
             stop,
             own_uid: node_uid(),
             restart: AtomicBool::new(false),
+            handover: Mutex::new(None),
             active: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
@@ -127,6 +221,12 @@ impl Control {
                 }
                 if serving.restart.load(Ordering::SeqCst) {
                     return Ok(ServeExit::Restart);
+                }
+                if let Some(pid) = serving.handed_over() {
+                    // Nothing more is accepted: the new process takes what queues up. The
+                    // scope joins the connection threads (the operation's own answer is
+                    // sent) before `serve` returns.
+                    return Ok(ServeExit::HandedOver(pid));
                 }
                 if !wait_readable(&self.listener, POLL_INTERVAL).map_err(io_error(&self.path))? {
                     continue;
@@ -273,6 +373,9 @@ impl Control {
                     if reply.restart {
                         serving.restart.store(true, Ordering::SeqCst);
                     }
+                    if let Some(pid) = reply.handover {
+                        *serving.handover.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+                    }
                     reply
                 };
                 match serving.in_turn(fields.join(" "), op) {
@@ -324,16 +427,11 @@ pub(super) fn operate(
                 );
                 let _ = (&*stream).write_all(line.replace('\r', " ").as_bytes());
             };
-            handler.install_with_progress(vsn, &mut progress)
+            match handler.install_with_progress(vsn, &mut progress) {
+                Ok(installed) => return installed_reply(vsn, &installed),
+                Err(e) => Err(e),
+            }
         }
-        .map(|installed| {
-            vec![format!(
-                "ok: installed {vsn} ({} from {}): {}",
-                direction_word(installed.direction),
-                installed.from,
-                installed.to_term()
-            )]
-        }),
         Request::MakePermanent(vsn) => {
             handler.make_permanent(vsn).map(|()| vec![format!("ok: {vsn} is permanent")])
         }
@@ -343,9 +441,25 @@ pub(super) fn operate(
         Request::Remove(vsn) => {
             handler.remove(vsn).map(|()| vec![format!("ok: removed release {vsn}")])
         }
+        Request::Restart => match handler.restart_host() {
+            Ok(pid) => {
+                let mut reply = Reply::ok(vec![format!(
+                    "ok: restarted: the new host (pid {pid}) serves release {}",
+                    handler.current()
+                )]);
+                reply.handover = Some(pid);
+                return reply;
+            }
+            Err(e) => Err(e),
+        },
     };
     match result {
-        Ok(lines) => Reply { lines, code: 0, restart: matches!(request, Request::RebootOld(_)) },
+        Ok(lines) => Reply {
+            lines,
+            code: 0,
+            restart: matches!(request, Request::RebootOld(_)),
+            handover: None,
+        },
         Err(e) => Reply::err(EXIT_REFUSED, error_chain(&e)),
     }
 }
@@ -353,6 +467,35 @@ pub(super) fn operate(
 /// The most `call`s served at once: the other connections of [`MAX_CONNECTIONS`] stay for
 /// `status` and release operations however long calls wait.
 pub(super) const MAX_CALLS: usize = MAX_CONNECTIONS - 2;
+
+/// The answer to a successful install: OTP's result, and the new host's pid when the
+/// script restarted the host (`{continue_after_restart, OldVsn, Descr}` when the new host
+/// runs the rest of the script).
+fn installed_reply(vsn: &str, installed: &crate::release_handler::Installed) -> Reply {
+    let mut reply = if installed.continue_after_restart {
+        Reply::ok(vec![format!(
+            "ok: {{continue_after_restart,\"{}\",{}}}: the new host (pid {}) booted release {} \
+             and ran the rest of the script: {vsn} is current",
+            installed.from,
+            installed.descr,
+            installed.restarted.unwrap_or(0),
+            installed.from
+        )])
+    } else {
+        let mut lines = vec![format!(
+            "ok: installed {vsn} ({} from {}): {}",
+            direction_word(installed.direction),
+            installed.from,
+            installed.to_term()
+        )];
+        if let Some(pid) = installed.restarted {
+            lines.push(format!("ok: the host restarted (restart_emulator): new pid {pid}"));
+        }
+        Reply::ok(lines)
+    };
+    reply.handover = installed.restarted;
+    reply
+}
 
 /// What the connections of one [`Control::serve`] share.
 pub(super) struct Serving<'a> {
@@ -362,6 +505,8 @@ pub(super) struct Serving<'a> {
     /// Set once a `reboot-old` succeeded (before the next operation's turn): the node
     /// restarts, and starts no more operations.
     restart: AtomicBool,
+    /// Set once a new host process took the node over (its pid): no more operations.
+    handover: Mutex<Option<u32>>,
     /// Connections being served now.
     active: AtomicUsize,
     /// `call`s waiting for their replies now (at most [`MAX_CALLS`]).
@@ -387,7 +532,14 @@ pub(super) struct Queue {
 impl Serving<'_> {
     /// Whether the node is stopping or restarting.
     fn ending(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.restart.load(Ordering::SeqCst)
+        self.stop.load(Ordering::Relaxed)
+            || self.restart.load(Ordering::SeqCst)
+            || self.handed_over().is_some()
+    }
+
+    /// The new host process's pid, once one took the node over.
+    fn handed_over(&self) -> Option<u32> {
+        *self.handover.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
@@ -461,8 +613,8 @@ impl Drop for Control {
     fn drop(&mut self) {
         // Remove the name only if it is still our socket: after a stale-socket cleanup by
         // another node it may be someone else's.
-        let ours =
-            fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        let ours = self.remove_file
+            && fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
         if ours && let Err(e) = fs::remove_file(&self.path) {
             log::warn!("cannot remove {}: {e}", self.path.display());
         }

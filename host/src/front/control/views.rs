@@ -119,6 +119,7 @@ pub(super) fn status(handler: &ReleaseHandler, queue: &Queue) -> Vec<String> {
         Some(p) => format!("release: {name} {current} (current; permanent is {})", p.vsn),
         None => format!("release: {name} {current} (no permanent release)"),
     }];
+
     if let Some((what, since)) = &queue.running {
         lines.push(format!(
             "operation: {what} (running for {:.1} s)",
@@ -181,5 +182,11 @@ pub(super) fn status(handler: &ReleaseHandler, queue: &Queue) -> Vec<String> {
     for a in &abandoned {
         lines.push(format!("  {} {}", a.pid, a.module));
     }
+    // Which process: a host restart changes it.
+    lines.push(format!(
+        "host: hotcode {}, os pid {}",
+        crate::release_handler::HOST_VSN,
+        std::process::id()
+    ));
     lines
 }

@@ -32,6 +32,7 @@ pub(super) const USAGE: &[&str] = &[
     "make-permanent VSN",
     "reboot-old VSN",
     "remove VSN",
+    "restart",
 ];
 
 /// A request, checked for its command and number of arguments.
@@ -45,6 +46,8 @@ pub(super) enum Request<'a> {
     MakePermanent(&'a str),
     RebootOld(&'a str),
     Remove(&'a str),
+    /// Restart the host in place (same release), handing the node to a new process.
+    Restart,
 }
 
 /// A read-only request: about the node, or to one of its processes.
@@ -101,6 +104,7 @@ impl<'a> Request<'a> {
             ["make-permanent", vsn] => Request::MakePermanent(vsn),
             ["reboot-old", vsn] => Request::RebootOld(vsn),
             ["remove", vsn] => Request::Remove(vsn),
+            ["restart"] => Request::Restart,
             [""] | [] => return Err("empty request".to_owned()),
             _ => return Err(format!("bad request {:?}", fields.join(" "))),
         })
@@ -112,15 +116,22 @@ pub(super) struct Reply {
     pub(super) lines: Vec<String>,
     pub(super) code: i32,
     pub(super) restart: bool,
+    /// A new host process took over (its pid): this node stops serving and hands over.
+    pub(super) handover: Option<u32>,
 }
 
 impl Reply {
     pub(super) fn ok(lines: Vec<String>) -> Reply {
-        Reply { lines, code: 0, restart: false }
+        Reply { lines, code: 0, restart: false, handover: None }
     }
 
     pub(super) fn err(code: i32, message: String) -> Reply {
-        Reply { lines: message.lines().map(str::to_owned).collect(), code, restart: false }
+        Reply {
+            lines: message.lines().map(str::to_owned).collect(),
+            code,
+            restart: false,
+            handover: None,
+        }
     }
 
     pub(super) fn usage(message: String) -> Reply {

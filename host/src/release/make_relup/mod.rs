@@ -51,6 +51,13 @@
 //! then one `point_of_no_return`, then everything else in order. Low-level instructions in
 //! an appup pass through where they are written.
 //!
+//! When the two releases name different host versions (`{hotcode, HostVsn}` in their
+//! `.rel`; OTP's ERTS), the node must restart, and the scripts say so where systools puts
+//! it: the up script begins with `restart_new_emulator` (the node restarts on the new host
+//! with the old applications, then the rest runs there), the down script ends with
+//! `restart_emulator` (the script runs, then the node restarts on the old host). An appup
+//! may not write either itself.
+//!
 //! # Translating the high-level instructions
 //!
 //! - `{update, Mod, ...}`: `suspend` the processes running `Mod`, `load` its new code,
@@ -204,22 +211,7 @@ pub enum MakeRelupErrorKind {
     /// RELEASES, a `.rel` and an `.app` disagree about a release.
     #[error("{0}")]
     Inconsistent(String),
-    /// The releases run on different host versions: that needs a restart of the node (OTP's
-    /// `restart_new_emulator`), which is not a relup's business in hotcode.
-    #[error(
-        "release \"{to}\" runs on hotcode {to_host}, release \"{from}\" on hotcode \
-         {from_host}: changing the host needs a node restart, which a relup cannot do"
-    )]
-    HostChanged {
-        /// The release upgraded from.
-        from: String,
-        /// Its host version.
-        from_host: String,
-        /// The release upgraded to.
-        to: String,
-        /// Its host version.
-        to_host: String,
-    },
+
     /// An application changes version, but its new version has no `.appup` (the error's path
     /// is where it was expected).
     #[error(
@@ -447,25 +439,27 @@ pub(crate) fn make_relup_with(
     }
     let old = Release::read(root, releases_path, entries, from)?;
     let new = Release::read(root, releases_path, entries, to)?;
-    if old.host_vsn != new.host_vsn {
-        return Err(MakeRelupError::new(
-            &new.rel_path,
-            None,
-            MakeRelupErrorKind::HostChanged {
-                from: from.to_owned(),
-                from_host: old.host_vsn.clone(),
-                to: to.to_owned(),
-                to_host: new.host_vsn.clone(),
-            },
-        ));
-    }
     let changed = changed_apps(&old, &new)?;
     let path = relup_path(root, to);
-    let up = Translation { direction: Direction::Up, target: &new, leaving: &old, relup: &path }
-        .script(&changed)?;
-    let down =
+    let mut up =
+        Translation { direction: Direction::Up, target: &new, leaving: &old, relup: &path }
+            .script(&changed)?;
+    let mut down =
         Translation { direction: Direction::Down, target: &old, leaving: &new, relup: &path }
             .script(&changed)?;
+    // A new host version (OTP: a new ERTS) means a restart of the node, as systools writes
+    // it: up, the node first restarts on the new host with the old applications and the
+    // rest of the script runs there; down, the script runs, then the node restarts on the
+    // old host.
+    if old.host_vsn != new.host_vsn {
+        let origin = |rel: &Path, host: &str| Origin {
+            path: rel.to_owned(),
+            pos: None,
+            text: Some(format!("{{hotcode, \"{host}\"}}")),
+        };
+        up.insert(0, (Instruction::RestartNewEmulator, origin(&new.rel_path, &new.host_vsn)));
+        down.push((Instruction::RestartEmulator, origin(&old.rel_path, &old.host_vsn)));
+    }
     let entry = |script: &[(Instruction, Origin)]| RelupEntry {
         vsn: from.to_owned(),
         descr: Term::list([]),

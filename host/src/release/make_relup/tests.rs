@@ -618,3 +618,28 @@ fn the_relup_is_the_file_it_writes_and_passes_the_checks() {
     let error = write_relup(root.path(), "1", &relup).expect_err("wrong release");
     assert!(error.to_string().contains("this is the relup of release \"2\", not of \"1\""));
 }
+
+/// A new host version (OTP: a new ERTS) means a node restart, where systools puts it: up,
+/// `restart_new_emulator` first; down, `restart_emulator` last.
+#[test]
+fn a_new_host_version_restarts_the_node_first_up_and_last_down() {
+    let root = a_root("{update, m1, {advanced, []}}", "{update, m1, {advanced, []}}");
+    let r = root.path();
+    let rel = r.join("releases/2/r.rel");
+    let text = std::fs::read_to_string(&rel).expect(".rel");
+    std::fs::write(&rel, text.replace("{hotcode, \"0.1.0\"}", "{hotcode, \"0.2.0\"}"))
+        .expect(".rel");
+    let releases = r.join("releases/RELEASES");
+    let text = std::fs::read_to_string(&releases).expect("RELEASES");
+    let text = text.replacen("\"2\", \"0.1.0\"", "\"2\", \"0.2.0\"", 1);
+    std::fs::write(&releases, text).expect("RELEASES");
+    let (up, down) = scripts(r);
+    assert_eq!(up.first().map(String::as_str), Some("restart_new_emulator"), "{up:#?}");
+    assert_eq!(up.iter().filter(|i| i.contains("restart")).count(), 1, "{up:#?}");
+    assert_eq!(down.last().map(String::as_str), Some("restart_emulator"), "{down:#?}");
+    assert_eq!(down.iter().filter(|i| i.contains("restart")).count(), 1, "{down:#?}");
+    // The same host: no restart at all.
+    let same = a_root("{update, m1, {advanced, []}}", "{update, m1, {advanced, []}}");
+    let (up, down) = scripts(same.path());
+    assert!(!up.iter().chain(&down).any(|i| i.contains("restart")), "{up:#?} {down:#?}");
+}
