@@ -126,9 +126,6 @@ pub enum ParseErrorKind {
         /// Where the first one is.
         first: Pos,
     },
-    /// A relup `sync_nodes`, which needs a cluster that hotcode does not have.
-    #[error("sync_nodes needs several nodes, but a hotcode node runs alone; remove it")]
-    SyncNodes,
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {
