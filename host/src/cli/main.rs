@@ -158,6 +158,18 @@ enum Command {
         /// How long an application's stop callback may take.
         #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
         stop_timeout: Duration,
+        /// Join the etcd cluster at URL (e.g. http://127.0.0.1:2379) as --node: a lease, the
+        /// node's published releases, and sync_nodes with the other nodes (SPEC §12). Needs
+        /// a hotcode built with the `cluster` feature.
+        #[arg(long, value_name = "URL", requires = "node")]
+        cluster: Option<String>,
+        /// This node's name in the cluster (a word, unique among live nodes).
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        node: Option<String>,
+        /// The node's lease TTL: how soon the other nodes see it down if it dies (whole
+        /// seconds, at least 1s).
+        #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+        lease_ttl: Duration,
     },
     /// Send one release-handling request to the node running on ROOT.
     #[command(after_help = CTL_EXAMPLES)]
@@ -299,6 +311,10 @@ enum CtlOp {
     Install {
         /// The release to install.
         vsn: String,
+        /// The upgrade attempt this install belongs to, the same on every node of one
+        /// fleet upgrade and new for each try: needed by a relup with sync_nodes.
+        #[arg(long, value_name = "ID")]
+        attempt: Option<String>,
     },
     /// Make the installed release VSN the one the node boots.
     MakePermanent {
@@ -424,6 +440,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             apply_timeout,
             code_change_timeout,
             stop_timeout,
+            cluster,
+            node,
+            lease_ttl,
         } => {
             let timeouts = Timeouts {
                 init: init_timeout,
@@ -431,7 +450,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 code_change: code_change_timeout,
                 app_stop: stop_timeout,
             };
-            boot(&root, error_action, timeouts)
+            let cluster = cluster.zip(node).map(|(url, node)| ClusterArgs { url, node, lease_ttl });
+            boot(&root, error_action, timeouts, cluster.as_ref())
         }
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
@@ -626,7 +646,43 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.checked_mul(unit).ok_or_else(bad)?))
 }
 
-fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitCode> {
+/// `boot --cluster URL --node NAME --lease-ttl TIME`.
+struct ClusterArgs {
+    url: String,
+    node: String,
+    // Read only by the cluster feature's join; without it the request is refused whole.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    lease_ttl: Duration,
+}
+
+/// Joins the cluster and hands it to the release handler.
+#[cfg(feature = "cluster")]
+fn join_cluster(handler: &ReleaseHandler, args: &ClusterArgs) -> anyhow::Result<()> {
+    use hotcode::cluster::EtcdCluster;
+    let cluster = EtcdCluster::join(&args.url, &args.node, args.lease_ttl)
+        .with_context(|| format!("cannot join the cluster at {}", args.url))?;
+    handler.join_cluster(std::sync::Arc::new(cluster));
+    Ok(())
+}
+
+/// Without the feature, `--cluster` is refused with the way to get it, never ignored.
+#[cfg(not(feature = "cluster"))]
+fn join_cluster(_handler: &ReleaseHandler, args: &ClusterArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--cluster {} --node {}: this hotcode was built without the cluster feature; build \
+         it with `cargo build -p hotcode --features cluster` (needs protoc: apt-get install \
+         -y protobuf-compiler)",
+        args.url,
+        args.node
+    )
+}
+
+fn boot(
+    root: &Path,
+    action: Action,
+    timeouts: Timeouts,
+    cluster: Option<&ClusterArgs>,
+) -> anyhow::Result<ExitCode> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Registered before anything else, so that a SIGTERM during boot is not lost: the node
     // then shuts down as soon as it is up.
@@ -641,7 +697,7 @@ fn boot(root: &Path, action: Action, timeouts: Timeouts) -> anyhow::Result<ExitC
     if let Err(e) = last_exit::write(root, &ExitRecord::running_now()) {
         log::warn!("cannot record that the node runs: {e}");
     }
-    let result = run_node(root, action, timeouts, &lock, &signals);
+    let result = run_node(root, action, timeouts, cluster, &lock, &signals);
     if let Err(e) = &result {
         last_exit::record_exit(root, 1, &format!("hotcode boot failed: {e:#}"));
     }
@@ -680,6 +736,7 @@ fn run_node(
     root: &Path,
     action: Action,
     timeouts: Timeouts,
+    cluster: Option<&ClusterArgs>,
     lock: &RootLock,
     signals: &Signals,
 ) -> anyhow::Result<ExitCode> {
@@ -694,6 +751,9 @@ fn run_node(
     };
     let handler = ReleaseHandler::boot_with(root, error_action, timeouts)
         .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
+    if let Some(args) = cluster {
+        join_cluster(&handler, args)?;
+    }
     let current = handler.current();
     let name = handler
         .which_releases()
@@ -824,7 +884,10 @@ fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
             vec!["unpack".into(), path.to_owned()]
         }
         CtlOp::CheckInstall { vsn } => vec!["check-install".into(), vsn],
-        CtlOp::Install { vsn } => vec!["install".into(), vsn],
+        CtlOp::Install { vsn, attempt: None } => vec!["install".into(), vsn],
+        CtlOp::Install { vsn, attempt: Some(attempt) } => {
+            vec!["install".into(), vsn, "--attempt".into(), attempt]
+        }
         CtlOp::MakePermanent { vsn } => vec!["make-permanent".into(), vsn],
         CtlOp::RebootOld { vsn } => vec!["reboot-old".into(), vsn],
         CtlOp::Remove { vsn } => vec!["remove".into(), vsn],

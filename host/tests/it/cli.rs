@@ -143,11 +143,13 @@ fn spawn_boot(
     root: &Path,
     scratch: &Path,
     rust_log: &str,
+    args: &[&str],
 ) -> (ChildGuard, Receiver<String>, Arc<Mutex<String>>, JoinHandle<()>) {
     let mut guard = ChildGuard::spawn(
         Command::new(bin())
             .arg("boot")
             .arg(root)
+            .args(args)
             .env("TMPDIR", scratch)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
@@ -185,7 +187,17 @@ impl Node {
 
     /// [`Node::boot`], with `RUST_LOG=rust_log`.
     pub(crate) fn boot_logging(root: &Path, scratch: &Path, rust_log: &str) -> Node {
-        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log);
+        Node::boot_with_args(root, scratch, rust_log, &[])
+    }
+
+    /// [`Node::boot_logging`], with more arguments to `hotcode boot ROOT`.
+    pub(crate) fn boot_with_args(
+        root: &Path,
+        scratch: &Path,
+        rust_log: &str,
+        args: &[&str],
+    ) -> Node {
+        let (guard, lines, stderr, stderr_reader) = spawn_boot(root, scratch, rust_log, args);
         match lines.recv_timeout(DEADLINE) {
             Ok(up_line) => {
                 assert!(

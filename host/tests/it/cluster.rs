@@ -11,6 +11,7 @@ use hotcode::cluster::{EtcdCluster, NodeStatus};
 use hotcode::release_handler::cluster::{Cluster, SyncFailure};
 use hotcode::release_handler::{ErrorAction, InstallOptions, ReleaseError, ReleaseHandler};
 
+use crate::cli::{self, Node};
 use crate::fixtures;
 
 /// The service relup's upgrade with `sync` between staging and the point of no return.
@@ -208,4 +209,54 @@ fn sync_nodes_needs_a_cluster_and_an_attempt() {
     let err = n.handler.install("2").unwrap_err().to_string();
     assert!(err.contains("--attempt"), "{err}");
     unchanged(&n);
+}
+
+#[test]
+fn booted_nodes_join_publish_and_upgrade_together_through_ctl() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let relup = relup_with("{sync_nodes, ready, [n1, n2, n3]}");
+    let scratch = cli::scratch();
+    let roots: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| {
+            let root = fixtures::service_root();
+            std::fs::write(root.path().join("releases/2/relup"), &relup).expect("relup");
+            root
+        })
+        .collect();
+    let _nodes: Vec<Node> = roots
+        .iter()
+        .zip(names(3))
+        .map(|(root, name)| {
+            let args = ["--cluster", etcd.url(), "--node", &name, "--error-action", "return"];
+            Node::boot_with_args(root.path(), scratch.path(), "info", &args)
+        })
+        .collect();
+    let observer =
+        hotcode::cluster::Member::join(&hotcode::cluster::Config::new(etcd.url(), "observer"))
+            .expect("observer joins");
+    let current = |vsn: &str| {
+        let mut found: Vec<(String, bool)> = observer
+            .members()
+            .expect("members")
+            .into_iter()
+            .filter(|m| m.node != "observer")
+            .map(|m| (m.node, m.status.contains(&format!(r#""current":"{vsn}""#))))
+            .collect();
+        found.sort();
+        found
+    };
+    let all = |yes: bool| names(3).into_iter().map(|n| (n, yes)).collect::<Vec<_>>();
+    // Each node published its releases when it joined (before its "node up" line).
+    assert_eq!(current("1"), all(true));
+    // Without an attempt the install is refused, nothing changed.
+    let out = cli::ctl(roots[0].path(), &["install", "2"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("--attempt") || out.stderr.contains("--attempt"), "{out:?}");
+    // The three installs meet at the barrier.
+    std::thread::scope(|s| {
+        for root in &roots {
+            s.spawn(move || cli::ctl_ok(root.path(), &["install", "2", "--attempt", "up-1"]));
+        }
+    });
+    assert_eq!(current("2"), all(true));
 }
