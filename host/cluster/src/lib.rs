@@ -343,22 +343,7 @@ impl Member {
 
     /// The live nodes and what each published, by name.
     pub fn members(&self) -> Result<Vec<NodeStatus>, ClusterError> {
-        let mut client = self.client.clone();
-        let prefix = node_key("");
-        self.rt.block_on(async {
-            let answer = client
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(self.etcd("listing the nodes"))?;
-            Ok(answer
-                .kvs()
-                .iter()
-                .filter_map(|kv| {
-                    let node = kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned();
-                    Some(NodeStatus { node, status: kv.value_str().unwrap_or("").to_owned() })
-                })
-                .collect())
-        })
+        self.rt.block_on(list_members(self.client.clone())).map_err(self.etcd("listing the nodes"))
     }
 
     /// OTP's `sync_nodes(Id, Nodes)` within `attempt`: tells every other node of `nodes`
@@ -526,6 +511,61 @@ impl Drop for Member {
         let _ = self.rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await
         });
+    }
+}
+
+/// The live nodes, sorted by name.
+async fn list_members(mut client: Client) -> Result<Vec<NodeStatus>, etcd_client::Error> {
+    let prefix = node_key("");
+    let answer = client.get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+    Ok(answer
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let node = kv.key_str().ok()?.strip_prefix(&prefix)?.to_owned();
+            Some(NodeStatus { node, status: kv.value_str().unwrap_or("").to_owned() })
+        })
+        .collect())
+}
+
+/// A read-only view of a cluster, without joining it (it holds no lease and is no node):
+/// what `hotcode fleet status` reads.
+pub struct Reader {
+    rt: Runtime,
+    client: Client,
+    endpoints: String,
+}
+
+impl Reader {
+    /// Connects to etcd at `endpoints`.
+    pub fn connect(endpoints: &[String]) -> Result<Reader, ClusterError> {
+        let joined = endpoints.join(",");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ClusterError::Runtime { node: "(reader)".to_owned(), source })?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(REQUEST_TIMEOUT);
+        let client = rt.block_on(Client::connect(endpoints, Some(options))).map_err(|source| {
+            ClusterError::Etcd {
+                node: "(reader)".to_owned(),
+                endpoints: joined.clone(),
+                what: "connecting",
+                source,
+            }
+        })?;
+        Ok(Reader { rt, client, endpoints: joined })
+    }
+
+    /// The live nodes and what each published, by name.
+    pub fn members(&self) -> Result<Vec<NodeStatus>, ClusterError> {
+        self.rt.block_on(list_members(self.client.clone())).map_err(|source| ClusterError::Etcd {
+            node: "(reader)".to_owned(),
+            endpoints: self.endpoints.clone(),
+            what: "listing the nodes",
+            source,
+        })
     }
 }
 

@@ -223,6 +223,15 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Look at the nodes of an etcd cluster (SPEC §12), without joining it. Needs a hotcode
+    /// built with the `cluster` feature.
+    Fleet {
+        /// The etcd cluster's URL, e.g. http://127.0.0.1:2379.
+        #[arg(long, value_name = "URL")]
+        cluster: String,
+        #[command(subcommand)]
+        op: FleetOp,
+    },
     /// Run a development node that reloads modules whenever their libraries are rebuilt.
     #[command(after_help = WATCH_EXAMPLES)]
     Watch {
@@ -456,6 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
         Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
+        Command::Fleet { cluster, op: FleetOp::Status { json } } => fleet_status(&cluster, json),
         Command::MakeRelup { root, from, to } => make_relup(&root, &from, &to),
         Command::New { name, plugin_api, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -644,6 +654,70 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
     Ok(Duration::from_millis(n.checked_mul(unit).ok_or_else(bad)?))
+}
+
+/// `hotcode fleet --cluster URL ...`.
+#[derive(Debug, Subcommand)]
+enum FleetOp {
+    /// Every live node (its lease not expired), its current release and its releases.
+    Status {
+        /// One JSON document: {"version": 1, "nodes": [{"node", "status": <what it
+        /// published: {"current", "releases": [{"vsn", "status"}]}>}]}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hotcode fleet --cluster URL status [--json]`.
+#[cfg(feature = "cluster")]
+fn fleet_status(url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let reader = hotcode::cluster::Reader::connect(&[url.to_owned()])
+        .with_context(|| format!("cannot reach the cluster at {url}"))?;
+    let members = reader.members()?;
+    let parsed: Vec<(String, serde_json::Value)> = members
+        .into_iter()
+        .map(|m| {
+            let status = serde_json::from_str(&m.status)
+                .unwrap_or_else(|_| serde_json::Value::String(m.status.clone()));
+            (m.node, status)
+        })
+        .collect();
+    if json {
+        let nodes: Vec<serde_json::Value> = parsed
+            .iter()
+            .map(|(node, status)| serde_json::json!({ "node": node, "status": status }))
+            .collect();
+        println!("{}", serde_json::json!({ "version": 1, "nodes": nodes }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if parsed.is_empty() {
+        println!("no live node in the cluster at {url}");
+    }
+    for (node, status) in &parsed {
+        let current = status.get("current").and_then(|c| c.as_str()).unwrap_or("?");
+        let releases: Vec<String> = status
+            .get("releases")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                format!("{} {}", field("vsn"), field("status"))
+            })
+            .collect();
+        println!("{node}: live, current {current}; releases: {}", releases.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Without the feature, `fleet` is refused with the way to get it.
+#[cfg(not(feature = "cluster"))]
+fn fleet_status(url: &str, _json: bool) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "fleet --cluster {url}: this hotcode was built without the cluster feature; build it \
+         with `cargo build -p hotcode --features cluster` (needs protoc: apt-get install -y \
+         protobuf-compiler)"
+    )
 }
 
 /// `boot --cluster URL --node NAME --lease-ttl TIME`.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::release_handler::cluster::{Cluster, ClusterStatus, SyncFailure};
 
 pub use hotcode_cluster::local;
-pub use hotcode_cluster::{ClusterError, Config, DEFAULT_TTL, Member, NodeStatus, SyncError};
+pub use hotcode_cluster::{
+    ClusterError, Config, DEFAULT_TTL, Member, NodeStatus, Reader, SyncError,
+};
 
 /// A node in an etcd cluster, as the release handler sees it.
 pub struct EtcdCluster {

@@ -159,6 +159,7 @@ fn a_node_lost_at_the_barrier_stops_the_others_before_the_point_of_no_return() {
         unchanged(n);
     }
     assert!(saw_down, "some node saw n5 down");
+    eprintln!("node loss (TTL {ttl:?}) seen by every other node after {detected:?}");
     // Within the lease TTL, plus etcd's expiry check and the cascade.
     assert!(detected < ttl + Duration::from_secs(3), "node loss seen after {detected:?}");
 }
@@ -231,16 +232,19 @@ fn booted_nodes_join_publish_and_upgrade_together_through_ctl() {
             Node::boot_with_args(root.path(), scratch.path(), "info", &args)
         })
         .collect();
-    let observer =
-        hotcode::cluster::Member::join(&hotcode::cluster::Config::new(etcd.url(), "observer"))
-            .expect("observer joins");
+    // `hotcode fleet status --json` reads what each node published, without joining.
     let current = |vsn: &str| {
-        let mut found: Vec<(String, bool)> = observer
-            .members()
-            .expect("members")
-            .into_iter()
-            .filter(|m| m.node != "observer")
-            .map(|m| (m.node, m.status.contains(&format!(r#""current":"{vsn}""#))))
+        let out = cli::hotcode(&["fleet", "--cluster", etcd.url(), "status", "--json"]);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        let mut found: Vec<(String, bool)> = doc["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                let node = n["node"].as_str().expect("node").to_owned();
+                (node, n["status"]["current"] == vsn)
+            })
             .collect();
         found.sort();
         found
@@ -259,4 +263,7 @@ fn booted_nodes_join_publish_and_upgrade_together_through_ctl() {
         }
     });
     assert_eq!(current("2"), all(true));
+    let text = cli::hotcode(&["fleet", "--cluster", etcd.url(), "status"]);
+    let expected = "n2: live, current 2; releases: 1 permanent, 2 current";
+    assert!(text.stdout.contains(expected), "{text:?}");
 }
