@@ -21,8 +21,10 @@
 //!   arrived ends the wait with [`SyncError::NodeDown`] (OTP's `{sync_error, {nodedown, N}}`);
 //!   one that gave the attempt up ([`Member::abort`]) ends it with [`SyncError::Aborted`];
 //!   an optional timeout ends it with [`SyncError::Timeout`] (OTP can wait for ever).
-//! - it **aborts** an attempt ([`Member::abort`]): each arrival it wrote becomes `aborted`,
-//!   so nodes still waiting at one of its barriers stop too.
+//! - it **aborts** an attempt ([`Member::abort`]): it marks the whole attempt given up
+//!   (`/hotcode/sync/<attempt>/%aborted/<node>`) and each arrival it wrote `aborted`, so
+//!   every node at any barrier of the attempt, now or later, stops too, whether or not this
+//!   node had reached it.
 //!
 //! The wait reads the barrier and the members at the revision of the node's own arrival,
 //! then watches every later event in order: an arrival that came and went in between is
@@ -242,6 +244,12 @@ fn barrier_prefix(attempt: &str, id: &str) -> String {
     format!("{PREFIX}sync/{attempt}/{}/", id_segment(id))
 }
 
+/// Where nodes that gave `attempt` up say so: `%aborted` is no Id's segment, since
+/// [`id_segment`] escapes every `%`.
+fn aborted_prefix(attempt: &str) -> String {
+    format!("{PREFIX}sync/{attempt}/%aborted/")
+}
+
 impl Member {
     /// Joins the cluster at `config.endpoints` as `config.node`: a lease of `config.ttl`
     /// kept alive by a background task, and the node's key under it (refused if a live
@@ -362,6 +370,7 @@ impl Member {
         let others: BTreeSet<&str> =
             nodes.iter().map(String::as_str).filter(|n| *n != self.node).collect();
         let prefix = barrier_prefix(attempt, id);
+        let gave_up = aborted_prefix(attempt);
         let mine = format!("{prefix}{}", self.node);
         let mut client = self.client.clone();
         let nodes_prefix = node_key("");
@@ -389,6 +398,9 @@ impl Member {
                 client.get(bp, Some(bo)).await.map_err(self.etcd("reading the barrier"))?;
             let (np, no) = at(&nodes_prefix);
             let members = client.get(np, Some(no)).await.map_err(self.etcd("reading the nodes"))?;
+            let (ap, ao) = at(&gave_up);
+            let aborted =
+                client.get(ap, Some(ao)).await.map_err(self.etcd("reading the attempt"))?;
             let mut state = Barrier {
                 attempt,
                 id,
@@ -400,6 +412,11 @@ impl Member {
             for kv in barrier.kvs() {
                 if let (Ok(key), Ok(value)) = (kv.key_str(), kv.value_str()) {
                     state.arrival(key.strip_prefix(&prefix).unwrap_or(""), value)?;
+                }
+            }
+            for kv in aborted.kvs() {
+                if let Some(n) = kv.key_str().ok().and_then(|k| k.strip_prefix(&gave_up)) {
+                    state.arrival(n, ABORTED)?;
                 }
             }
             for kv in members.kvs() {
@@ -456,7 +473,7 @@ impl Member {
                     }
                     Err(e) => break Err(self.etcd("watching the barrier")(e).into()),
                 };
-                if let Err(e) = state.events(&prefix, &nodes_prefix, response.events()) {
+                if let Err(e) = state.events(&prefix, &gave_up, &nodes_prefix, response.events()) {
                     break Err(e);
                 }
                 if state.done() {
@@ -468,15 +485,17 @@ impl Member {
         })
     }
 
-    /// Gives `attempt` up: every arrival this node wrote in it becomes `aborted`, which
-    /// ends the wait of every node still at one of those barriers ([`SyncError::Aborted`]).
+    /// Gives `attempt` up: ends the wait of every node at any barrier of the attempt, now
+    /// or when it gets there ([`SyncError::Aborted`]), whether or not this node reached it.
     pub fn abort(&self, attempt: &str) -> Result<(), ClusterError> {
-        let keys = self
+        check_word("attempt", attempt)?;
+        let mut keys = self
             .arrivals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(attempt)
             .unwrap_or_default();
+        keys.insert(0, format!("{}{}", aborted_prefix(attempt), self.node));
         let mut client = self.client.clone();
         self.rt.block_on(async {
             for key in keys {
@@ -611,6 +630,7 @@ impl Barrier<'_> {
     fn events(
         &mut self,
         prefix: &str,
+        gave_up: &str,
         nodes_prefix: &str,
         events: &[etcd_client::Event],
     ) -> Result<(), SyncError> {
@@ -623,6 +643,10 @@ impl Barrier<'_> {
             if let Some(node) = key.strip_prefix(prefix) {
                 if event.event_type() == EventType::Put {
                     self.arrival(node, kv.value_str().unwrap_or(""))?;
+                }
+            } else if let Some(node) = key.strip_prefix(gave_up) {
+                if event.event_type() == EventType::Put {
+                    self.arrival(node, ABORTED)?;
                 }
             } else if let Some(node) = key.strip_prefix(nodes_prefix) {
                 match event.event_type() {

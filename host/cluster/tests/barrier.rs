@@ -77,6 +77,12 @@ fn an_arrival_of_an_aborted_attempt_never_releases_a_later_one() {
         Err(SyncError::Aborted { node, .. }) => assert_eq!(node, "n2"),
         other => panic!("expected n2's abort, got {other:?}"),
     }
+    // A node that gives up before it reaches a barrier stops the others there too.
+    n2.abort("a3").unwrap();
+    match n1.sync("a3", "id1", &nodes, Some(Duration::from_secs(20))) {
+        Err(SyncError::Aborted { node, .. }) => assert_eq!(node, "n2"),
+        other => panic!("expected n2's abort, got {other:?}"),
+    }
     // Attempt a2, same Id: n2's old arrival does not count.
     match n1.sync("a2", "id1", &nodes, Some(Duration::from_millis(300))) {
         Err(SyncError::Timeout { missing, .. }) => assert_eq!(missing, ["n2"]),

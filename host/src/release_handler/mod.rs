@@ -20,7 +20,8 @@
 //! - in a cluster ([`cluster`], SPEC §12), meets the other nodes at `sync_nodes` within the
 //!   install's attempt ([`InstallOptions::attempt`]): a barrier that fails before the point
 //!   of no return drops everything staged and gives the attempt up, so the nodes still
-//!   waiting stop too; after it, the [`ErrorAction`]. It publishes its releases after every
+//!   waiting stop too (as does any failure of an install with an attempt before its point
+//!   of no return, its check included); after it, the [`ErrorAction`]. It publishes its releases after every
 //!   operation;
 //! - records why the node exits, when it exits on purpose, in `ROOT/run/last-exit`
 //!   ([`last_exit`]).
@@ -603,8 +604,18 @@ impl ReleaseHandler {
             })?;
         }
         let mut state = self.lock();
-        let plan = check::plan(self, &state, vsn)?;
         let attempt = options.attempt.as_deref();
+        let plan = match check::plan(self, &state, vsn) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // A node whose check refuses never reaches a barrier: the others must not
+                // wait for it.
+                if let (Some(cluster), Some(attempt)) = (self.cluster(), attempt) {
+                    cluster.abort(attempt);
+                }
+                return Err(e);
+            }
+        };
         if attempt.is_none()
             && let Some(sync) =
                 plan.entry.instructions.iter().find(|i| i.value.name() == "sync_nodes")

@@ -267,3 +267,35 @@ fn booted_nodes_join_publish_and_upgrade_together_through_ctl() {
     let expected = "n2: live, current 2; releases: 1 permanent, 2 current";
     assert!(text.stdout.contains(expected), "{text:?}");
 }
+
+#[test]
+fn a_node_refused_before_the_barrier_stops_the_others_there() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let relup = relup_with("{sync_nodes, ready, [n1, n2, n3], 30000}");
+    let nodes: Vec<TestNode> =
+        names(3).iter().map(|n| node(&etcd, n, &relup, Duration::from_secs(5))).collect();
+    // n3's svc_handler 2 is not the file release 2 recorded: n3's install is refused at
+    // its check, before it reaches the barrier.
+    let r3 = nodes[2].handler.root();
+    std::fs::copy(fixtures::plugin("greeter-v1"), r3.join("lib/svc-2/svc_handler.so")).unwrap();
+    let started = Instant::now();
+    let results = install_all(&nodes, "t1");
+    let mut saw_n3 = false;
+    for (n, result) in nodes.iter().zip(results) {
+        match (n.name.as_str(), result) {
+            ("n3", Err(ReleaseError::Check { problems, .. })) => {
+                assert!(problems.concat().contains("svc_handler.so"), "{problems:?}");
+            }
+            // n3's abort, or that of a node that stopped because of it first.
+            (_, Err(ReleaseError::Sync { reason, .. })) => match *reason {
+                SyncFailure::Aborted { node } => saw_n3 |= node == "n3",
+                other => panic!("{}: expected an abort, got {other:?}", n.name),
+            },
+            (name, other) => panic!("{name}: unexpected {other:?}"),
+        }
+        unchanged(n);
+    }
+    assert!(saw_n3, "some node saw n3 give up");
+    // Not the barrier's 30 s timeout: n3's abort ended the wait.
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
