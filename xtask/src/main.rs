@@ -38,7 +38,7 @@ COMMANDS:
                         hotcode/cluster [ARGS...]` with HOTCODE_PLUGIN_DIR pointing at the
                         prebuilt plugins
     demo [ARGS...]      Run `dist`, then the hotcode `demo` example against target/dist
-    bench [ARGS...]     Run the benchmarks (`cargo bench -p hotcode [ARGS...]`), write
+    bench [ARGS...]     Run the benchmarks (`cargo bench -p hotcode --features cluster [ARGS...]`), write
                         target/bench-summary.json and print it against the targets
     watch PLUGIN        Rebuild plugin package PLUGIN (debug) whenever a file in its src/
                         changes, until Ctrl-C; pair it with `hotcode watch target/debug ...`

@@ -26,9 +26,9 @@
 //!   every node at any barrier of the attempt, now or later, stops too, whether or not this
 //!   node had reached it.
 //!
-//! The wait reads the barrier and the members at the revision of the node's own arrival,
-//! then watches every later event in order: an arrival that came and went in between is
-//! still seen, and nothing is polled.
+//! The wait reads the barrier at the revision of the node's own arrival (an arrival that
+//! came and went since still counts), then the barrier, the attempt and the members as
+//! they are now, in one read, then watches every later event in order. Nothing is polled.
 //!
 //! The API is synchronous, like the host: each [`Member`] owns a small private tokio
 //! runtime (one worker thread) on which the etcd client and the lease's keep-alive run.
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    TxnOpResponse, WatchOptions,
 };
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -389,18 +389,41 @@ impl Member {
                 return Ok(());
             }
             let revision = put.header().map_or(0, |h| h.revision());
-            // The barrier and the members as of our own arrival; then every later event.
-            let at = |prefix: &str| {
-                (prefix.to_owned(), GetOptions::new().with_prefix().with_revision(revision))
+            // The barrier as of our own arrival (an arrival that came and went since still
+            // counts); then the barrier, the attempt and the members now, in one read, and
+            // every event after that read. A watch from the present is served at once; one
+            // from the past only by etcd's catch-up loop, every 100 ms.
+            let with_prefix = || Some(GetOptions::new().with_prefix());
+            let at_arrival = client
+                .get(prefix.clone(), with_prefix().map(|o| o.with_revision(revision)))
+                .await
+                .map_err(self.etcd("reading the barrier"))?;
+            let now = client
+                .txn(Txn::new().and_then([
+                    TxnOp::get(prefix.clone(), with_prefix()),
+                    TxnOp::get(gave_up.clone(), with_prefix()),
+                    TxnOp::get(nodes_prefix.clone(), with_prefix()),
+                ]))
+                .await
+                .map_err(self.etcd("reading the barrier"))?;
+            let current = now.header().map_or(revision, |h| h.revision());
+            let gets: Vec<etcd_client::GetResponse> = now
+                .op_responses()
+                .into_iter()
+                .filter_map(|r| match r {
+                    TxnOpResponse::Get(get) => Some(get),
+                    _ => None,
+                })
+                .collect();
+            let [barrier, aborted, members] = gets.as_slice() else {
+                return Err(ClusterError::Unanswered {
+                    node: self.node.clone(),
+                    endpoints: self.endpoints.clone(),
+                    what: "the barrier's read in full",
+                    after: started.elapsed(),
+                }
+                .into());
             };
-            let (bp, bo) = at(&prefix);
-            let barrier =
-                client.get(bp, Some(bo)).await.map_err(self.etcd("reading the barrier"))?;
-            let (np, no) = at(&nodes_prefix);
-            let members = client.get(np, Some(no)).await.map_err(self.etcd("reading the nodes"))?;
-            let (ap, ao) = at(&gave_up);
-            let aborted =
-                client.get(ap, Some(ao)).await.map_err(self.etcd("reading the attempt"))?;
             let mut state = Barrier {
                 attempt,
                 id,
@@ -409,7 +432,7 @@ impl Member {
                 arrived: BTreeSet::new(),
                 alive: BTreeSet::new(),
             };
-            for kv in barrier.kvs() {
+            for kv in at_arrival.kvs().iter().chain(barrier.kvs()) {
                 if let (Ok(key), Ok(value)) = (kv.key_str(), kv.value_str()) {
                     state.arrival(key.strip_prefix(&prefix).unwrap_or(""), value)?;
                 }
@@ -438,7 +461,7 @@ impl Member {
             let (mut watcher, mut stream) = client
                 .watch(
                     PREFIX,
-                    Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1)),
+                    Some(WatchOptions::new().with_prefix().with_start_revision(current + 1)),
                 )
                 .await
                 .map_err(self.etcd("watching the barrier"))?;
