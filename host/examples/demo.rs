@@ -13,6 +13,11 @@
 //! then restarts its host in place a few times; the clients see no refused connection, no
 //! failed request, and their counters carry on.
 //! Part 4 swaps a library module back and forth while threads call it.
+//! Part 5 (feature `cluster`, which `cargo xtask demo` turns on) runs the service on five
+//! nodes in one etcd cluster, each with its own root, lease and clients: a relup with
+//! `sync_nodes` where one node is killed at the barrier (the other four stop before the
+//! point of no return, nothing changed), then the same upgrade with all five, which flip
+//! together.
 //!
 //! Every check waits for the event it checks (a version answering, a library leaving the
 //! memory map), for at most [`DEADLINE`], instead of hoping the scheduler produced it within
@@ -65,6 +70,10 @@ fn run() -> Result<()> {
     service(&dist.join("service"))?;
     host_restart(&dist.join("service"))?;
     library_under_load(&dist)?;
+    #[cfg(feature = "cluster")]
+    fleet::fleet(&dist.join("service"))?;
+    #[cfg(not(feature = "cluster"))]
+    println!("\n(part 4, the fleet, needs the cluster feature: cargo xtask demo turns it on)");
     println!("\nok: the demo ran to the end");
     Ok(())
 }
@@ -750,5 +759,181 @@ fn describe(p: &Purged) -> String {
             let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
             format!("still held by {}, unloaded when it returns", names.join(", "))
         }
+    }
+}
+
+/// Part 4: five nodes meet at `sync_nodes` on etcd.
+#[cfg(feature = "cluster")]
+mod fleet {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use hotcode::cluster::EtcdCluster;
+    use hotcode::cluster::local::LocalEtcd;
+    use hotcode::release_handler::cluster::Cluster;
+    use hotcode::release_handler::{ErrorAction, InstallOptions, ReleaseError, ReleaseHandler};
+    use hotcode::service::{LineServer, LoadGen};
+
+    use super::{Result, check, say, scratch_root, step};
+
+    const NODES: usize = 5;
+
+    /// One node: its root (a copy of the dist root), handler, membership and service.
+    struct FleetNode {
+        name: String,
+        // Declared in drop order: clients, server, handler, membership, root.
+        load: Option<LoadGen>,
+        _server: LineServer,
+        handler: ReleaseHandler,
+        cluster: Arc<EtcdCluster>,
+        root: tempfile::TempDir,
+    }
+
+    impl FleetNode {
+        /// Stops the node (clients, service, handler, membership), keeping its root.
+        fn stop(mut self) -> (String, tempfile::TempDir) {
+            if let Some(load) = self.load.take() {
+                load.finish();
+            }
+            let FleetNode { name, root, .. } = self;
+            (name, root)
+        }
+    }
+
+    fn sync_relup(nodes: &[String]) -> String {
+        format!(
+            "{{\"2\", [{{\"1\", [],\n  [{{load_object_code,{{svc,\"2\",[svc_handler]}}}},\n   \
+             {{sync_nodes, svc_v2, [{}]}},\n   point_of_no_return,\n   \
+             {{suspend,[svc_handler]}},\n   {{load,{{svc_handler,brutal_purge,brutal_purge}}}},\n   \
+             {{code_change,up,[{{svc_handler,[]}}]}},\n   {{resume,[svc_handler]}}]}}],\n []}}.\n",
+            nodes.join(", ")
+        )
+    }
+
+    fn start(
+        etcd: &LocalEtcd,
+        name: &str,
+        root: tempfile::TempDir,
+        ttl: Duration,
+    ) -> Result<FleetNode> {
+        let handler = ReleaseHandler::boot(root.path(), ErrorAction::Return)?;
+        let cluster = Arc::new(EtcdCluster::join(etcd.url(), name, ttl)?);
+        handler.join_cluster(Arc::clone(&cluster) as Arc<dyn Cluster>);
+        let server =
+            LineServer::start(handler.node().reference(), "127.0.0.1:0", "svc_handler", 2)?;
+        let load = LoadGen::start(server.addr(), 1, name)?;
+        Ok(FleetNode {
+            name: name.to_owned(),
+            load: Some(load),
+            _server: server,
+            handler,
+            cluster,
+            root,
+        })
+    }
+
+    fn install_all(
+        nodes: &[&FleetNode],
+        attempt: &str,
+    ) -> Vec<(std::result::Result<(), ReleaseError>, Duration)> {
+        let options = InstallOptions { attempt: Some(attempt.to_owned()) };
+        std::thread::scope(|s| {
+            let threads: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let options = &options;
+                    s.spawn(move || {
+                        let started = Instant::now();
+                        let r = n.handler.install_with("2", options, &mut |_| {}).map(drop);
+                        (r, started.elapsed())
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("install thread")).collect()
+        })
+    }
+
+    pub(super) fn fleet(root: &Path) -> Result<()> {
+        step(&format!("A fleet: the service on {NODES} nodes, sync_nodes on etcd"));
+        let etcd = LocalEtcd::start()?;
+        say(format!("etcd on {} (a private one, data in {})", etcd.url(), etcd.dir().display()));
+        let names: Vec<String> = (1..=NODES).map(|i| format!("n{i}")).collect();
+        let relup = sync_relup(&names);
+        let ttl = Duration::from_secs(1);
+        let mut nodes = Vec::new();
+        for name in &names {
+            let copy = scratch_root(root)?;
+            std::fs::write(copy.path().join("releases/2/relup"), &relup)?;
+            nodes.push(start(&etcd, name, copy, ttl)?);
+        }
+        say(format!("{NODES} nodes up, each with its root, a 1 s lease and one client; relup 2:"));
+        for line in relup.lines() {
+            say(format!("    {line}"));
+        }
+
+        say("attempt demo-1: n5 is killed at the barrier (its lease is no longer renewed)");
+        nodes[NODES - 1].cluster.member().stop_renewing();
+        let killed = Instant::now();
+        let others: Vec<&FleetNode> = nodes[..NODES - 1].iter().collect();
+        let results = install_all(&others, "demo-1");
+        let detect = killed.elapsed();
+        for (n, (result, _)) in others.iter().zip(&results) {
+            match result {
+                Err(e @ ReleaseError::Sync { .. }) => say(format!("{}: {e}", n.name)),
+                other => {
+                    return check(
+                        "fleet/abort",
+                        false,
+                        "a sync_nodes error",
+                        format!("{}: {other:?}", n.name),
+                    );
+                }
+            }
+            let unchanged = n.handler.current() == "1"
+                && n.handler.node().code().staged_vsn("svc_handler").is_none();
+            check(
+                "fleet/unchanged",
+                unchanged,
+                "release 1, nothing staged",
+                format!("{}: {}", n.name, n.handler.current()),
+            )?;
+        }
+        say(format!(
+            "node loss seen and every other node back as it was after {detect:.2?} (lease TTL {ttl:?})"
+        ));
+
+        // n5 restarts: a new node on the same root, a new lease.
+        let lost = nodes.pop().ok_or("no n5")?;
+        let (name, root5) = lost.stop();
+        nodes.push(start(&etcd, &name, root5, ttl)?);
+        say("n5 restarted; attempt demo-2 with all five:");
+        let all: Vec<&FleetNode> = nodes.iter().collect();
+        let results = install_all(&all, "demo-2");
+        let mut took = Vec::new();
+        for (n, (result, elapsed)) in nodes.iter().zip(results) {
+            if let Err(e) = result {
+                return check("fleet/upgrade", false, "installed", format!("{}: {e}", n.name));
+            }
+            took.push(elapsed);
+            check("fleet/current", n.handler.current() == "2", "release 2", n.handler.current())?;
+        }
+        took.sort();
+        say(format!(
+            "every node on release 2; installs took {:.1?} to {:.1?} (the first arrivals waited for the last)",
+            took[0],
+            took[took.len() - 1]
+        ));
+        let mut failed = 0;
+        let mut requests = 0;
+        for n in &mut nodes {
+            if let Some(load) = n.load.take() {
+                let report = load.finish();
+                failed += report.failed;
+                requests += report.requests;
+            }
+        }
+        say(format!("clients of every node: {requests} requests, {failed} failed"));
+        check("fleet/no-failed-requests", failed == 0, "no failed request", failed)
     }
 }

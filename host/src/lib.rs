@@ -42,6 +42,8 @@ pub mod release_handler;
 pub mod runtime;
 
 // The fronts' modules at the paths the README has always shown (`hotcode::watch::Watcher`).
+#[cfg(feature = "cluster")]
+pub use front::cluster;
 pub use front::{control, scaffold, service, watch};
 
 pub use code::code_server::{

@@ -1,12 +1,12 @@
-//! `cargo xtask bench [ARGS...]`: builds every plugin in release mode, runs
-//! `cargo bench -p hotcode [ARGS...]` with `HOTCODE_PLUGIN_DIR` pointing at them, then
+//! `cargo xtask bench [ARGS...]`: makes sure etcd and protoc are installed, builds every
+//! plugin in release mode, runs `cargo bench -p hotcode --features cluster [ARGS...]` with `HOTCODE_PLUGIN_DIR` pointing at them, then
 //! merges what the benchmarks left behind into `target/bench-summary.json` and prints it
 //! as a table against SPEC §10's targets.
 //!
 //! The benchmarks write their own raw results: criterion its estimates
 //! (`target/criterion/<group>/<bench>/new/estimates.json`, the group's `/` turned into
 //! `_`), the call path's paired ratios and the scenario benchmarks
-//! `target/bench-results/{call_paired,upgrade,soak,restart}.json`. Merging them
+//! `target/bench-results/{call_paired,upgrade,soak,restart,fleet}.json`. Merging them
 //! here keeps the benchmarks free of any knowledge of each other and of the targets.
 //!
 //! A result file older than this run is stale (left by an earlier run) and counts as
@@ -29,11 +29,12 @@ use crate::test::PLUGIN_DIR_VAR;
 
 /// Entry point of the `bench` subcommand; `args` go to `cargo bench` verbatim.
 pub fn run(args: &[String]) -> Result<ExitCode> {
+    crate::tools::ensure_cluster_tools()?;
     build::build(Profile::Release)?;
     let started = SystemTime::now();
     let mut cargo = cmd::cargo();
     cargo
-        .args(["bench", "-p", "hotcode"])
+        .args(["bench", "-p", "hotcode", "--features", "cluster"])
         .args(args)
         .env(PLUGIN_DIR_VAR, Profile::Release.out_dir());
     let status = cmd::status(&mut cargo)?;
@@ -148,6 +149,7 @@ fn summarize(src: &Sources) -> Vec<Row> {
     let up = |key| src.scenario("upgrade", key);
     let soak = |key| src.scenario("soak", key);
     let restart = |key| src.scenario("restart", key);
+    let fleet = |key| src.scenario("fleet", key);
     let row = |key, value, target| Row { key, value, target };
     vec![
         row("call_ns.raw_fn_ptr", round(one("raw_fn_ptr"), 2), None),
@@ -194,6 +196,9 @@ fn summarize(src: &Sources) -> Vec<Row> {
         ),
         row("restart.handover_ms_median", round(restart("handover_ms_median"), 1), None),
         row("restart.unavailable_ms_max", round(restart("unavailable_ms_max"), 1), None),
+        row("fleet.nodes", round(fleet("nodes"), 0), None),
+        row("fleet.sync_release_ms_p99", round(fleet("sync_release_ms_p99"), 2), None),
+        row("fleet.node_loss_detect_ms", round(fleet("node_loss_detect_ms"), 0), None),
     ]
 }
 

@@ -1,6 +1,8 @@
-//! `cargo xtask demo [ARGS...]`: runs `dist`, then
-//! `cargo run --release --quiet -p hotcode --example demo -- <target/dist> [ARGS...]`
-//! (the dist path is absolute) and exits with the demo's exit code.
+//! `cargo xtask demo [ARGS...]`: makes sure etcd and protoc are installed
+//! ([`tools`](crate::tools)), runs `dist`, then `cargo run --release --quiet -p hotcode
+//! --features cluster --example demo -- <target/dist> [ARGS...]` (the dist path is
+//! absolute; the demo's fleet part starts a private etcd on loopback and stops it) and
+//! exits with the demo's exit code.
 
 use std::process::ExitCode;
 
@@ -11,10 +13,12 @@ use crate::{cmd, dist};
 /// Entry point of the `demo` subcommand; `args` are passed to the demo after
 /// the dist path.
 pub fn run(args: &[String]) -> Result<ExitCode> {
+    crate::tools::ensure_cluster_tools()?;
     let dist_dir = dist::dist()?;
     let mut cargo = cmd::cargo();
     cargo
-        .args(["run", "--release", "--quiet", "-p", "hotcode", "--example", "demo", "--"])
+        .args(["run", "--release", "--quiet", "-p", "hotcode", "--features", "cluster"])
+        .args(["--example", "demo", "--"])
         .arg(&dist_dir)
         .args(args);
     let status = cmd::status(&mut cargo)?;

@@ -16,6 +16,7 @@ mod examples;
 mod plugins;
 mod project;
 mod test;
+mod tools;
 mod watch;
 
 use std::fmt;
@@ -32,10 +33,12 @@ COMMANDS:
     build [--release]   Build every plugin crate (fixtures included) with one `cargo build`
     dist                Release-build the plugins, assemble target/dist/lib/<app>-<vsn>/ and the
                         example release roots target/dist/<root>/ listed in relups/examples.txt
-    test [ARGS...]      Build the plugins (debug), then `cargo test --workspace [ARGS...]`
-                        with HOTCODE_PLUGIN_DIR pointing at the prebuilt plugins
+    test [ARGS...]      Install etcd and protoc if missing (as root, apt-get), build the
+                        plugins (debug), then `cargo test --workspace --features
+                        hotcode/cluster [ARGS...]` with HOTCODE_PLUGIN_DIR pointing at the
+                        prebuilt plugins
     demo [ARGS...]      Run `dist`, then the hotcode `demo` example against target/dist
-    bench [ARGS...]     Run the benchmarks (`cargo bench -p hotcode [ARGS...]`), write
+    bench [ARGS...]     Run the benchmarks (`cargo bench -p hotcode --features cluster [ARGS...]`), write
                         target/bench-summary.json and print it against the targets
     watch PLUGIN        Rebuild plugin package PLUGIN (debug) whenever a file in its src/
                         changes, until Ctrl-C; pair it with `hotcode watch target/debug ...`

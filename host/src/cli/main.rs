@@ -175,6 +175,18 @@ enum Command {
         stop_timeout: Duration,
         #[command(flatten)]
         front: FrontArgs,
+        /// Join the etcd cluster at URL (e.g. http://127.0.0.1:2379) as --node: a lease, the
+        /// node's published releases, and sync_nodes with the other nodes (SPEC §12). Needs
+        /// a hotcode built with the `cluster` feature.
+        #[arg(long, value_name = "URL", requires = "node")]
+        cluster: Option<String>,
+        /// This node's name in the cluster (a word, unique among live nodes).
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        node: Option<String>,
+        /// The node's lease TTL: how soon the other nodes see it down if it dies (whole
+        /// seconds, at least 1s).
+        #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_duration)]
+        lease_ttl: Duration,
     },
     /// Send one release-handling request to the node running on ROOT.
     #[command(after_help = CTL_EXAMPLES)]
@@ -227,6 +239,15 @@ enum Command {
         /// Where to write it (default: ./NAME); must not exist.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Look at the nodes of an etcd cluster (SPEC §12), without joining it. Needs a hotcode
+    /// built with the `cluster` feature.
+    Fleet {
+        /// The etcd cluster's URL, e.g. http://127.0.0.1:2379.
+        #[arg(long, value_name = "URL")]
+        cluster: String,
+        #[command(subcommand)]
+        op: FleetOp,
     },
     /// Run a development node that reloads modules whenever their libraries are rebuilt.
     #[command(after_help = WATCH_EXAMPLES)]
@@ -338,6 +359,10 @@ enum CtlOp {
     Install {
         /// The release to install.
         vsn: String,
+        /// The upgrade attempt this install belongs to, the same on every node of one
+        /// fleet upgrade and new for each try: needed by a relup with sync_nodes.
+        #[arg(long, value_name = "ID")]
+        attempt: Option<String>,
     },
     /// Make the installed release VSN the one the node boots.
     MakePermanent {
@@ -479,6 +504,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             code_change_timeout,
             stop_timeout,
             front,
+            cluster,
+            node,
+            lease_ttl,
         } => {
             let timeouts = Timeouts {
                 init: init_timeout,
@@ -486,11 +514,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 code_change: code_change_timeout,
                 app_stop: stop_timeout,
             };
-            boot(&root, error_action, timeouts, &front)
+            let cluster = cluster.zip(node).map(|(url, node)| ClusterArgs { url, node, lease_ttl });
+            boot(&root, error_action, timeouts, &front, cluster.as_ref())
         }
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
         Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
+        Command::Fleet { cluster, op: FleetOp::Status { json } } => fleet_status(&cluster, json),
         Command::MakeRelup { root, from, to } => make_relup(&root, &from, &to),
         Command::New { name, plugin_api, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -681,11 +711,107 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.checked_mul(unit).ok_or_else(bad)?))
 }
 
+/// `hotcode fleet --cluster URL ...`.
+#[derive(Debug, Subcommand)]
+enum FleetOp {
+    /// Every live node (its lease not expired), its current release and its releases.
+    Status {
+        /// One JSON document: {"version": 1, "nodes": [{"node", "status": <what it
+        /// published: {"current", "releases": [{"vsn", "status"}]}>}]}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hotcode fleet --cluster URL status [--json]`.
+#[cfg(feature = "cluster")]
+fn fleet_status(url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let reader = hotcode::cluster::Reader::connect(&[url.to_owned()])
+        .with_context(|| format!("cannot reach the cluster at {url}"))?;
+    let members = reader.members()?;
+    let parsed: Vec<(String, serde_json::Value)> = members
+        .into_iter()
+        .map(|m| {
+            let status = serde_json::from_str(&m.status)
+                .unwrap_or_else(|_| serde_json::Value::String(m.status.clone()));
+            (m.node, status)
+        })
+        .collect();
+    if json {
+        let nodes: Vec<serde_json::Value> = parsed
+            .iter()
+            .map(|(node, status)| serde_json::json!({ "node": node, "status": status }))
+            .collect();
+        println!("{}", serde_json::json!({ "version": 1, "nodes": nodes }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if parsed.is_empty() {
+        println!("no live node in the cluster at {url}");
+    }
+    for (node, status) in &parsed {
+        let current = status.get("current").and_then(|c| c.as_str()).unwrap_or("?");
+        let releases: Vec<String> = status
+            .get("releases")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
+                format!("{} {}", field("vsn"), field("status"))
+            })
+            .collect();
+        println!("{node}: live, current {current}; releases: {}", releases.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Without the feature, `fleet` is refused with the way to get it.
+#[cfg(not(feature = "cluster"))]
+fn fleet_status(url: &str, _json: bool) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "fleet --cluster {url}: this hotcode was built without the cluster feature; build it \
+         with `cargo build -p hotcode --features cluster` (needs protoc: apt-get install -y \
+         protobuf-compiler)"
+    )
+}
+
+/// `boot --cluster URL --node NAME --lease-ttl TIME`.
+struct ClusterArgs {
+    url: String,
+    node: String,
+    // Read only by the cluster feature's join; without it the request is refused whole.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    lease_ttl: Duration,
+}
+
+/// Joins the cluster and hands it to the release handler.
+#[cfg(feature = "cluster")]
+fn join_cluster(handler: &ReleaseHandler, args: &ClusterArgs) -> anyhow::Result<()> {
+    use hotcode::cluster::EtcdCluster;
+    let cluster = EtcdCluster::join(&args.url, &args.node, args.lease_ttl)
+        .with_context(|| format!("cannot join the cluster at {}", args.url))?;
+    handler.join_cluster(std::sync::Arc::new(cluster));
+    Ok(())
+}
+
+/// Without the feature, `--cluster` is refused with the way to get it, never ignored.
+#[cfg(not(feature = "cluster"))]
+fn join_cluster(_handler: &ReleaseHandler, args: &ClusterArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--cluster {} --node {}: this hotcode was built without the cluster feature; build \
+         it with `cargo build -p hotcode --features cluster` (needs protoc: apt-get install \
+         -y protobuf-compiler)",
+        args.url,
+        args.node
+    )
+}
+
 fn boot(
     root: &Path,
     action: Action,
     timeouts: Timeouts,
     front: &FrontArgs,
+    cluster: Option<&ClusterArgs>,
 ) -> anyhow::Result<ExitCode> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Registered before anything else, so that a SIGTERM during boot is not lost: the node
@@ -722,6 +848,9 @@ fn boot(
         let error_action = error_action(action);
         let handler = ReleaseHandler::boot_with(root, error_action, timeouts)
             .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
+        if let Some(args) = cluster {
+            join_cluster(&handler, args)?;
+        }
         let tcp = start_tcp(&handler, front, inherited.take(FD_TCP), true)?;
         let node = Running { control, handler, tcp };
         node.announce(root, None)?;
@@ -1158,7 +1287,10 @@ fn ctl(root: &Path, op: CtlOp) -> anyhow::Result<ExitCode> {
             vec!["unpack".into(), path.to_owned()]
         }
         CtlOp::CheckInstall { vsn } => vec!["check-install".into(), vsn],
-        CtlOp::Install { vsn } => vec!["install".into(), vsn],
+        CtlOp::Install { vsn, attempt: None } => vec!["install".into(), vsn],
+        CtlOp::Install { vsn, attempt: Some(attempt) } => {
+            vec!["install".into(), vsn, "--attempt".into(), attempt]
+        }
         CtlOp::MakePermanent { vsn } => vec!["make-permanent".into(), vsn],
         CtlOp::RebootOld { vsn } => vec!["reboot-old".into(), vsn],
         CtlOp::Remove { vsn } => vec!["remove".into(), vsn],

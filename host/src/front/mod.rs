@@ -1,6 +1,7 @@
 //! The fronts: the ways in from outside the node.
 //!
-//! [`control`] (the control socket between `hotcode boot` and `hotcode ctl`), [`watch`]
+//! `cluster` (feature `cluster`: a node's place in an etcd cluster, for `sync_nodes` and
+//! fleets), [`control`] (the control socket between `hotcode boot` and `hotcode ctl`), [`watch`]
 //! (the developer loop: reload a module whenever its library is rebuilt), [`scaffold`]
 //! (`hotcode new`: a service to start from) and [`service`] (the service example's TCP
 //! front end and its load generator). The `hotcode` binary
@@ -9,6 +10,8 @@
 //! **May use:** every layer below: the release handler, the runtime, the code layer and the
 //! release files. Nothing below imports a front.
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod control;
 pub mod scaffold;
 pub mod service;

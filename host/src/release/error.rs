@@ -124,9 +124,6 @@ pub enum ParseErrorKind {
         /// Where the first one is.
         first: Pos,
     },
-    /// A relup `sync_nodes`, which needs a cluster that hotcode does not have.
-    #[error("sync_nodes needs several nodes, but a hotcode node runs alone; remove it")]
-    SyncNodes,
     /// `restart_new_emulator` anywhere but first (OTP: it restarts the node on the new host
     /// with the old release's applications, and the rest of the script runs after that).
     #[error(

@@ -37,7 +37,7 @@ pub use files::{
 };
 pub use make_relup::{MakeRelupError, MakeRelupErrorKind, make_relup, write_relup};
 pub use relup::{
-    Direction, Instruction, Relup, RelupEntry, SyncNodes, Timeout, check_script, parse_relup,
+    Direction, Instruction, Relup, RelupEntry, SyncTargets, Timeout, check_script, parse_relup,
     read_relup, script_problems,
 };
 pub use terms::{Pos, RawTerm, Spanned, parse_terms, read_terms};

@@ -15,8 +15,9 @@
 //! expected there.
 //!
 //! [`check_script`] adds the structural rules of SPEC §5.1 that can be decided from the script
-//! alone: every `load` has staged code, `point_of_no_return` is where it must be, and no
-//! `sync_nodes`. What needs the release on disk (files exist, are plugins, `apply` targets
+//! alone: every `load` has staged code and `point_of_no_return` is where it must be.
+//! `sync_nodes` is read here like any instruction; whether the node is in a cluster is the
+//! release handler's check. What needs the release on disk (files exist, are plugins, `apply` targets
 //! exist) or the running node (who holds old code) is checked by the release handler.
 //!
 //! **Invariant:** this module knows nothing of libraries, processes or the code server; it
@@ -203,13 +204,16 @@ pub enum Instruction {
         /// The arguments.
         args: Vec<Term>,
     },
-    /// `{sync_nodes, Id, [Node]}` or `{sync_nodes, Id, {M, F, A}}`: wait for other nodes;
-    /// hotcode runs one node, so [`check_script`] refuses it.
+    /// `{sync_nodes, Id, [Node]}` or `{sync_nodes, Id, {M, F, A}}`: tell every other listed
+    /// node that this one reached `Id`, then wait until each of them reached it too (SPEC
+    /// §12). hotcode's extension `{sync_nodes, Id, Nodes, Timeout}` bounds the wait.
     SyncNodes {
         /// The synchronisation point's name.
         id: Term,
         /// The nodes to wait for.
-        nodes: SyncNodes,
+        nodes: SyncTargets,
+        /// How long to wait: `None` as OTP (no limit), or the extension's `Timeout`.
+        timeout: Option<Timeout>,
     },
     /// `restart_new_emulator`: restart the node on the new host version.
     RestartNewEmulator,
@@ -217,13 +221,13 @@ pub enum Instruction {
     RestartEmulator,
 }
 
-/// The nodes a `sync_nodes` waits for: a list, or a function that returns it.
+/// The nodes of a `sync_nodes`: listed, or the list a function returns.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SyncNodes {
+pub enum SyncTargets {
     /// `[Node]`.
-    List(Vec<String>),
-    /// `{M, F, A}`: `apply(M, F, A)` returns the nodes.
-    Mfa {
+    Nodes(Vec<String>),
+    /// `{M, F, A}`: the nodes are `apply(M, F, A)`, called when the line is reached.
+    Apply {
         /// The module.
         module: String,
         /// The function.
@@ -249,7 +253,10 @@ const FORMS: &[(&str, &str)] = &[
     ("stop", "{stop, [Module]}"),
     ("start", "{start, [Module]}"),
     ("apply", "{apply, {Module, Function, [Arg]}}"),
-    ("sync_nodes", "{sync_nodes, Id, [Node]} or {sync_nodes, Id, {Module, Function, [Arg]}}"),
+    (
+        "sync_nodes",
+        "{sync_nodes, Id, [Node] | {M, F, A}} or {sync_nodes, Id, [Node] | {M, F, A}, Timeout}",
+    ),
     ("restart_new_emulator", "restart_new_emulator"),
     ("restart_emulator", "restart_emulator"),
 ];
@@ -321,16 +328,24 @@ impl Instruction {
                 Term::atom(function),
                 Term::List(args.clone()),
             ])),
-            Instruction::SyncNodes { id, nodes } => {
+            Instruction::SyncNodes { id, nodes, timeout } => {
                 let nodes = match nodes {
-                    SyncNodes::List(nodes) => atoms(nodes),
-                    SyncNodes::Mfa { module, function, args } => Term::tuple([
+                    SyncTargets::Nodes(nodes) => atoms(nodes),
+                    SyncTargets::Apply { module, function, args } => Term::tuple([
                         Term::atom(module),
                         Term::atom(function),
                         Term::List(args.clone()),
                     ]),
                 };
-                Term::tuple([Term::atom(self.name()), id.clone(), nodes])
+                let mut items = vec![Term::atom(self.name()), id.clone(), nodes];
+                if let Some(timeout) = timeout {
+                    items.push(match timeout {
+                        Timeout::Default => Term::atom("default"),
+                        Timeout::Infinity => Term::atom("infinity"),
+                        Timeout::Ms(ms) => Term::Int(i64::try_from(*ms).unwrap_or(i64::MAX)),
+                    });
+                }
+                Term::tuple(items)
             }
             Instruction::PointOfNoReturn
             | Instruction::RestartNewEmulator
@@ -449,7 +464,6 @@ pub fn check_script(path: &Path, instructions: &[Spanned<Instruction>]) -> Resul
 /// - `load_object_code` comes only before `point_of_no_return`, the one instruction not
 ///   allowed after it;
 /// - `point_of_no_return` is there if any `load_object_code` is, and at most once;
-/// - no `sync_nodes`, which needs several nodes (SPEC §5.6);
 /// - `restart_new_emulator` is the first instruction, and there is at most one (OTP's
 ///   appup(4): the node restarts on the new host with the old release's applications, and
 ///   the rest of the script runs after the restart);
@@ -521,7 +535,6 @@ pub fn script_problems(path: &Path, instructions: &[Spanned<Instruction>]) -> Ve
                     );
                 }
             }
-            Instruction::SyncNodes { .. } => problem(pos, ParseErrorKind::SyncNodes),
             _ => {}
         }
     }
@@ -672,17 +685,16 @@ pub fn parse_instruction(
                 args: form.list(args)?.iter().map(|arg| arg.value.to_term()).collect(),
             }
         }
-        ("sync_nodes", Some([id, nodes])) => {
-            let nodes = match nodes.value.as_tuple() {
-                Some([module, function, args]) => SyncNodes::Mfa {
-                    module: form.name(module, NameKind::Module, "Module")?,
-                    function: form.atom(function, "Function")?,
-                    args: form.list(args)?.iter().map(|arg| arg.value.to_term()).collect(),
-                },
-                _ => SyncNodes::List(form.atoms(nodes, "Node")?),
-            };
-            Instruction::SyncNodes { id: id.value.to_term(), nodes }
-        }
+        ("sync_nodes", Some([id, nodes])) => Instruction::SyncNodes {
+            id: id.value.to_term(),
+            nodes: sync_targets(&form, nodes)?,
+            timeout: None,
+        },
+        ("sync_nodes", Some([id, nodes, timeout])) => Instruction::SyncNodes {
+            id: id.value.to_term(),
+            nodes: sync_targets(&form, nodes)?,
+            timeout: Some(self::timeout(&form, timeout)?),
+        },
         _ => return Err(form.mismatch()),
     };
     Ok(Spanned::new(instruction, term.pos))
@@ -712,6 +724,21 @@ pub(super) fn purge_method(
         Some("brutal_purge") => Ok(PurgeMethod::BrutalPurge),
         _ => Err(form.error_at(term, ParseErrorKind::PurgeMethod(term.value.describe()))),
     }
+}
+
+/// `[Node]` or `{M, F, A}`.
+fn sync_targets(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<SyncTargets, ParseError> {
+    if let RawTerm::Tuple(items) = &term.value {
+        let [module, function, args] = items.as_slice() else {
+            return Err(form.bad_part(term, "[Node] or {Module, Function, [Arg]}"));
+        };
+        return Ok(SyncTargets::Apply {
+            module: form.name(module, NameKind::Module, "Module")?,
+            function: form.atom(function, "Function")?,
+            args: form.list(args)?.iter().map(|arg| arg.value.to_term()).collect(),
+        });
+    }
+    Ok(SyncTargets::Nodes(form.atoms(term, "Node")?))
 }
 
 fn suspended(form: &Form<'_>, term: &Spanned<RawTerm>) -> Result<(String, Timeout), ParseError> {
@@ -857,7 +884,8 @@ mod tests {
                 "{sync_nodes, id1, [n1@host]}",
                 Instruction::SyncNodes {
                     id: Term::atom("id1"),
-                    nodes: SyncNodes::List(names(&["n1@host"])),
+                    nodes: SyncTargets::Nodes(names(&["n1@host"])),
+                    timeout: None,
                 },
             ),
             ("restart_new_emulator", Instruction::RestartNewEmulator),
@@ -960,7 +988,6 @@ mod tests {
              {load, {b, soft_purge, soft_purge}},\n \
              {load_object_code, {app, \"1\", [c]}},\n \
              point_of_no_return,\n \
-             {sync_nodes, x, [n]},\n \
              restart_emulator",
         );
         let relup = parse_relup(path(), &script).expect("well-formed");
@@ -971,7 +998,6 @@ mod tests {
              code current",
             "relups/x.relup:9:2: load_object_code after point_of_no_return (at 6:2)",
             "relups/x.relup:10:2: a second point_of_no_return (the first is at 6:2)",
-            "relups/x.relup:11:2: sync_nodes needs several nodes",
         ];
         assert_eq!(problems.len(), expected.len(), "{problems:#?}");
         for (problem, expected) in problems.iter().zip(expected) {

@@ -12,7 +12,7 @@ use crate::code::elf;
 use crate::code::loader;
 use crate::release::files::{AppSpec, ReleaseEntry};
 use crate::release::names::{lib_dir_name, root_path};
-use crate::release::relup::PurgeMethod;
+use crate::release::relup::{PurgeMethod, SyncTargets};
 use crate::release::{
     Direction, Instruction, Relup, RelupEntry, Spanned, read_relup, script_problems,
 };
@@ -266,7 +266,9 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
             }
             // First, where the structural checks want it: the node restarts before the rest.
             Instruction::RestartNewEmulator => {}
-            other if has_point && !seen_point => {
+            other
+                if has_point && !seen_point && !matches!(other, Instruction::SyncNodes { .. }) =>
+            {
                 problem(format!(
                     "{} before point_of_no_return: only load_object_code may come before it",
                     other.name()
@@ -332,8 +334,28 @@ fn problems(h: &ReleaseHandler, plan: &Plan) -> Vec<String> {
             }
             // Checked once for the script, by `restart_problems`.
             Instruction::RestartEmulator => {}
-            // sync_nodes is reported by the structural checks.
-            Instruction::SyncNodes { .. } => {}
+            Instruction::SyncNodes { nodes, .. } => {
+                if h.cluster().is_none() {
+                    problem(
+                        "sync_nodes needs a cluster, and this node is in none (SPEC §12): boot it \
+                         with hotcode boot ROOT --cluster URL --node NAME"
+                            .to_owned(),
+                    );
+                }
+                if let SyncTargets::Apply { module, function, args } = nodes {
+                    let builtin = module == "hotcode" && function == "nodes" && args.is_empty();
+                    let exported = staged
+                        .get(module.as_str())
+                        .is_some_and(|functions| functions.iter().any(|f| f == function))
+                        || code.exports(module, function);
+                    if !builtin && !exported {
+                        problem(format!(
+                            "unknown sync_nodes target {module}:{function}: neither hotcode:nodes() \
+                             nor a function a loaded or staged module exports for apply"
+                        ));
+                    }
+                }
+            }
         }
     }
     problems

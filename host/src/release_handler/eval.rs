@@ -9,18 +9,26 @@
 //! `load`; and at the end every process the preflight checked has migrated, or migrates
 //! then. The first error is returned as [`ReleaseError::AfterPointOfNoReturn`], which the
 //! handler turns into its error action: a lost state is never reported as success.
+//!
+//! A `sync_nodes` before the point of no return waits for the other nodes there; if the
+//! barrier fails, everything staged is dropped and the attempt is given up in the cluster
+//! (the nodes still waiting stop too), and the install returns [`ReleaseError::Sync`]. The
+//! preflight runs before the first such barrier that no `load_object_code` follows, so a
+//! node whose migration would fail never arrives. After the point of no return a failed
+//! barrier is an error like any other there.
 
 use std::time::{Duration, Instant};
 
 use plugin_api::Term;
 
 use crate::release::files::AppSpec;
-use crate::release::{Direction, Instruction, Spanned};
+use crate::release::{Direction, Instruction, Spanned, SyncTargets, Timeout};
 use crate::runtime::application::RestartType;
 use crate::runtime::node::Monitor;
 use crate::runtime::process::{ChangeMode, Pid, ProcessError, ProcessKind, is_normal_exit};
 
 use super::check::Plan;
+use super::cluster::SyncFailure;
 use super::{Progress, ReleaseError, ReleaseHandler, fault_point};
 
 /// What the script did so far that later instructions refer to.
@@ -39,12 +47,15 @@ struct Ctx {
     /// Downgrade `code_change`s that came before their module's `load` (systools puts
     /// them there): module, processes, Extra. They run right after that `load`.
     deferred_down: Vec<(String, Vec<Pid>, Term)>,
+    /// The install's upgrade attempt, for `sync_nodes`.
+    attempt: Option<String>,
 }
 
 /// Runs the entry; returns the suspend window (first suspend to last resume), if any.
 pub(crate) fn run(
     h: &ReleaseHandler,
     plan: &Plan,
+    attempt: Option<&str>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Option<Duration>, ReleaseError> {
     let instructions = &plan.entry.instructions;
@@ -57,39 +68,85 @@ pub(crate) fn run(
         None => (&instructions[..0], &instructions[..]),
     };
     let mut staged: Vec<String> = Vec::new();
+    // Before the point of no return every error drops what was staged and gives the
+    // attempt up, so that the other nodes do not wait for this one.
+    let undo = |staged: &[String]| {
+        for s in staged {
+            h.node.code().drop_staged(s);
+        }
+        if let (Some(cluster), Some(attempt)) = (h.cluster(), attempt) {
+            cluster.abort(attempt);
+        }
+    };
+    let last_object_code =
+        before.iter().rposition(|i| matches!(i.value, Instruction::LoadObjectCode { .. }));
+    let preflight_at = before.iter().enumerate().position(|(i, s)| {
+        matches!(s.value, Instruction::SyncNodes { .. }) && last_object_code.is_none_or(|l| l < i)
+    });
+    let mut watched = None;
     for (i, spanned) in before.iter().enumerate() {
         report(i);
-        if let Instruction::LoadObjectCode { app, app_vsn, modules } = &spanned.value {
-            let dir = plan.lib_dir(h, app, app_vsn).unwrap_or_else(|| h.root.join("lib"));
-            for module in modules {
-                fault_point("install: staging a module");
-                if let Err(e) = h.stage(&plan.record, module, &dir.join(format!("{module}.so"))) {
-                    for s in &staged {
-                        h.node.code().drop_staged(s);
-                    }
-                    log::error!("install of {} rolled back: {e}", plan.vsn);
+        if preflight_at == Some(i) {
+            match preflight(h, plan, after) {
+                Ok(w) => watched = Some(w),
+                Err(e) => {
+                    undo(&staged);
+                    log::error!("install of {} refused by the preflight: {e}", plan.vsn);
                     return Err(e);
                 }
-                staged.push(module.clone());
             }
+        }
+        match &spanned.value {
+            Instruction::LoadObjectCode { app, app_vsn, modules } => {
+                let dir = plan.lib_dir(h, app, app_vsn).unwrap_or_else(|| h.root.join("lib"));
+                for module in modules {
+                    fault_point("install: staging a module");
+                    if let Err(e) = h.stage(&plan.record, module, &dir.join(format!("{module}.so")))
+                    {
+                        undo(&staged);
+                        log::error!("install of {} rolled back: {e}", plan.vsn);
+                        return Err(e);
+                    }
+                    staged.push(module.clone());
+                }
+            }
+            Instruction::SyncNodes { id, nodes, timeout } => {
+                if let Err(reason) = sync_nodes(h, attempt, id, nodes, *timeout) {
+                    undo(&staged);
+                    let attempt = attempt.unwrap_or("?").to_owned();
+                    log::error!(
+                        "install of {} rolled back at sync_nodes {id} (attempt {attempt}): {reason}",
+                        plan.vsn
+                    );
+                    return Err(ReleaseError::Sync {
+                        vsn: plan.vsn.clone(),
+                        at: format!("{}:{}", plan.script.display(), spanned.pos),
+                        id: id.to_string(),
+                        attempt,
+                        reason: Box::new(reason),
+                    });
+                }
+            }
+            _ => {}
         }
     }
-    let watched = match preflight(h, plan, after) {
-        Ok(watched) => watched,
-        Err(e) => {
-            for s in &staged {
-                h.node.code().drop_staged(s);
+    let watched = match watched {
+        Some(watched) => watched,
+        None => match preflight(h, plan, after) {
+            Ok(watched) => watched,
+            Err(e) => {
+                undo(&staged);
+                log::error!("install of {} refused by the preflight: {e}", plan.vsn);
+                return Err(e);
             }
-            log::error!("install of {} refused by the preflight: {e}", plan.vsn);
-            return Err(e);
-        }
+        },
     };
     if let Some(p) = point {
         report(p);
         log::info!("point of no return ({} modules staged)", staged.len());
         switch_app_specs(h, plan);
     }
-    let mut ctx = Ctx { watched, ..Ctx::default() };
+    let mut ctx = Ctx { watched, attempt: attempt.map(str::to_owned), ..Ctx::default() };
     let first_after = point.map_or(0, |p| p + 1);
     for (i, spanned) in after.iter().enumerate() {
         report(first_after + i);
@@ -111,6 +168,60 @@ pub(crate) fn run(
         });
     }
     Ok(ctx.suspend_window)
+}
+
+/// `sync_nodes(Id, Nodes)` within the install's attempt: the node list (given, or from
+/// `{M, F, A}` now, in the code that is current at this line), then the cluster's barrier.
+fn sync_nodes(
+    h: &ReleaseHandler,
+    attempt: Option<&str>,
+    id: &Term,
+    targets: &SyncTargets,
+    timeout: Option<Timeout>,
+) -> Result<(), SyncFailure> {
+    let Some(cluster) = h.cluster() else {
+        return Err(SyncFailure::Cluster("this node is in no cluster".to_owned()));
+    };
+    let Some(attempt) = attempt else {
+        return Err(SyncFailure::Cluster("the install names no attempt".to_owned()));
+    };
+    let nodes = match targets {
+        SyncTargets::Nodes(nodes) => nodes.clone(),
+        SyncTargets::Apply { module, function, args }
+            if module == "hotcode" && function == "nodes" && args.is_empty() =>
+        {
+            cluster.nodes()?
+        }
+        SyncTargets::Apply { module, function, args } => {
+            let mfa = format!("{module}:{function}/{}", args.len());
+            match h.node.apply(module, function, args.clone()) {
+                Ok(Term::List(items)) => items
+                    .iter()
+                    .map(|t| match t {
+                        Term::Atom(a) | Term::Str(a) => Ok(a.clone()),
+                        other => Err(SyncFailure::Nodes(format!(
+                            "{mfa} returned {other} in its list, not a node name"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Ok(other) => {
+                    return Err(SyncFailure::Nodes(format!(
+                        "{mfa} returned {other}, not a list of nodes"
+                    )));
+                }
+                Err(e) => return Err(SyncFailure::Nodes(format!("{mfa}: {e}"))),
+            }
+        }
+    };
+    let timeout = match timeout {
+        Some(Timeout::Ms(ms)) => Some(Duration::from_millis(ms)),
+        Some(Timeout::Default | Timeout::Infinity) | None => None,
+    };
+    log::info!("sync_nodes {id} (attempt {attempt}): waiting for [{}]", nodes.join(", "));
+    let started = Instant::now();
+    cluster.sync_nodes(attempt, &id.to_string(), &nodes, timeout)?;
+    log::info!("sync_nodes {id}: every node arrived ({:?} here)", started.elapsed());
+    Ok(())
 }
 
 /// A gen_server whose state the script migrates: checked by the preflight, and watched
@@ -441,6 +552,9 @@ fn eval(
         // The handler restarts the host around the script (restart.rs): before it, in a new
         // process that then runs the rest, or after it. Nothing to do in its place.
         Instruction::RestartNewEmulator | Instruction::RestartEmulator => Ok(()),
+        Instruction::SyncNodes { id, nodes, timeout } => {
+            sync_nodes(h, ctx.attempt.as_deref(), id, nodes, *timeout).map_err(|e| e.to_string())
+        }
         other => Err(format!("{} cannot be evaluated here", other.name())),
     }
 }

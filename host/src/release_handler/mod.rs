@@ -17,6 +17,12 @@
 //!   [`ErrorAction`];
 //! - keeps RELEASES on disk with atomic writes, and never writes `current`: a node that dies
 //!   at any instant of an install boots the permanent release again;
+//! - in a cluster ([`cluster`], SPEC §12), meets the other nodes at `sync_nodes` within the
+//!   install's attempt ([`InstallOptions::attempt`]): a barrier that fails before the point
+//!   of no return drops everything staged and gives the attempt up, so the nodes still
+//!   waiting stop too (as does any failure of an install with an attempt before its point
+//!   of no return, its check included); after it, the [`ErrorAction`]. It publishes its releases after every
+//!   operation;
 //! - records why the node exits, when it exits on purpose, in `ROOT/run/last-exit`
 //!   ([`last_exit`]);
 //! - restarts the host (`restart_new_emulator`, `restart_emulator`, `ctl restart`) by
@@ -29,6 +35,7 @@
 //! operation left it, published when that operation let go of the lock.
 
 mod check;
+pub mod cluster;
 mod eval;
 mod integrity;
 pub mod last_exit;
@@ -38,7 +45,7 @@ mod unpack;
 use std::collections::BTreeSet;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use plugin_api::Term;
 
@@ -53,6 +60,7 @@ use crate::release::{Direction, ParseError};
 use crate::runtime::application::{AppError, RestartType};
 use crate::runtime::bounded::Timeouts;
 use crate::runtime::node::Node;
+use cluster::{Cluster, ClusterStatus, SyncFailure};
 use integrity::Record;
 use restart::{HandedStates, Hello, HostRestart, RestartError, Successor};
 
@@ -165,6 +173,23 @@ pub enum ReleaseError {
         /// Why.
         reason: String,
     },
+    /// A `sync_nodes` before the point of no return failed: everything staged was dropped,
+    /// the attempt given up (so the nodes still waiting stop too), the node is as it was.
+    #[error(
+        "the install of {vsn} stopped at {at}: sync_nodes {id} of attempt {attempt} failed, nothing changed: {reason}"
+    )]
+    Sync {
+        /// The target release.
+        vsn: String,
+        /// `path:line:col` of the instruction.
+        at: String,
+        /// The barrier's Id.
+        id: String,
+        /// The attempt.
+        attempt: String,
+        /// Why, naming the node (boxed: the error stays small on every other path).
+        reason: Box<SyncFailure>,
+    },
     /// An instruction failed after the point of no return.
     #[error("{at}: {instruction} failed after the point of no return: {reason}")]
     AfterPointOfNoReturn {
@@ -254,6 +279,14 @@ pub struct Progress<'a> {
     pub instruction: &'a crate::release::Instruction,
 }
 
+/// How an install runs, beyond its target release.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// The upgrade attempt this install belongs to: the same on every node of one fleet
+    /// upgrade, new for each try. Needed by a script with `sync_nodes`; a word (no `/`).
+    pub attempt: Option<String>,
+}
+
 /// The host version releases must name in their `.rel` (`{hotcode, Vsn}`): the package's
 /// version, unless the build set `HOTCODE_HOST_VSN` (`cargo xtask dist` builds a second
 /// host binary so, for the service example's host restart).
@@ -327,6 +360,7 @@ struct View {
 struct StateGuard<'a> {
     state: MutexGuard<'a, State>,
     view: &'a Mutex<View>,
+    cluster: Option<&'a Arc<dyn Cluster>>,
 }
 
 impl Deref for StateGuard<'_> {
@@ -347,8 +381,32 @@ impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         // Lock order: the state, then the view; readers take only the view.
         let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = view.releases != self.state.releases || view.current != self.state.current;
         view.releases.clone_from(&self.state.releases);
         view.current.clone_from(&self.state.current);
+        if changed && let Some(cluster) = self.cluster {
+            cluster.publish(&view.cluster_status());
+        }
+    }
+}
+
+impl View {
+    fn cluster_status(&self) -> ClusterStatus {
+        ClusterStatus {
+            current: self.current.clone(),
+            releases: self
+                .releases
+                .iter()
+                .map(|r| {
+                    let status = if r.vsn == self.current && r.status != ReleaseStatus::Permanent {
+                        ReleaseStatus::Current
+                    } else {
+                        r.status
+                    };
+                    (r.vsn.clone(), status.to_string())
+                })
+                .collect(),
+        }
     }
 }
 
@@ -363,6 +421,7 @@ pub struct ReleaseHandler {
     host_restart: Mutex<Option<HostRestart>>,
     /// The new host process that reported ready, until the front takes it.
     successor: Mutex<Option<Successor>>,
+    cluster: OnceLock<Arc<dyn Cluster>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
@@ -440,6 +499,7 @@ impl ReleaseHandler {
             node,
             error_action,
             view: Mutex::new(View { releases: releases.clone(), current: permanent.vsn.clone() }),
+            cluster: OnceLock::new(),
             state: Mutex::new(State {
                 releases,
                 current: permanent.vsn.clone(),
@@ -457,7 +517,26 @@ impl ReleaseHandler {
 
     fn lock(&self) -> StateGuard<'_> {
         // Every write to the state happens after the step it records succeeded.
-        StateGuard { state: self.state.lock().unwrap_or_else(|p| p.into_inner()), view: &self.view }
+        StateGuard {
+            state: self.state.lock().unwrap_or_else(|p| p.into_inner()),
+            view: &self.view,
+            cluster: self.cluster.get(),
+        }
+    }
+
+    /// Puts the node in a cluster (once: a node does not change clusters while it runs),
+    /// and publishes its releases there. Returns `false` if it already was in one.
+    pub fn join_cluster(&self, cluster: Arc<dyn Cluster>) -> bool {
+        if self.cluster.set(Arc::clone(&cluster)).is_err() {
+            return false;
+        }
+        cluster.publish(&self.view().cluster_status());
+        true
+    }
+
+    /// The cluster the node is in, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.get()
     }
 
     /// The state as the last operation left it, without waiting for one that runs.
@@ -591,9 +670,50 @@ impl ReleaseHandler {
         vsn: &str,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Result<Installed, ReleaseError> {
+        self.install_with(vsn, &InstallOptions::default(), progress)
+    }
+
+    /// [`install_with_progress`](Self::install_with_progress) within an upgrade attempt
+    /// ([`InstallOptions`]), which a script with `sync_nodes` needs.
+    pub fn install_with(
+        &self,
+        vsn: &str,
+        options: &InstallOptions,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Installed, ReleaseError> {
         check_vsn(vsn)?;
+        if let Some(attempt) = &options.attempt {
+            check_name(NameKind::Release, attempt).map_err(|e| {
+                ReleaseError::Invalid(format!("attempt {attempt:?} is not a word: {e}"))
+            })?;
+        }
         let mut state = self.lock();
-        let plan = check::plan(self, &state, vsn, false)?;
+        let attempt = options.attempt.as_deref();
+        let plan = match check::plan(self, &state, vsn, false) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // A node whose check refuses never reaches a barrier: the others must not
+                // wait for it.
+                if let (Some(cluster), Some(attempt)) = (self.cluster(), attempt) {
+                    cluster.abort(attempt);
+                }
+                return Err(e);
+            }
+        };
+        if attempt.is_none()
+            && let Some(sync) =
+                plan.entry.instructions.iter().find(|i| i.value.name() == "sync_nodes")
+        {
+            return Err(ReleaseError::Check {
+                vsn: vsn.to_owned(),
+                problems: vec![format!(
+                    "{}:{}: sync_nodes needs the upgrade attempt's id, the same on every node \
+                     (hotcode ctl ROOT install {vsn} --attempt ID)",
+                    plan.script.display(),
+                    sync.pos
+                )],
+            });
+        }
         log::info!(
             "installing release {vsn} ({} from {}, {} instructions from {})",
             if plan.direction == Direction::Up { "upgrade" } else { "downgrade" },
@@ -633,7 +753,7 @@ impl ReleaseHandler {
                 continue_after_restart: true,
             });
         }
-        let suspend_window = match eval::run(self, &plan, progress) {
+        let suspend_window = match eval::run(self, &plan, attempt, progress) {
             Ok(window) => window,
             Err(e @ ReleaseError::AfterPointOfNoReturn { .. }) => {
                 if self.error_action == ErrorAction::Restart {
@@ -721,7 +841,7 @@ impl ReleaseHandler {
             plan.entry.instructions.len().saturating_sub(1),
             plan.script.display()
         );
-        let suspend_window = eval::run(self, &plan, progress)?;
+        let suspend_window = eval::run(self, &plan, None, progress)?;
         let from = std::mem::replace(&mut state.current, vsn.to_owned());
         // As after any install: the release left becomes `old` (release_handler(3)).
         for release in &mut state.releases {

@@ -6,6 +6,8 @@ mod bad_input;
 mod bounded_calls;
 mod checks;
 mod cli;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod code_server;
 mod concurrency;
 mod control_concurrency;

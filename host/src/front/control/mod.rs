@@ -69,9 +69,9 @@
 //! `applications` (each with an optional `--json` field: one versioned JSON document, see
 //! `json.rs`), `whereis NAME`, `call DEST REQUEST [TIMEOUT_MS]` and `cast DEST MESSAGE`
 //! (a registered name or `<0.N.0>`, and one term in Erlang syntax), `unpack PATH`
-//! (absolute: a release package or a directory), `check-install VSN`, `install VSN`,
-//! `make-permanent VSN`, `reboot-old VSN`, `remove VSN` and `restart` (the host, in
-//! place).
+//! (absolute: a release package or a directory), `check-install VSN`, `install VSN
+//! [--attempt ID]` (the upgrade attempt a relup with `sync_nodes` needs), `make-permanent
+//! VSN`, `reboot-old VSN`, `remove VSN` and `restart` (the host, in place).
 //!
 //! # Serving
 //!

@@ -16,7 +16,7 @@ use std::thread::{self, Scope};
 use std::time::{Duration, Instant};
 
 use crate::code::trust::node_uid;
-use crate::release_handler::{Progress, ReleaseError, ReleaseHandler};
+use crate::release_handler::{InstallOptions, Progress, ReleaseError, ReleaseHandler};
 
 use super::client::*;
 use super::lock::*;
@@ -417,7 +417,7 @@ pub(super) fn operate(
                 plan.result_term()
             )]
         }),
-        Request::Install(vsn) => {
+        Request::Install(vsn, attempt) => {
             let mut progress = |p: Progress<'_>| {
                 // Progress lines go out as the install runs; a client that left misses
                 // them, which must not stop the install.
@@ -427,7 +427,8 @@ pub(super) fn operate(
                 );
                 let _ = (&*stream).write_all(line.replace('\r', " ").as_bytes());
             };
-            match handler.install_with_progress(vsn, &mut progress) {
+            let options = InstallOptions { attempt: attempt.map(str::to_owned) };
+            match handler.install_with(vsn, &options, &mut progress) {
                 Ok(installed) => return installed_reply(vsn, &installed),
                 Err(e) => Err(e),
             }

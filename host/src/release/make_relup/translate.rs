@@ -354,12 +354,6 @@ impl Translation<'_> {
                 steps
             }
             AppupInstruction::Low(instruction) => match instruction {
-                Instruction::SyncNodes { .. } => {
-                    return Err(error(MakeRelupErrorKind::Unsupported {
-                        name: "sync_nodes",
-                        why: "it needs several nodes, and a hotcode node runs alone",
-                    }));
-                }
                 Instruction::RestartNewEmulator | Instruction::RestartEmulator => {
                     return Err(error(MakeRelupErrorKind::Unsupported {
                         name: instruction.name(),

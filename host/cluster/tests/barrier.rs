@@ -1,0 +1,91 @@
+//! The barrier against a real etcd (a private one on loopback, started and stopped here).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotcode_cluster::local::LocalEtcd;
+use hotcode_cluster::{Config, Member, SyncError};
+
+fn join(etcd: &LocalEtcd, node: &str, ttl: u64) -> Member {
+    let mut config = Config::new(etcd.url(), node);
+    config.ttl = Duration::from_secs(ttl);
+    Member::join(&config).expect("join")
+}
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+#[test]
+fn every_node_is_released_once_all_arrived() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let nodes = names(3);
+    let members: Vec<Arc<Member>> = nodes.iter().map(|n| Arc::new(join(&etcd, n, 5))).collect();
+    let threads: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let (m, nodes) = (Arc::clone(m), nodes.clone());
+            std::thread::spawn(move || m.sync("a1", "id1", &nodes, Some(Duration::from_secs(20))))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread").expect("released");
+    }
+    let mut seen: Vec<String> = members[0].members().unwrap().into_iter().map(|s| s.node).collect();
+    seen.sort();
+    assert_eq!(seen, nodes);
+}
+
+#[test]
+fn a_second_live_node_of_the_same_name_is_refused() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let _n1 = join(&etcd, "n1", 5);
+    let err = Member::join(&Config::new(etcd.url(), "n1")).err().expect("refused");
+    assert!(err.to_string().contains("another live node"), "{err}");
+}
+
+#[test]
+fn a_node_that_stops_renewing_is_down_within_its_ttl() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let nodes = names(2);
+    let n1 = join(&etcd, "n1", 5);
+    let n2 = join(&etcd, "n2", 1);
+    n2.stop_renewing();
+    let start = Instant::now();
+    match n1.sync("a1", "id1", &nodes, None) {
+        Err(SyncError::NodeDown { node, .. }) => assert_eq!(node, "n2"),
+        other => panic!("expected n2 down, got {other:?}"),
+    }
+    // TTL 1 s; etcd checks expiry about every 500 ms.
+    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+}
+
+#[test]
+fn an_arrival_of_an_aborted_attempt_never_releases_a_later_one() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let nodes = names(2);
+    let n1 = join(&etcd, "n1", 5);
+    let n2 = join(&etcd, "n2", 5);
+    // Attempt a1: n2 arrives, then gives up.
+    match n2.sync("a1", "id1", &nodes, Some(Duration::from_millis(100))) {
+        Err(SyncError::Timeout { missing, .. }) => assert_eq!(missing, ["n1"]),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    n2.abort("a1").unwrap();
+    // n1 at a1's barrier sees the abort at once.
+    match n1.sync("a1", "id1", &nodes, Some(Duration::from_secs(20))) {
+        Err(SyncError::Aborted { node, .. }) => assert_eq!(node, "n2"),
+        other => panic!("expected n2's abort, got {other:?}"),
+    }
+    // A node that gives up before it reaches a barrier stops the others there too.
+    n2.abort("a3").unwrap();
+    match n1.sync("a3", "id1", &nodes, Some(Duration::from_secs(20))) {
+        Err(SyncError::Aborted { node, .. }) => assert_eq!(node, "n2"),
+        other => panic!("expected n2's abort, got {other:?}"),
+    }
+    // Attempt a2, same Id: n2's old arrival does not count.
+    match n1.sync("a2", "id1", &nodes, Some(Duration::from_millis(300))) {
+        Err(SyncError::Timeout { missing, .. }) => assert_eq!(missing, ["n2"]),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
