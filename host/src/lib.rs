@@ -44,6 +44,7 @@ pub mod runtime;
 // The fronts' modules at the paths the README has always shown (`hotcode::watch::Watcher`).
 pub use front::{control, scaffold, service, watch};
 
+pub use code::async_call::AsyncCall;
 pub use code::code_server::{
     CodeServer, Config, HeldVersion, Holder, ModuleHolders, ModuleStatus, PurgeMethod, Purged,
     Status, VersionInfo,

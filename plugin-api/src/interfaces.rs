@@ -23,3 +23,13 @@ crate::interface! {
     /// Panics with `message`, to show that a panic comes back as an error.
     fn fail(message: RStr<'_>) -> u32;
 }
+
+crate::interface! {
+    /// An async example interface: handlers that await the host's runtime. Used by the
+    /// `napper` test fixture and the tests of async calls.
+    pub struct Napper: NapperImpl;
+    /// Sleeps `ms` milliseconds on the host's timer, then returns `ms`.
+    async fn nap(ms: u64) -> u64;
+    /// Sleeps `ms` milliseconds, then panics inside `poll`.
+    async fn boom(ms: u64) -> u64;
+}

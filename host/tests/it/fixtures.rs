@@ -34,6 +34,7 @@ const PLUGINS: &[&str] = &[
     "fixture-flaky-sup",
     "fixture-abi-mismatch",
     "fixture-chatty",
+    "fixture-napper",
 ];
 
 /// Plugins built with a Cargo profile of their own (`profile` in their
@@ -96,6 +97,11 @@ pub fn greeter_v1() -> PathBuf {
 /// greeter version 2.
 pub fn greeter_v2() -> PathBuf {
     plugin("greeter-v2")
+}
+
+/// The `napper` fixture: an async interface ([`plugin_api::interfaces::Napper`]).
+pub fn napper() -> PathBuf {
+    plugin("fixture-napper")
 }
 
 /// The host crate's directory in the checkout under test, as cargo says when it runs the
