@@ -154,3 +154,30 @@ fn a_panic_inside_poll_fails_that_call_only() {
         vec![]
     );
 }
+
+#[test]
+fn a_gen_server_call_from_async_code_does_not_block_the_worker() {
+    let node = crate::node_with(&[("stubborn", fixtures::plugin("fixture-stubborn"))]);
+    node.start_gen_server("stubborn", plugin_api::Term::list([]), Some("sleepy"))
+        .expect("start stubborn");
+    // One worker thread: if the call blocked it, the task that releases the call could
+    // never run, and the call would time out instead.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
+    let node_ref = node.reference();
+    let (reply, ()) = rt.block_on(async {
+        let call = node_ref.call_async("sleepy", plugin_api::Term::atom("block"), crate::LONG);
+        let release = async {
+            while node.code().apply("stubborn", "waiting", vec![]).expect("waiting/0")
+                != plugin_api::Term::Int(1)
+            {
+                tokio::task::yield_now().await;
+            }
+            node.code().apply("stubborn", "release", vec![]).expect("release/0");
+        };
+        tokio::join!(call, release)
+    });
+    assert_eq!(reply.expect("reply"), plugin_api::Term::atom("released"));
+    // The call's future is Send: a multi-threaded runtime may move it between workers.
+    fn send<T: Send>(_: &T) {}
+    send(&node_ref.call_async("sleepy", plugin_api::Term::atom("ping"), crate::LONG));
+}
