@@ -33,3 +33,11 @@ crate::interface! {
     /// Sleeps `ms` milliseconds, then panics inside `poll`.
     async fn boom(ms: u64) -> u64;
 }
+
+crate::interface! {
+    /// The axum example's route handlers (`plugins/web-1`, `plugins/web-2`), served by
+    /// `host/examples/axum_service.rs`.
+    pub struct WebRoutes: WebRoutesImpl;
+    /// `GET /hello/{name}`: the reply's body.
+    async fn hello(name: RString) -> RString;
+}
