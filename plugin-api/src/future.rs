@@ -31,7 +31,6 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,9 +38,9 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::Duration;
 
 use abi_stable::StableAbi;
-use abi_stable::std_types::RString;
+use abi_stable::std_types::RResult;
 
-use crate::abi::{PluginErrorKind, RPluginError};
+use crate::abi::RPluginError;
 use crate::services::HostServices;
 
 /// The functions behind an [`FfiWaker`], all of the code that lent it.
@@ -229,26 +228,10 @@ where
         FfiFutureVTable { poll: poll_boxed::<F>, drop: drop_boxed::<F> };
 }
 
-fn panic_error(payload: Box<dyn std::any::Any + Send>) -> RPluginError {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned());
-    // The payload's drop glue is this binary's: drop it here, and never let a second panic
-    // (a payload whose Drop panics) out.
-    if let Err(second) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(second);
-    }
-    RPluginError {
-        kind: PluginErrorKind::Panic,
-        message: RString::from(format!("panicked in poll: {what}")),
-        reason: abi_stable::std_types::ROption::RNone,
-    }
-}
-
 extern "C" fn poll_boxed<F: Future>(data: *mut (), waker: &FfiWaker) -> FfiPoll<F::Output> {
-    let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+    // The same guard as every interface shim: a panic becomes an error naming its site,
+    // and its payload is dropped in this binary.
+    let polled = crate::__private::guard(|| {
         waker.with_context(|cx| {
             // SAFETY: `data` is the `Box<F>` made by `FfiFuture::new`, never moved since
             // (the box is pinned in place until `drop_boxed`), and polled by one caller at a
@@ -256,22 +239,21 @@ extern "C" fn poll_boxed<F: Future>(data: *mut (), waker: &FfiWaker) -> FfiPoll<
             let future = unsafe { Pin::new_unchecked(&mut *(data as *mut F)) };
             future.poll(cx)
         })
-    }));
+    });
     match polled {
-        Ok(Poll::Ready(value)) => FfiPoll::Ready(value),
-        Ok(Poll::Pending) => FfiPoll::Pending,
-        Err(payload) => FfiPoll::Panicked(panic_error(payload)),
+        RResult::ROk(Poll::Ready(value)) => FfiPoll::Ready(value),
+        RResult::ROk(Poll::Pending) => FfiPoll::Pending,
+        RResult::RErr(error) => FfiPoll::Panicked(error),
     }
 }
 
 extern "C" fn drop_boxed<F>(data: *mut ()) {
     // SAFETY: `data` is the `Box<F>` made by `FfiFuture::new`, dropped exactly once (by
-    // FfiFuture's Drop). A panicking Drop is caught here: it must not unwind across the
-    // boundary, and its payload is dropped in this binary.
-    let dropped =
-        panic::catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(data as *mut F) })));
-    if let Err(payload) = dropped {
-        drop(panic_error(payload));
+    // FfiFuture's Drop). A panicking Drop is caught by the guard: it must not unwind across
+    // the boundary, and its payload is dropped in this binary.
+    let dropped = crate::__private::guard(|| drop(unsafe { Box::from_raw(data as *mut F) }));
+    if let RResult::RErr(error) = dropped {
+        crate::log::warn!("a future's drop panicked: {}", error.message);
     }
 }
 

@@ -1,6 +1,8 @@
 //! `cargo xtask demo [ARGS...]`: runs `dist`, then
 //! `cargo run --release --quiet -p hotcode --example demo -- <target/dist> [ARGS...]`
-//! (the dist path is absolute) and exits with the demo's exit code.
+//! (the dist path is absolute), then the axum example service on the `web` plugins of
+//! `<target/dist>/lib` (`--example axum_service`), and exits with the first failing exit
+//! code.
 
 use std::process::ExitCode;
 
@@ -17,6 +19,17 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         .args(["run", "--release", "--quiet", "-p", "hotcode", "--example", "demo", "--"])
         .arg(&dist_dir)
         .args(args);
+    let status = cmd::status(&mut cargo)?;
+    if !status.success() {
+        return Ok(cmd::exit_code(status));
+    }
+    println!("\n== the axum service: async plugin handlers upgraded under HTTP load ==");
+    let lib = dist_dir.join("lib");
+    let mut cargo = cmd::cargo();
+    cargo
+        .args(["run", "--release", "--quiet", "-p", "hotcode", "--example", "axum_service", "--"])
+        .arg(lib.join("web-1").join("web_routes.so"))
+        .arg(lib.join("web-2").join("web_routes.so"));
     let status = cmd::status(&mut cargo)?;
     Ok(cmd::exit_code(status))
 }

@@ -86,7 +86,19 @@ impl<R: IntoHost + Send + 'static> AsyncCall<R> {
         });
         let weak: Weak<dyn FutureHolder> = Arc::downgrade(&inflight) as Weak<dyn FutureHolder>;
         let hold = FutureHold::take_over(held, weak);
-        inflight.lock().hold = Some(hold);
+        let cancelled = {
+            let mut slot = inflight.lock();
+            if slot.future.is_some() {
+                slot.hold = Some(hold);
+                None
+            } else {
+                Some(hold)
+            }
+        };
+        // A brutal purge of this very version (it stopped being current after we entered
+        // it) cancelled the future between its registration and here: let go at once rather
+        // than hold a version for a future that is gone.
+        drop(cancelled);
         AsyncCall { module: module.to_owned(), state: Ok(inflight) }
     }
 }
