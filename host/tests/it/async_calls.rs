@@ -181,3 +181,29 @@ fn a_gen_server_call_from_async_code_does_not_block_the_worker() {
     fn send<T: Send>(_: &T) {}
     send(&node_ref.call_async("sleepy", plugin_api::Term::atom("ping"), crate::LONG));
 }
+
+#[test]
+fn a_request_started_in_v1_completes_in_v1_while_new_ones_run_v2() {
+    use plugin_api::interfaces::WebRoutes;
+    let _ = env_logger::builder().is_test(true).try_init();
+    let server = CodeServer::new().expect("code server");
+    server.load_object_code("web_routes", fixtures::plugin("web_routes-v1")).expect("stage v1");
+    server.load("web_routes", SoftPurge, SoftPurge).expect("load v1");
+    let routes = server.handle::<WebRoutes>("web_routes").expect("handle");
+    let v1 = server.status().modules[0].current.clone().expect("v1");
+    let rt = runtime();
+    let mut started = routes.call_async(|r| r.hello("early".into()));
+    {
+        let _inside = rt.enter();
+        let polled = Pin::new(&mut started).poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending(), "inside the host's sleep, in v1");
+    }
+    server.load_object_code("web_routes", fixtures::plugin("web_routes-v2")).expect("stage v2");
+    assert!(matches!(server.load("web_routes", SoftPurge, SoftPurge), Ok(Purged::Pending { .. })));
+    let late = rt.block_on(routes.call_async(|r| r.hello("late".into()))).expect("v2 answers");
+    assert_eq!(late, "hi late, welcome back (v2)");
+    assert!(mapped(&v1));
+    assert_eq!(rt.block_on(started).expect("v1 answers"), "hello, early (v1)");
+    assert_eq!(server.soft_purge("web_routes").expect("soft purge"), Purged::Unloaded);
+    assert!(!mapped(&v1), "v1 is unloaded once its last request completed");
+}

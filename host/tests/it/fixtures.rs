@@ -26,6 +26,8 @@ const PLUGINS: &[&str] = &[
     "svc_app-v2",
     "svc_sup-v2",
     "svc_handler-v2",
+    "web_routes-v1",
+    "web_routes-v2",
     "fixture-no-symbol",
     "fixture-layout-mismatch",
     "fixture-tls-pin",
