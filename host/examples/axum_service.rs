@@ -54,6 +54,34 @@ async fn hello(
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+async fn boom(
+    State(routes): State<Handle<WebRoutes>>,
+    Path(name): Path<String>,
+) -> Result<String, (StatusCode, String)> {
+    routes
+        .call_async(|r| r.boom(name.as_str().into()))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// One GET on a fresh connection: the status and the body.
+async fn get_once(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(Empty::<Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map_err(std::io::Error::other)?;
+    Ok((status, String::from_utf8_lossy(&body.to_bytes()).into_owned()))
+}
+
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
@@ -138,7 +166,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let addr = rt.block_on(async {
-        let app = Router::new().route("/hello/{name}", get(hello)).with_state(routes.clone());
+        let app = Router::new()
+            .route("/hello/{name}", get(hello))
+            .route("/boom/{name}", get(boom))
+            .with_state(routes.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -151,6 +182,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(200));
+    // A handler that panics inside `poll`: that request gets an error, the rest go on.
+    let (status, body) = rt.block_on(get_once(addr, "/boom/joe"))?;
+    println!("GET /boom/joe (the handler panics inside poll): {status} {body}");
+    let boom_answered_500 = status == 500 && body.contains("boom, joe");
     let mut last_old: Option<PathBuf> = None;
     for step in 0..MOVES {
         let (path, vsn) = if step % 2 == 0 { (&v2, "2") } else { (&v1, "1") };
@@ -207,6 +242,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         if gone { "is no longer" } else { "is still" }
     );
     Ok(failed == 0
+        && boom_answered_500
         && ok > 0
         && tally.v1.load(Ordering::Relaxed) > 0
         && tally.v2.load(Ordering::Relaxed) > 0

@@ -40,4 +40,7 @@ crate::interface! {
     pub struct WebRoutes: WebRoutesImpl;
     /// `GET /hello/{name}`: the reply's body.
     async fn hello(name: RString) -> RString;
+    /// `GET /boom/{name}`: panics inside `poll` (after an await), so the request gets an
+    /// error and the service goes on.
+    async fn boom(name: RString) -> RString;
 }

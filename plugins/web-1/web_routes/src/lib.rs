@@ -16,6 +16,11 @@ impl WebRoutesImpl for V1 {
         plugin_api::future::sleep(Duration::from_millis(1)).await;
         format!("hello, {name} (v1)").into()
     }
+
+    async fn boom(name: RString) -> RString {
+        plugin_api::future::sleep(Duration::from_millis(1)).await;
+        panic!("boom, {name}")
+    }
 }
 
 plugin_api::export_module! { name: "web_routes", vsn: "1", library: WebRoutes = V1 }

@@ -13,6 +13,11 @@ impl WebRoutesImpl for V2 {
         plugin_api::future::sleep(Duration::from_millis(1)).await;
         format!("hi {name}, welcome back (v2)").into()
     }
+
+    async fn boom(name: RString) -> RString {
+        plugin_api::future::sleep(Duration::from_millis(1)).await;
+        panic!("boom, {name}")
+    }
 }
 
 plugin_api::export_module! { name: "web_routes", vsn: "2", library: WebRoutes = V2 }
