@@ -73,7 +73,7 @@ impl<I: Interface> Handle<I> {
     }
 
     /// Starts an async call in the current version: `f` runs with the version's table and
-    /// returns the plugin's future (an `async fn` of an async [`interface!`](plugin_api::interface)).
+    /// returns the plugin's future (an `async fn` of an async [`interface!`](macro@plugin_api::interface)).
     /// The returned [`AsyncCall`] holds that version until the future completes or is
     /// dropped, across await points and threads; a soft purge waits for it, a brutal purge
     /// drops it (the call then fails with [`CallError::Purged`]), and
