@@ -46,6 +46,7 @@ pub mod runtime;
 pub use front::cluster;
 pub use front::{control, scaffold, service, watch};
 
+pub use code::async_call::AsyncCall;
 pub use code::code_server::{
     CodeServer, Config, HeldVersion, Holder, ModuleHolders, ModuleStatus, PurgeMethod, Purged,
     Status, VersionInfo,

@@ -57,8 +57,9 @@ pub const MAGIC: [u8; 8] = *b"HOTCODE\0";
 /// descriptor, or the way function tables are called; the host refuses any other version.
 ///
 /// Version 2 added [`ModuleDescriptor::panic_strategy`]; version 3 passes the host's
-/// [`HostServices`] to [`ModuleDescriptor::on_load`].
-pub const ABI_VERSION: u32 = 3;
+/// [`HostServices`] to [`ModuleDescriptor::on_load`]; version 4 adds the host's async services
+/// ([`HostServices::sleep_ms`]) and futures across the boundary ([`FfiFuture`](crate::future::FfiFuture)).
+pub const ABI_VERSION: u32 = 4;
 
 /// How a plugin was compiled to handle panics (its `panic` profile setting).
 ///

@@ -222,6 +222,7 @@ pub mod __private {
     /// Nothing it calls panics (`Once`, `OnceLock`, `log::set_logger` all return).
     pub fn on_load(host: &'static HostServices, prefix: &'static str, module_path: &'static str) {
         crate::log_forward::install(host, prefix, module_path);
+        crate::future::install(host);
         static HOOK: Once = Once::new();
         HOOK.call_once(|| {
             panic::set_hook(Box::new(|info| {

@@ -103,6 +103,12 @@ impl IntoHost for RTerm {
 /// ```
 ///
 /// Argument and result types must be `StableAbi`; results must implement [`IntoHost`].
+///
+/// An interface may instead be made of `async fn`s only (`async fn nap(ms: u64) -> u64;`):
+/// the plugin implements each with an `async fn` (a `Send` future; arguments owned, since
+/// the future outlives the call) and the table returns an
+/// [`FfiFuture`](crate::future::FfiFuture), which a host awaits through `Handle::call_async`.
+/// Mixing `fn` and `async fn` in one interface is not supported yet.
 /// The macro's own paths all go through `$crate`, but the code abi_stable's `StableAbi`
 /// derive writes names the crate `::abi_stable` (the derive has no option to name it
 /// otherwise), so a crate that declares interfaces needs `abi_stable` as a direct
@@ -165,6 +171,84 @@ macro_rules! interface {
                     match (self.$method)($($arg),*) {
                         $crate::abi_stable::std_types::RResult::ROk(value) => {
                             ::core::result::Result::Ok($crate::IntoHost::into_host(value))
+                        }
+                        $crate::abi_stable::std_types::RResult::RErr(error) => {
+                            ::core::result::Result::Err(error.into_host())
+                        }
+                    }
+                }
+            )*
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident : $imp:ident ;
+        $(
+            $(#[$fmeta:meta])*
+            async fn $method:ident ( $( $arg:ident : $argty:ty ),* $(,)? ) -> $ret:ty ;
+        )*
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive($crate::abi_stable::StableAbi)]
+        $vis struct $name {
+            $(
+                $method: extern "C" fn( $($argty),* )
+                    -> $crate::abi_stable::std_types::RResult<
+                        $crate::future::FfiFuture<$ret>,
+                        $crate::RPluginError,
+                    >,
+            )*
+        }
+
+        // SAFETY: the struct above is `#[repr(C)]`, made only of `extern "C"` fn pointers
+        // built by `table_for`, each of which catches panics (and so do the poll and drop
+        // functions of the futures they return); LAYOUT comes from its derive.
+        unsafe impl $crate::Interface for $name {
+            const NAME: &'static str = ::core::stringify!($name);
+        }
+
+        #[doc = ::core::concat!("The plugin side of [`", ::core::stringify!($name), "`]: `async fn`s (owned arguments: the future outlives the call).")]
+        $vis trait $imp {
+            $(
+                $(#[$fmeta])*
+                fn $method( $($arg: $argty),* )
+                    -> impl ::core::future::Future<Output = $ret> + ::core::marker::Send + 'static;
+            )*
+        }
+
+        impl $name {
+            /// Builds the table for implementation `T`: each function starts `T`'s future
+            /// (a panic while starting it becomes an error) and boxes it as an
+            /// [`FfiFuture`]($crate::future::FfiFuture) polled and dropped by this plugin.
+            pub const fn table_for<T: $imp>() -> Self {
+                $(
+                    extern "C" fn $method<T: $imp>( $($arg: $argty),* )
+                        -> $crate::abi_stable::std_types::RResult<
+                            $crate::future::FfiFuture<$ret>,
+                            $crate::RPluginError,
+                        >
+                    {
+                        $crate::__private::guard(move || {
+                            $crate::future::FfiFuture::new(T::$method($($arg),*))
+                        })
+                    }
+                )*
+                $name { $( $method: $method::<T>, )* }
+            }
+
+            $(
+                $(#[$fmeta])*
+                ///
+                /// Returns the boundary future; a host awaits it through
+                /// `Handle::call_async`, which holds the version until the future is gone.
+                #[allow(clippy::too_many_arguments)]
+                pub fn $method(&self, $($arg: $argty),* )
+                    -> ::core::result::Result<$crate::future::FfiFuture<$ret>, $crate::PluginError>
+                {
+                    match (self.$method)($($arg),*) {
+                        $crate::abi_stable::std_types::RResult::ROk(future) => {
+                            ::core::result::Result::Ok(future)
                         }
                         $crate::abi_stable::std_types::RResult::RErr(error) => {
                             ::core::result::Result::Err(error.into_host())

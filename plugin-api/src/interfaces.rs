@@ -23,3 +23,24 @@ crate::interface! {
     /// Panics with `message`, to show that a panic comes back as an error.
     fn fail(message: RStr<'_>) -> u32;
 }
+
+crate::interface! {
+    /// An async example interface: handlers that await the host's runtime. Used by the
+    /// `napper` test fixture and the tests of async calls.
+    pub struct Napper: NapperImpl;
+    /// Sleeps `ms` milliseconds on the host's timer, then returns `ms`.
+    async fn nap(ms: u64) -> u64;
+    /// Sleeps `ms` milliseconds, then panics inside `poll`.
+    async fn boom(ms: u64) -> u64;
+}
+
+crate::interface! {
+    /// The axum example's route handlers (`plugins/web-1`, `plugins/web-2`), served by
+    /// `host/examples/axum_service.rs`.
+    pub struct WebRoutes: WebRoutesImpl;
+    /// `GET /hello/{name}`: the reply's body.
+    async fn hello(name: RString) -> RString;
+    /// `GET /boom/{name}`: panics inside `poll` (after an await), so the request gets an
+    /// error and the service goes on.
+    async fn boom(name: RString) -> RString;
+}

@@ -41,6 +41,7 @@ pub mod abi;
 pub mod behaviour;
 pub mod callback;
 pub mod export;
+pub mod future;
 pub mod interface;
 pub mod interfaces;
 mod log_forward;
@@ -54,6 +55,7 @@ pub use abi::{
 };
 pub use callback::Callback;
 pub use export::__private;
+pub use future::{FfiFuture, FfiPoll, FfiWaker};
 pub use interface::{Interface, IntoHost};
 pub use services::{HostServices, LogLevel, LogLevelFilter, LogRecord};
 pub use term::{RTerm, RTermRef, Term};

@@ -141,4 +141,8 @@ pub struct HostServices {
     pub log: extern "C" fn(record: &LogRecord<'_>),
     /// Flushes the host's logger.
     pub log_flush: extern "C" fn(),
+    /// A future, made and polled by the host on its own runtime, that completes after
+    /// `millis` milliseconds (what [`sleep`](crate::future::sleep) awaits). The plugin polls
+    /// it under the waker the host lent and drops it through its own table.
+    pub sleep_ms: extern "C" fn(millis: u64) -> crate::future::FfiFuture<()>,
 }

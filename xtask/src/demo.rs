@@ -1,8 +1,9 @@
 //! `cargo xtask demo [ARGS...]`: makes sure etcd and protoc are installed
 //! ([`tools`](crate::tools)), runs `dist`, then `cargo run --release --quiet -p hotcode
 //! --features cluster --example demo -- <target/dist> [ARGS...]` (the dist path is
-//! absolute; the demo's fleet part starts a private etcd on loopback and stops it) and
-//! exits with the demo's exit code.
+//! absolute; the demo's fleet part starts a private etcd on loopback and stops it), then
+//! the axum example service on the `web` plugins of `<target/dist>/lib` (`--example
+//! axum_service`), and exits with the first failing exit code.
 
 use std::process::ExitCode;
 
@@ -21,6 +22,17 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         .args(["--example", "demo", "--"])
         .arg(&dist_dir)
         .args(args);
+    let status = cmd::status(&mut cargo)?;
+    if !status.success() {
+        return Ok(cmd::exit_code(status));
+    }
+    println!("\n== the axum service: async plugin handlers upgraded under HTTP load ==");
+    let lib = dist_dir.join("lib");
+    let mut cargo = cmd::cargo();
+    cargo
+        .args(["run", "--release", "--quiet", "-p", "hotcode", "--example", "axum_service", "--"])
+        .arg(lib.join("web-1").join("web_routes.so"))
+        .arg(lib.join("web-2").join("web_routes.so"));
     let status = cmd::status(&mut cargo)?;
     Ok(cmd::exit_code(status))
 }

@@ -63,10 +63,20 @@ pub struct Holder {
     pub thread: ThreadInfo,
     /// The hotcode process running on that thread, if it is one.
     pub process: Option<u64>,
+    /// When the holder is an in-flight future of an async call (`Handle::call_async`): its
+    /// id; `thread` is then the thread that started the call (the future may run anywhere).
+    pub future: Option<u64>,
 }
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(id) = self.future {
+            return write!(
+                f,
+                "future #{id} (started on thread '{}', tid {})",
+                self.thread.name, self.thread.tid
+            );
+        }
         match self.process {
             Some(pid) => write!(
                 f,
@@ -188,7 +198,7 @@ impl Purged {
 }
 
 fn holder(found: hold::Found) -> Holder {
-    Holder { thread: found.thread, process: found.process }
+    Holder { thread: found.thread, process: found.process, future: found.future }
 }
 
 /// What a handle reads: the module's current version. Shared by the code server and every
@@ -778,13 +788,25 @@ fn pre_purge(
     Ok(purge_old(state))
 }
 
-/// Detaches the old version and retires it.
+/// Detaches the old version and retires it. In-flight futures holding it are dropped (in
+/// their version) before it is unloaded: a thread cannot be stopped, a future can.
 fn purge_old(state: &mut ModuleState) -> Purged {
     state.post_purge = None;
     match state.old.take() {
         Some(old) => {
             log::info!("purge {}: {}", state.entry.name, old.label());
-            Purged::from_retired(reaper::retire(old))
+            let (cell, id) = (old.cell, old.id);
+            match reaper::retire(old) {
+                Retired::Held(found) if found.iter().any(|f| f.future.is_some()) => {
+                    let cancelled = hold::cancel_futures(cell);
+                    log::info!(
+                        "purge {}: dropped {cancelled} in-flight future(s)",
+                        state.entry.name
+                    );
+                    Purged::from_retired(reaper::outcome(id))
+                }
+                retired => Purged::from_retired(retired),
+            }
         }
         None => Purged::Nothing,
     }

@@ -160,6 +160,13 @@ fn holders_list(holders: &[Holder]) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
+    /// An async call's future was dropped because the version it entered was purged
+    /// (a brutal purge drops in-flight futures before unloading their version).
+    #[error("`{module}`: the version this async call entered was purged before it completed")]
+    Purged {
+        /// The module.
+        module: String,
+    },
     /// The module has no current version (never loaded, or removed).
     #[error("module `{module}` is not loaded")]
     NotLoaded {

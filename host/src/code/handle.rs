@@ -12,8 +12,9 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use plugin_api::{Interface, PluginError};
+use plugin_api::{FfiFuture, Interface, IntoHost, PluginError};
 
+use crate::code::async_call::AsyncCall;
 use crate::code::code_server::ModuleEntry;
 use crate::code::error::CallError;
 use crate::code::hold::{self, EnterError};
@@ -69,6 +70,41 @@ impl<I: Interface> Handle<I> {
         let result = f(table);
         drop(held);
         result.map_err(|error| CallError::Plugin { module: self.module.name.clone(), error })
+    }
+
+    /// Starts an async call in the current version: `f` runs with the version's table and
+    /// returns the plugin's future (an `async fn` of an async [`interface!`](macro@plugin_api::interface)).
+    /// The returned [`AsyncCall`] holds that version until the future completes or is
+    /// dropped, across await points and threads; a soft purge waits for it, a brutal purge
+    /// drops it (the call then fails with [`CallError::Purged`]), and
+    /// [`CodeServer::holders`](crate::CodeServer::holders) lists it.
+    ///
+    /// ```ignore
+    /// let slept = handle.call_async(|n| n.nap(5)).await?;
+    /// ```
+    pub fn call_async<R>(
+        &self,
+        f: impl FnOnce(&I) -> Result<FfiFuture<R>, PluginError>,
+    ) -> AsyncCall<R>
+    where
+        R: IntoHost + Send + 'static,
+    {
+        let held = match hold::enter(&self.module.current) {
+            Ok(held) => held,
+            Err(e) => return AsyncCall::failed(&self.module.name, self.enter_error(e)),
+        };
+        // SAFETY: as in `call`: the version exports `I`, and `held` keeps it mapped until
+        // the future's own hold has taken over (inside `AsyncCall::start`).
+        let table = unsafe { &*(held.cell().table() as *const I) };
+        let call = match f(table) {
+            Ok(future) => AsyncCall::start(&self.module.name, &held, future),
+            Err(error) => AsyncCall::failed(
+                &self.module.name,
+                CallError::Plugin { module: self.module.name.clone(), error },
+            ),
+        };
+        drop(held);
+        call
     }
 
     /// Enters the current version and returns the hold (for the process runtime, which

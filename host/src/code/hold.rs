@@ -19,13 +19,16 @@
 //! cells are type-stable (never freed, only recycled), so reading a cell through a stale
 //! pointer is always a read of valid memory; every decision is re-validated under the
 //! reaper's lock.
+//!
+//! Futures returned by async calls hold their version in an entry of their own
+//! ([`FutureHold`]), which the scan reads too; see "Holds owned by futures" below.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crossbeam::utils::CachePadded;
 
@@ -345,13 +348,104 @@ impl Drop for Hold {
     }
 }
 
-/// One thread found holding a version.
+// --- Holds owned by futures. ---
+//
+// A call that returns a future (`Handle::call_async`) holds the version it entered until
+// the future is gone, across await points and threads: not in a thread's slot, but in an
+// entry of the process-wide `FUTURES` registry that the future's host-side wrapper owns
+// (like a process's pin). Its protocol:
+//
+// - **hand-over**: the call enters through its thread's slot as usual; while that slot
+//   still holds the version, the entry is pushed under `FUTURES`' lock; only then is the
+//   slot released. A scan that took the lock before the push still sees the slot (by the
+//   fence protocol above); one that took it after sees the entry.
+// - **release**: the plugin's future is dropped first (in its version, still held), then
+//   the entry is removed under the lock, then the cell's `reap` flag is read: the purger
+//   set it before its scan took the lock, so a releaser whose removal followed that scan
+//   sees it, and wakes the reaper.
+// - **cancel** (a brutal purge): the wrappers holding a purged cell are told to drop their
+//   plugin futures now; each then releases as above.
+
+/// The host-side owner of a future hold: what a brutal purge asks to give up.
+pub(crate) trait FutureHolder: Send + Sync {
+    /// Drops the plugin's future (in its version) and releases the hold; the future's
+    /// wrapper then reports the call as purged.
+    fn cancel(&self);
+}
+
+struct FutureEntry {
+    id: u64,
+    cell: &'static VersionCell,
+    /// The thread that started the call, for `holders` reports.
+    started_on: ThreadInfo,
+    holder: Weak<dyn FutureHolder>,
+}
+
+static FUTURES: Mutex<Vec<FutureEntry>> = Mutex::new(Vec::new());
+static NEXT_FUTURE: AtomicU64 = AtomicU64::new(1);
+
+/// A version held by a future: registered while it lives, released when it drops. `Send`:
+/// it belongs to a future, not a thread.
+pub(crate) struct FutureHold {
+    id: u64,
+    cell: &'static VersionCell,
+}
+
+impl FutureHold {
+    /// Hands `hold`'s version over to a future hold owned by `holder`. The caller keeps
+    /// `hold` until this returns (see the hand-over above).
+    pub(crate) fn take_over(hold: &Hold, holder: Weak<dyn FutureHolder>) -> FutureHold {
+        let id = NEXT_FUTURE.fetch_add(1, Ordering::Relaxed);
+        let thread = std::thread::current();
+        let started_on = ThreadInfo {
+            name: thread.name().unwrap_or("<unnamed>").to_owned(),
+            // SAFETY: gettid has no preconditions.
+            tid: unsafe { libc::gettid() },
+        };
+        lock(&FUTURES).push(FutureEntry { id, cell: hold.cell, started_on, holder });
+        FutureHold { id, cell: hold.cell }
+    }
+}
+
+impl Drop for FutureHold {
+    fn drop(&mut self) {
+        {
+            let mut futures = lock(&FUTURES);
+            if let Some(at) = futures.iter().position(|f| f.id == self.id) {
+                futures.swap_remove(at);
+            }
+        }
+        if self.cell.reap.load(Ordering::SeqCst) {
+            crate::code::reaper::on_release(self.cell);
+        }
+    }
+}
+
+/// Cancels every future holding `cell` (a brutal purge): each drops its plugin future in
+/// its version and releases its hold. Returns how many were cancelled. Must not be called
+/// with the reaper's lock held (the last release unloads through it).
+pub(crate) fn cancel_futures(cell: &'static VersionCell) -> usize {
+    let holders: Vec<Arc<dyn FutureHolder>> = lock(&FUTURES)
+        .iter()
+        .filter(|f| std::ptr::eq(f.cell, cell))
+        .filter_map(|f| f.holder.upgrade())
+        .collect();
+    for holder in &holders {
+        holder.cancel();
+    }
+    holders.len()
+}
+
+/// One thread (or future) found holding a version.
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
     /// Which of the scanned cells it holds (index into the `cells` argument).
     pub(crate) which: usize,
+    /// The thread, or for a future the thread that started it.
     pub(crate) thread: ThreadInfo,
     pub(crate) process: Option<u64>,
+    /// The future's id, when the holder is an in-flight async call.
+    pub(crate) future: Option<u64>,
 }
 
 /// Finds every thread holding any of `cells`, after making every earlier publication of
@@ -369,8 +463,19 @@ pub(crate) fn scan(cells: &[&'static VersionCell]) -> Vec<Found> {
                     which,
                     thread: record.info().clone(),
                     process: record.process(),
+                    future: None,
                 });
             }
+        }
+    }
+    for entry in lock(&FUTURES).iter() {
+        if let Some(which) = wanted.iter().position(|w| *w == entry.cell.as_ptr()) {
+            found.push(Found {
+                which,
+                thread: entry.started_on.clone(),
+                process: None,
+                future: Some(entry.id),
+            });
         }
     }
     found

@@ -8,8 +8,10 @@
 //! per-thread hold slots and the scan), `version` (a loaded version's host-owned metadata),
 //! `reaper` (unloading retired versions once their last holder leaves), [`code_server`]
 //! (OTP's current and old slots: load, remove, purge, soft_purge, holders), [`handle`]
-//! (the call path) and `services` (the table of host functions every loaded module gets,
-//! through which plugin log records reach the host's logger).
+//! (the call path), [`async_call`] (the future of an async call, which owns its hold on
+//! the version) and `services` (the table of host functions every loaded module gets,
+//! through which plugin log records reach the host's logger and plugins await the host's
+//! timer).
 //!
 //! **May use:** nothing else in this crate. Processes, releases and the fronts are built on
 //! top of it; it knows none of them.
@@ -22,6 +24,7 @@
 //! because a handle is a typed view of one code-server entry. `error` names `Holder`, the
 //! code server's answer to "who holds it", in `old_processes` errors.
 
+pub mod async_call;
 pub mod code_server;
 pub mod elf;
 pub mod error;

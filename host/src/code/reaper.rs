@@ -125,6 +125,19 @@ fn unload(reaper: &mut Reaper, version: &Version) -> Retired {
     outcome
 }
 
+/// What became of retired version `id` so far: still detached (with its holders now),
+/// leaked, or (on neither list) unloaded.
+pub(crate) fn outcome(id: u64) -> Retired {
+    let reaper = lock();
+    if let Some(version) = reaper.detached.iter().find(|v| v.id == id) {
+        return Retired::Held(hold::scan(&[version.cell]));
+    }
+    match reaper.leaked.iter().find(|l| l.id == id) {
+        Some(leak) => Retired::Leaked(leak.reason.clone()),
+        None => Retired::Unloaded,
+    }
+}
+
 /// Retries every leaked library; returns those that are now gone.
 pub(crate) fn retry_leaked() -> Vec<LeakedLibrary> {
     let mut reaper = lock();

@@ -18,11 +18,21 @@
 use std::panic::{self, AssertUnwindSafe};
 
 use plugin_api::abi_stable::std_types::RStr;
-use plugin_api::{HostServices, LogLevel, LogLevelFilter, LogRecord};
+use plugin_api::{FfiFuture, HostServices, LogLevel, LogLevelFilter, LogRecord};
 
 /// The one table, handed to every module version at load.
 pub(crate) static HOST_SERVICES: HostServices =
-    HostServices { max_level, log_enabled, log: log_record, log_flush };
+    HostServices { max_level, log_enabled, log: log_record, log_flush, sleep_ms };
+
+/// [`HostServices::sleep_ms`]: a host future on tokio's timer. The tokio `Sleep` is made at
+/// the first poll, so on the thread of the runtime that polls it (a plugin never names the
+/// runtime); polled outside a tokio runtime it panics in the host's poll, which crosses as
+/// [`FfiPoll::Panicked`](plugin_api::FfiPoll::Panicked) and fails the plugin's call.
+extern "C" fn sleep_ms(millis: u64) -> FfiFuture<()> {
+    FfiFuture::new(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    })
+}
 
 /// [`HostServices::max_level`]: the host's `log::max_level()`.
 extern "C" fn max_level() -> LogLevelFilter {

@@ -21,7 +21,7 @@ use crate::runtime::application::AppController;
 use crate::runtime::bounded::{self, Timeouts};
 use crate::runtime::process::{
     ChangeMode, Dest, ExitSignal, Msg, Naming, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
-    ProcessKind, SysMsg, spawn_gen_server,
+    ProcessKind, Reply, SysMsg, spawn_gen_server,
 };
 use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
 
@@ -221,7 +221,7 @@ impl NodeInner {
         if kind != ProcessKind::GenServer {
             return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
         }
-        self.send(&dest, Msg::Call { request, reply: tx })?;
+        self.send(&dest, Msg::Call { request, reply: Reply::Thread(tx) })?;
         match rx.recv_timeout(timeout) {
             Ok(reply) => Ok(reply),
             Err(channel::RecvTimeoutError::Timeout) => {
@@ -231,6 +231,37 @@ impl NodeInner {
                 dest: dest.to_string(),
                 reason: exit.wait(Some(Duration::from_secs(1))).unwrap_or(Term::atom("noproc")),
             }),
+        }
+    }
+
+    /// [`call`](Self::call) for async code: the reply wakes the awaiting task, so no
+    /// runtime worker blocks while the process works. The timeout runs on tokio's timer
+    /// (the caller must be inside a tokio runtime with time enabled).
+    pub(crate) async fn call_async(
+        &self,
+        dest: Dest,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (exit, kind) = self.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        if kind != ProcessKind::GenServer {
+            return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
+        }
+        self.send(&dest, Msg::Call { request, reply: Reply::Task(tx) })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Err(_) => Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout }),
+            Ok(Err(_)) => {
+                // The process dropped the reply: it is exiting. Its reason is recorded
+                // as it exits; wait for it off the runtime's workers.
+                let reason = tokio::task::spawn_blocking(move || {
+                    exit.wait(Some(Duration::from_secs(1))).unwrap_or(Term::atom("noproc"))
+                })
+                .await
+                .unwrap_or(Term::atom("noproc"));
+                Err(ProcessError::Exited { dest: dest.to_string(), reason })
+            }
         }
     }
 
@@ -317,6 +348,17 @@ impl NodeRef {
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
         self.inner.call(dest.into(), request, timeout)
+    }
+
+    /// `gen_server:call(Dest, Request, Timeout)` from async code: awaits the reply without
+    /// blocking a runtime worker. Must run inside a tokio runtime (its timer times out).
+    pub async fn call_async(
+        &self,
+        dest: impl Into<Dest>,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        self.inner.call_async(dest.into(), request, timeout).await
     }
 
     /// The processes that run `module`, found the way release handling finds them.
@@ -429,6 +471,17 @@ impl Node {
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
         self.inner.call(dest.into(), request, timeout)
+    }
+
+    /// `gen_server:call(Dest, Request, Timeout)` from async code: awaits the reply without
+    /// blocking a runtime worker (see [`NodeRef::call_async`]).
+    pub async fn call_async(
+        &self,
+        dest: impl Into<Dest>,
+        request: Term,
+        timeout: Duration,
+    ) -> Result<Term, ProcessError> {
+        self.inner.call_async(dest.into(), request, timeout).await
     }
 
     /// A cheap, cloneable reference for threads that call processes on this node (a TCP

@@ -145,11 +145,34 @@ pub enum ChangeMode {
     Down,
 }
 
+/// Where a call's reply goes: a waiting thread, or an async task (woken by the reply,
+/// so a runtime worker never blocks waiting for a process).
+pub(crate) enum Reply {
+    /// A thread blocked in `Node::call`.
+    Thread(Sender<Term>),
+    /// A task awaiting `Node::call_async`.
+    Task(tokio::sync::oneshot::Sender<Term>),
+}
+
+impl Reply {
+    /// Sends the reply; a caller that stopped waiting (timed out) is no error.
+    pub(crate) fn send(self, answer: Term) {
+        match self {
+            Reply::Thread(tx) => {
+                let _ = tx.send(answer);
+            }
+            Reply::Task(tx) => {
+                let _ = tx.send(answer);
+            }
+        }
+    }
+}
+
 /// Messages between the host and a process. Everything a process does arrives here.
 pub(crate) enum Msg {
     Call {
         request: Term,
-        reply: Sender<Term>,
+        reply: Reply,
     },
     Cast(Term),
     Info(Term),
@@ -563,12 +586,12 @@ impl Server {
         self.exit(exit);
     }
 
-    fn call(&mut self, request: Term, reply: Sender<Term>) -> Result<Option<Term>, Term> {
+    fn call(&mut self, request: Term, reply: Reply) -> Result<Option<Term>, Term> {
         // SAFETY: `with_current` hands over the state only after migrating it into the
         // version whose table it passes.
         let (answer, stop) =
             self.with_current(|t, state| unsafe { t.handle_call(state, &request) })?;
-        let _ = reply.send(answer);
+        reply.send(answer);
         Ok(stop)
     }
 

@@ -463,7 +463,7 @@ impl Sup {
                 Msg::Sys(SysMsg::Terminate(reason)) => break reason,
                 Msg::Sys(SysMsg::Kill) => break Term::atom("killed"),
                 Msg::Call { reply, .. } => {
-                    let _ = reply.send(Term::error(Term::atom("not_a_gen_server")));
+                    reply.send(Term::error(Term::atom("not_a_gen_server")));
                 }
                 Msg::Cast(_) | Msg::Info(_) => {}
             }

@@ -26,6 +26,8 @@ const PLUGINS: &[&str] = &[
     "svc_app-v2",
     "svc_sup-v2",
     "svc_handler-v2",
+    "web_routes-v1",
+    "web_routes-v2",
     "fixture-no-symbol",
     "fixture-layout-mismatch",
     "fixture-tls-pin",
@@ -34,6 +36,7 @@ const PLUGINS: &[&str] = &[
     "fixture-flaky-sup",
     "fixture-abi-mismatch",
     "fixture-chatty",
+    "fixture-napper",
 ];
 
 /// Plugins built with a Cargo profile of their own (`profile` in their
@@ -96,6 +99,11 @@ pub fn greeter_v1() -> PathBuf {
 /// greeter version 2.
 pub fn greeter_v2() -> PathBuf {
     plugin("greeter-v2")
+}
+
+/// The `napper` fixture: an async interface ([`plugin_api::interfaces::Napper`]).
+pub fn napper() -> PathBuf {
+    plugin("fixture-napper")
 }
 
 /// The host crate's directory in the checkout under test, as cargo says when it runs the

@@ -2,6 +2,7 @@
 
 mod applications;
 mod architecture;
+mod async_calls;
 mod bad_input;
 mod bounded_calls;
 mod checks;

@@ -19,7 +19,8 @@
 //!   for_ms} | null, waiting: [request]}`, `releases`, `applications: {loaded, started}`,
 //!   `trees` (as above), `modules: [{name, current, old, staged, post_purge, holders:
 //!   {current, old}}]` (a version `{vsn, id, behaviour, source, copy}`; a holder `{thread,
-//!   tid, process}`), `processes` (how many), `leaked: [{module, vsn, copy, reason}]`,
+//!   tid, process}`, plus `future`, an id, when the holder is an async call's future),
+//!   `processes` (how many), `leaked: [{module, vsn, copy, reason}]`,
 //!   `detached: [{vsn, source}]`, `abandoned: [{pid, module}]`, `host: {vsn, os_pid}` (the
 //!   host version and the node's operating-system pid, which a host restart changes).
 
@@ -226,6 +227,10 @@ struct HolderDoc {
     thread: String,
     tid: i64,
     process: Option<String>,
+    /// An in-flight async call's future (its id); `thread` then started the call. Absent
+    /// for threads, so documents without futures are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    future: Option<u64>,
 }
 
 fn holders(list: &[Holder]) -> Vec<HolderDoc> {
@@ -234,6 +239,7 @@ fn holders(list: &[Holder]) -> Vec<HolderDoc> {
             thread: h.thread.name.clone(),
             tid: i64::from(h.thread.tid),
             process: h.process.map(|p| format!("<0.{p}.0>")),
+            future: h.future,
         })
         .collect()
 }

@@ -1,0 +1,7 @@
+%% The axum example's route handlers, version 1: one library module of async functions,
+%% no processes.
+{application, web,
+ [{description, "Route handlers of the axum example service"},
+  {vsn, "1"},
+  {modules, [web_routes]},
+  {applications, []}]}.
