@@ -817,6 +817,12 @@ fn boot(
     // Registered before anything else, so that a SIGTERM during boot is not lost: the node
     // then shuts down as soon as it is up.
     let signals = stop_on_signals()?;
+    // A plain boot runs the permanent release on that release's own host binary: before the
+    // inherited descriptors are taken (taking them marks them close-on-exec), so that a
+    // node started by socket activation hands them on to that binary as it got them.
+    if !restart::started_by_predecessor() {
+        exec_permanent_host(root)?;
+    }
     let mut inherited = Inherited::from_env().context("cannot take the inherited descriptors")?;
     let predecessor = inherited
         .predecessor(HELLO_TIMEOUT)
@@ -824,8 +830,6 @@ fn boot(
     if let Some(predecessor) = predecessor {
         return take_over(root, action, timeouts, front, inherited, predecessor, &signals);
     }
-    // A plain boot runs the permanent release on that release's own host binary.
-    exec_permanent_host(root)?;
     // The root's lock before anything reads or writes the root: a second node on it stops
     // here, before it reads RELEASES or touches the first node's socket (or its exit
     // record). Held (declared first, dropped last) until the node has shut down.
@@ -949,7 +953,9 @@ impl Running {
         if let Some(tcp) = &self.tcp {
             fds.push((FD_TCP.to_owned(), tcp.listener_fd().context("duplicating the TCP socket")?));
         }
-        let exe = std::env::current_exe().context("finding this program's binary")?;
+        // The binary this process runs, whatever became of its path since (replaced by a
+        // package upgrade, deleted): the kernel's own link to it, never a path to re-read.
+        let exe = PathBuf::from("/proc/self/exe");
         self.handler.set_host_restart(HostRestart {
             exe,
             args: std::env::args_os().skip(1).collect(),

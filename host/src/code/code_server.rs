@@ -798,7 +798,11 @@ fn purge_old(state: &mut ModuleState) -> Purged {
             let (cell, id) = (old.cell, old.id);
             match reaper::retire(old) {
                 Retired::Held(found) if found.iter().any(|f| f.future.is_some()) => {
-                    let cancelled = hold::cancel_futures(cell);
+                    // The futures the scan found, by id: should the version go and its
+                    // cell be recycled before this runs, futures of the cell's next
+                    // version are not these.
+                    let ids: Vec<u64> = found.iter().filter_map(|f| f.future).collect();
+                    let cancelled = hold::cancel_futures(cell, &ids);
                     log::info!(
                         "purge {}: dropped {cancelled} in-flight future(s)",
                         state.entry.name

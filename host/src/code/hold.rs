@@ -421,13 +421,13 @@ impl Drop for FutureHold {
     }
 }
 
-/// Cancels every future holding `cell` (a brutal purge): each drops its plugin future in
+/// Cancels the futures `ids` (found holding `cell` by a scan) for a brutal purge: each drops its plugin future in
 /// its version and releases its hold. Returns how many were cancelled. Must not be called
 /// with the reaper's lock held (the last release unloads through it).
-pub(crate) fn cancel_futures(cell: &'static VersionCell) -> usize {
+pub(crate) fn cancel_futures(cell: &'static VersionCell, ids: &[u64]) -> usize {
     let holders: Vec<Arc<dyn FutureHolder>> = lock(&FUTURES)
         .iter()
-        .filter(|f| std::ptr::eq(f.cell, cell))
+        .filter(|f| std::ptr::eq(f.cell, cell) && ids.contains(&f.id))
         .filter_map(|f| f.holder.upgrade())
         .collect();
     for holder in &holders {

@@ -194,13 +194,17 @@ fn sync_nodes(
         }
         SyncTargets::Apply { module, function, args } => {
             let mfa = format!("{module}:{function}/{}", args.len());
+            // Strings are lists: `[]`, `""`, `[n1, "n2", [$n, $3]]` all read as OTP reads them.
             match h.node.apply(module, function, args.clone()) {
-                Ok(Term::List(items)) => items
+                Ok(result) if result.as_elements().is_some() => result
+                    .as_elements()
+                    .unwrap_or_default()
                     .iter()
-                    .map(|t| match t {
-                        Term::Atom(a) | Term::Str(a) => Ok(a.clone()),
-                        other => Err(SyncFailure::Nodes(format!(
-                            "{mfa} returned {other} in its list, not a node name"
+                    .map(|t| match (t.as_atom(), t.as_text()) {
+                        (Some(a), _) => Ok(a.to_owned()),
+                        (None, Some(text)) => Ok(text.into_owned()),
+                        _ => Err(SyncFailure::Nodes(format!(
+                            "{mfa} returned {t} in its list, not a node name"
                         ))),
                     })
                     .collect::<Result<_, _>>()?,

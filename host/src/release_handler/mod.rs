@@ -737,7 +737,17 @@ impl ReleaseHandler {
                 boot: state.current.clone(),
                 continue_install: Some(vsn.to_owned()),
             };
-            let pid = self.start_successor(&plan.target, &plan.record, &hello)?;
+            let pid = match self.start_successor(&plan.target, &plan.record, &hello) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    // Nothing ran here; the other nodes of this attempt must not wait for
+                    // a node that will not reach their barriers.
+                    if let (Some(cluster), Some(attempt)) = (self.cluster(), attempt) {
+                        cluster.abort(attempt);
+                    }
+                    return Err(e.into());
+                }
+            };
             log::info!(
                 "release {vsn}: the new host (pid {pid}) runs the rest of the script \
                  (continue_after_restart from {})",

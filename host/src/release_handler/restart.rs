@@ -823,7 +823,8 @@ fn spawn_with_fds(
 /// Must be called only in the child of `fork`, with `argv` and `env` NUL-terminated arrays
 /// of pointers to NUL-terminated strings, and `pid_digits` pointing at (at least) 21
 /// writable bytes inside the `LISTEN_PID=` entry of `env`. It calls only async-signal-safe
-/// functions (dup2, getpid, sigprocmask, signal, execve, _exit) and allocates nothing.
+/// functions (dup2, close_range, getpid, sigprocmask, signal, execve, _exit) and allocates
+/// nothing.
 unsafe fn exec_child(
     path: &CString,
     argv: &[*const libc::c_char],
@@ -839,6 +840,14 @@ unsafe fn exec_child(
             unsafe { libc::_exit(126) };
         }
     }
+    // Every other descriptor goes: one that a plugin or a C library opened without
+    // O_CLOEXEC must not leak into the new host. The sources of the dup2s above are among
+    // them, and are done with.
+    let first = u32::try_from(LISTEN_FDS_START as usize + high.len()).unwrap_or(u32::MAX);
+    // SAFETY: close_range(2) is a plain system call (async-signal-safe) that only closes
+    // descriptors of this process from `first` up; an old kernel without it answers ENOSYS,
+    // and then O_CLOEXEC alone applies.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
     // SAFETY: getpid(2) is async-signal-safe and touches no memory.
     let mut pid = u64::try_from(unsafe { libc::getpid() }).unwrap_or(0);
     let mut digits = [0u8; 20];
