@@ -302,6 +302,19 @@ fn releases_listed(root: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `(vsn, status)` of every release, sorted, as `ctl which-releases` lists them.
+pub(crate) fn releases(root: &Path) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = ctl_ok(root, &["which-releases"])
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[1].to_owned(), fields[2].to_owned())
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
 /// The top supervisor pid of application `app` in `status` output.
 fn top_pid(status: &str, app: &str) -> String {
     let prefix = format!("  {app} ");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hotcode::service::{LoadGen, LoadReport};
 
-use crate::cli::{DEADLINE, Node, bin, ctl, ctl_ok, scratch};
+use crate::cli::{DEADLINE, Node, bin, ctl, ctl_ok, releases, scratch};
 use crate::fixtures;
 
 /// The up entry of the service relup (svc 1 → 2), with `first` before it and `last` after.
@@ -193,19 +193,6 @@ fn no_failures(report: &LoadReport) {
     assert_eq!(report.failed, 0, "failed requests: {report:?}");
     assert_eq!(report.refused, 0, "refused connections: {report:?}");
     assert!(report.requests > 0, "{report:?}");
-}
-
-/// (vsn, status) of each release, as `which-releases` prints them.
-fn releases(root: &Path) -> Vec<(String, String)> {
-    let mut listed: Vec<(String, String)> = ctl_ok(root, &["which-releases"])
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields[1].to_owned(), fields[2].to_owned())
-        })
-        .collect();
-    listed.sort();
-    listed
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {

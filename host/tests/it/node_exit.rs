@@ -20,7 +20,7 @@ use hotcode::control::{self, ControlError};
 use hotcode::release_handler::EXIT_RESTART;
 use hotcode::release_handler::last_exit::{self, Ending, ExitRecord};
 
-use crate::cli::{DEADLINE, Node, ctl, ctl_ok, hotcode, scratch};
+use crate::cli::{DEADLINE, Node, ctl, ctl_ok, hotcode, releases, scratch};
 use crate::fixtures;
 
 /// B's relup: nothing `check` can refuse, and an apply that fails when it runs, after the
@@ -32,19 +32,6 @@ pub(crate) const FAILING_RELUP: &str = r#"%% The apply passes every check and fa
     {apply, {supervisor, terminate_child, [prim_sup, no_such_child]}}]}],
  [{"A", [], []}]}.
 "#;
-
-/// `(vsn, status)` of every release, as `ctl which-releases` lists them.
-fn releases(root: &Path) -> Vec<(String, String)> {
-    let mut listed: Vec<(String, String)> = ctl_ok(root, &["which-releases"])
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields[1].to_owned(), fields[2].to_owned())
-        })
-        .collect();
-    listed.sort();
-    listed
-}
 
 /// The first line of `ROOT/run/last-exit`, split: `(unix ms, pid, ending)`.
 fn record_head(root: &Path) -> (u128, u32, String) {
