@@ -1,17 +1,26 @@
 //! `cargo xtask bench [ARGS...]`: makes sure etcd and protoc are installed, builds every
-//! plugin in release mode, runs `cargo bench -p hotcode --features cluster [ARGS...]` with `HOTCODE_PLUGIN_DIR` pointing at them, then
-//! merges what the benchmarks left behind into `target/bench-summary.json` and prints it
-//! as a table against SPEC §10's targets.
+//! plugin in release mode, runs `cargo bench -p hotcode --features cluster [ARGS...]` with
+//! `HOTCODE_PLUGIN_DIR` pointing at them, then has Erlang/OTP do the same process work
+//! (`xtask/otp/bench.erl`), then merges what the benchmarks left behind into
+//! `target/bench-summary.json` and prints it as a table against SPEC §10's targets.
 //!
 //! The benchmarks write their own raw results: criterion its estimates
 //! (`target/criterion/<group>/<bench>/new/estimates.json`, the group's `/` turned into
 //! `_`), the call path's paired ratios and the scenario benchmarks
-//! `target/bench-results/{call_paired,upgrade,soak,restart,fleet}.json`. Merging them
-//! here keeps the benchmarks free of any knowledge of each other and of the targets.
+//! `target/bench-results/{call_paired,runtime,upgrade,upgrade_1k,upgrade_10k,soak,restart,
+//! fleet}.json`, and the OTP script `target/bench-results/otp.json` (read into the `otp.*`
+//! keys, and the ratios against OTP). Merging them here keeps the benchmarks free of any
+//! knowledge of each other and of the targets.
+//!
+//! The OTP side runs when no arguments were passed (or `HOTCODE_OTP=1`; `HOTCODE_OTP=0`
+//! skips it). It needs `escript` (Debian `erlang-base`, installed as root when missing,
+//! see [`crate::tools::escript`]); without it the `otp.*` keys and the ratios against OTP
+//! are `null` and the command says plainly why they were not measured.
 //!
 //! A result file older than this run is stale (left by an earlier run) and counts as
 //! missing. Missing results fail the command, unless arguments were passed (a filter, a
-//! `--bench` selection): then they are shown as missing and written as `null`.
+//! `--bench` selection): then they are shown as missing and written as `null`. The OTP keys
+//! count as missing only when OTP was meant to be measured and `escript` was there.
 //! Targets that are not met do not fail the command: they are measurements, reported.
 
 use std::fs;
@@ -38,6 +47,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         .args(args)
         .env(PLUGIN_DIR_VAR, Profile::Release.out_dir());
     let status = cmd::status(&mut cargo)?;
+    let otp = run_otp(args, &project::target_dir());
 
     let sources = Sources { target: project::target_dir(), since: started };
     let rows = summarize(&sources);
@@ -46,15 +56,74 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     print_table(&rows);
     print_details(&sources);
     eprintln!("xtask: wrote {}", project::display(&path));
+    if let Otp::NotMeasured(why) = &otp {
+        println!(
+            "OTP side by side: NOT MEASURED ({why}): the otp.* keys and the ratios against OTP are null"
+        );
+    }
 
     if !status.success() {
         return Ok(cmd::exit_code(status));
     }
-    let missing: Vec<&str> = rows.iter().filter(|r| r.value.is_none()).map(|r| r.key).collect();
+    if let Otp::Failed(why) = &otp {
+        bail!("the OTP side of the benchmarks failed: {why}");
+    }
+    let missing = missing(&rows, matches!(otp, Otp::Ran));
     if !missing.is_empty() && args.is_empty() {
         bail!("the benchmarks left no (fresh) result for: {}", missing.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The keys without a value that count as missing: all of them when OTP ran, else all
+/// but the OTP ones (reported as not measured instead).
+fn missing(rows: &[Row], otp_ran: bool) -> Vec<&'static str> {
+    rows.iter().filter(|r| r.value.is_none() && (otp_ran || !r.needs_otp)).map(|r| r.key).collect()
+}
+
+/// What became of the OTP side of the run.
+enum Otp {
+    /// The script ran and wrote its results.
+    Ran,
+    /// Not measured, and why (not asked for, or no Erlang/OTP to run it with).
+    NotMeasured(String),
+    /// `escript` was there but the script failed.
+    Failed(String),
+}
+
+/// Runs `xtask/otp/bench.erl` into `<target>/bench-results/otp.json` when the whole
+/// benchmark set runs (no `args`) or `HOTCODE_OTP=1`, unless `HOTCODE_OTP=0`.
+fn run_otp(args: &[String], target: &Path) -> Otp {
+    let wanted = match std::env::var("HOTCODE_OTP").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => args.is_empty(),
+    };
+    if !wanted {
+        return Otp::NotMeasured(
+            "not run with a benchmark selection; HOTCODE_OTP=1 runs it too".to_owned(),
+        );
+    }
+    let escript = match crate::tools::escript() {
+        Ok(path) => path,
+        Err(why) => {
+            eprintln!("xtask: OTP side by side not measured: {why}");
+            return Otp::NotMeasured(why);
+        }
+    };
+    let out = target.join("bench-results/otp.json");
+    if let Some(dir) = out.parent()
+        && let Err(e) = fs::create_dir_all(dir)
+    {
+        return Otp::Failed(format!("creating {}: {e}", dir.display()));
+    }
+    let mut script = std::process::Command::new(escript);
+    script.arg(project::root().join("xtask/otp/bench.erl")).arg(&out);
+    match cmd::status(&mut script) {
+        Ok(status) if status.success() => Otp::Ran,
+        Ok(status) => Otp::Failed(format!("xtask/otp/bench.erl exited with {status}")),
+        Err(e) => Otp::Failed(format!("{e:#}")),
+    }
 }
 
 /// Where the raw results are, and the time before which a result file is stale.
@@ -128,6 +197,8 @@ struct Row {
     key: &'static str,
     value: Option<f64>,
     target: Option<Target>,
+    /// Measured by (or against) the OTP script: may be `null` when OTP was not measured.
+    needs_otp: bool,
 }
 
 /// Every summary key, in order, with its value (rounded for people: sub-ns noise and
@@ -141,38 +212,127 @@ struct Row {
 /// comparison).
 fn summarize(src: &Sources) -> Vec<Row> {
     let one = |bench| src.criterion_ns("call_1thread", bench);
-    let paired = |key| src.scenario("call_paired", key);
+    let paired = |key: &str| src.scenario("call_paired", key);
     let round = |v: Option<f64>, places: i32| {
         let scale = 10f64.powi(places);
         v.map(|v| (v * scale).round() / scale)
     };
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let rt = |key| src.scenario("runtime", key);
     let up = |key| src.scenario("upgrade", key);
+    let up1k = |key| src.scenario("upgrade_1k", key);
+    let up10k = |key| src.scenario("upgrade_10k", key);
+    let otp = |key| src.scenario("otp", key);
     let soak = |key| src.scenario("soak", key);
     let restart = |key| src.scenario("restart", key);
     let fleet = |key| src.scenario("fleet", key);
-    let row = |key, value, target| Row { key, value, target };
+    let row = |key, value, target| Row { key, value, target, needs_otp: false };
+    let otp_row = |key, value, target| Row { key, value, target, needs_otp: true };
     vec![
-        row("call_ns.raw_fn_ptr", round(one("raw_fn_ptr"), 2), None),
+        row("call_ns.bare_fn_ptr", round(one("bare_fn_ptr"), 2), None),
+        row("call_ns.shim_fn_ptr", round(one("shim_fn_ptr"), 2), None),
         row("call_ns.handle", round(one("handle"), 2), None),
         row("call_ns.lock_and_lookup_per_call", round(one("lock_and_lookup_per_call"), 2), None),
         row("call_ns.arc_clone_per_call", round(one("arc_clone_per_call"), 2), None),
+        // Throughput loop: independent calls.
         row(
-            "call_ratio_handle_vs_raw",
-            round(paired("ratio_handle_vs_raw"), 3),
+            "call_ratio_handle_vs_bare",
+            round(paired("ratio_handle_vs_bare"), 3),
             Some(Target::AtMost(1.5)),
         ),
+        // Latency chain: each call takes the previous result.
+        row(
+            "call_ratio_handle_vs_bare_chain",
+            round(paired("ratio_handle_vs_bare_chain"), 3),
+            None,
+        ),
+        row("call_ratio_handle_vs_shim", round(paired("ratio_handle_vs_shim"), 3), None),
         // Per-thread rate with two threads over the one-thread rate: t1 / t2.
         row(
             "two_thread_scaling",
             round(paired("two_thread_scaling"), 3),
-            Some(Target::AtLeast(0.9)),
+            Some(Target::AtLeast(0.95)),
         ),
+        row("runtime.calls_per_s_100", round(rt("calls_per_s_100"), -2), None),
+        otp_row("otp.calls_per_s_100", round(otp("calls_per_s_100"), -2), None),
+        otp_row(
+            "runtime.calls_vs_otp",
+            round(ratio(rt("calls_per_s_100"), otp("calls_per_s_100")), 3),
+            Some(Target::AtLeast(1.0)),
+        ),
+        row(
+            "runtime.processes_measured",
+            rt("processes_measured"),
+            Some(Target::AtLeast(100_000.0)),
+        ),
+        row("runtime.spawn_us_median", round(rt("spawn_us_median"), 1), Some(Target::AtMost(3.0))),
+        otp_row("otp.spawn_us_median", round(otp("spawn_us_median"), 1), None),
+        row(
+            "runtime.rss_bytes_per_process",
+            round(rt("rss_bytes_per_process"), 0),
+            Some(Target::AtMost(2048.0)),
+        ),
+        otp_row("otp.rss_bytes_per_process", round(otp("rss_bytes_per_process"), 0), None),
+        otp_row("otp.memory_bytes_per_process", round(otp("memory_bytes_per_process"), 0), None),
+        otp_row("otp.processes_measured", otp("processes_measured"), None),
+        row("runtime.spawn_call_stop_s", round(rt("spawn_call_stop_s"), 2), None),
+        otp_row("otp.spawn_call_stop_s", round(otp("spawn_call_stop_s"), 2), None),
         row("upgrade.load_ms_median", round(up("load_ms_median"), 3), Some(Target::AtMost(1.0))),
         row("upgrade.suspend_window_us_p50", round(up("suspend_window_us_p50"), 1), None),
         row(
             "upgrade.suspend_window_us_p99",
             round(up("suspend_window_us_p99"), 1),
-            Some(Target::AtMost(1000.0)),
+            Some(Target::AtMost(500.0)),
+        ),
+        otp_row("otp.upgrade.window_ms_p50", round(otp("upgrade.window_ms_p50"), 3), None),
+        otp_row("otp.upgrade.window_ms_p99", round(otp("upgrade.window_ms_p99"), 3), None),
+        row(
+            "upgrade.callers_rate_during_vs_steady",
+            round(up("callers_rate_during_vs_steady"), 3),
+            Some(Target::AtLeast(0.5)),
+        ),
+        row(
+            "upgrade.calls_per_cycle_during_window",
+            round(up("calls_per_cycle_during_window"), 1),
+            None,
+        ),
+        row("upgrade.steady_calls_per_window", round(up("steady_calls_per_window"), 1), None),
+        otp_row(
+            "otp.upgrade.callers_rate_during_vs_steady",
+            round(otp("upgrade.callers_rate_during_vs_steady"), 3),
+            None,
+        ),
+        otp_row(
+            "otp.upgrade.calls_per_cycle_during_window",
+            round(otp("upgrade.calls_per_cycle_during_window"), 1),
+            None,
+        ),
+        row("upgrade_1k.window_ms_p50", round(up1k("window_ms_p50"), 2), None),
+        row("upgrade_1k.window_ms_p99", round(up1k("window_ms_p99"), 2), None),
+        otp_row("otp.upgrade_1k.window_ms_p50", round(otp("upgrade_1k.window_ms_p50"), 2), None),
+        otp_row("otp.upgrade_1k.window_ms_p99", round(otp("upgrade_1k.window_ms_p99"), 2), None),
+        row(
+            "upgrade_1k.callers_rate_during_vs_steady",
+            round(up1k("callers_rate_during_vs_steady"), 3),
+            None,
+        ),
+        row("upgrade_10k.window_ms_p50", round(up10k("window_ms_p50"), 1), None),
+        row(
+            "upgrade_10k.window_ms_p99",
+            round(up10k("window_ms_p99"), 1),
+            Some(Target::AtMost(25.0)),
+        ),
+        otp_row("otp.upgrade_10k.window_ms_p50", round(otp("upgrade_10k.window_ms_p50"), 1), None),
+        otp_row("otp.upgrade_10k.window_ms_p99", round(otp("upgrade_10k.window_ms_p99"), 1), None),
+        row(
+            "upgrade_10k.callers_rate_during_vs_steady",
+            round(up10k("callers_rate_during_vs_steady"), 3),
+            None,
+        ),
+        otp_row(
+            "otp.upgrade_10k.callers_rate_during_vs_steady",
+            round(otp("upgrade_10k.callers_rate_during_vs_steady"), 3),
+            None,
         ),
         row("soak.cycles", round(soak("cycles"), 0), None),
         row("soak.failed_calls", round(soak("failed_calls"), 0), Some(Target::Exactly(0.0))),
@@ -262,45 +422,74 @@ fn print_table(rows: &[Row]) {
 /// long the scenarios took (from the same result files; not part of the summary).
 fn print_details(src: &Sources) {
     let mut lines = Vec::new();
-    for bench in ["raw_fn_ptr", "handle", "lock_and_lookup_per_call", "arc_clone_per_call"] {
+    for bench in
+        ["bare_fn_ptr", "shim_fn_ptr", "handle", "lock_and_lookup_per_call", "arc_clone_per_call"]
+    {
         if let Some(ns) = src.criterion_ns("call_2thread", bench) {
             lines.push(format!("criterion call_2thread/{bench}: {ns:.2} ns per call per thread"));
         }
     }
-    let paired = |key| src.scenario("call_paired", key);
-    if let (Some(p10), Some(p90)) =
-        (paired("ratio_handle_vs_raw_p10"), paired("ratio_handle_vs_raw_p90"))
+    let paired = |key: &str| src.scenario("call_paired", key);
+    for ratio in ["ratio_handle_vs_bare", "ratio_handle_vs_bare_chain", "ratio_handle_vs_shim"] {
+        if let (Some(p10), Some(p90)) =
+            (paired(&format!("{ratio}_p10")), paired(&format!("{ratio}_p90")))
+        {
+            lines.push(format!("paired call_{ratio} p10..p90: {p10:.2}..{p90:.2}"));
+        }
+    }
+    if let (Some(bare), Some(handle)) =
+        (paired("ns_median.bare_chain"), paired("ns_median.handle_chain"))
     {
-        lines.push(format!("paired call_ratio_handle_vs_raw p10..p90: {p10:.2}..{p90:.2}"));
+        lines
+            .push(format!("paired latency chain, ns per call: bare {bare:.2}, handle {handle:.2}"));
     }
     if let (Some(p10), Some(p90)) =
         (paired("two_thread_scaling_p10"), paired("two_thread_scaling_p90"))
     {
         lines.push(format!("paired two_thread_scaling p10..p90: {p10:.2}..{p90:.2}"));
     }
-    if let Some(raw) = paired("raw_two_thread_scaling") {
-        lines.push(format!("paired two_thread_scaling of the raw fn pointer (control): {raw:.3}"));
+    if let Some(bare) = paired("bare_two_thread_scaling") {
+        lines
+            .push(format!("paired two_thread_scaling of the bare fn pointer (control): {bare:.3}"));
     }
     let crit = |group, bench| src.criterion_ns(group, bench);
-    if let (Some(h), Some(r)) = (crit("call_1thread", "handle"), crit("call_1thread", "raw_fn_ptr"))
+    if let (Some(h), Some(b)) =
+        (crit("call_1thread", "handle"), crit("call_1thread", "bare_fn_ptr"))
     {
-        lines.push(format!("criterion medians: handle / raw {:.3}", h / r));
+        lines.push(format!("criterion medians: handle / bare {:.3}", h / b));
     }
     if let (Some(h1), Some(h2)) = (crit("call_1thread", "handle"), crit("call_2thread", "handle")) {
         lines.push(format!("criterion medians: handle 1-thread / 2-thread {:.3}", h1 / h2));
     }
     let phases = ["load_object_code", "suspend_many", "load", "change_code_many", "resume"];
-    let medians: Vec<String> = phases
-        .iter()
-        .filter_map(|p| {
-            let v = src.scenario("upgrade", &format!("phase_us_median.{p}"))?;
-            Some(format!("{p} {v:.0}"))
-        })
-        .collect();
-    if !medians.is_empty() {
-        lines.push(format!("upgrade phases, median us: {}", medians.join(", ")));
+    for scenario in ["upgrade", "upgrade_1k", "upgrade_10k"] {
+        let medians: Vec<String> = phases
+            .iter()
+            .filter_map(|p| {
+                let v = src.scenario(scenario, &format!("phase_us_median.{p}"))?;
+                Some(format!("{p} {v:.0}"))
+            })
+            .collect();
+        if !medians.is_empty() {
+            lines.push(format!("{scenario} phases, median us: {}", medians.join(", ")));
+        }
+        let during = src.scenario(scenario, "calls_per_cycle_during_window");
+        let steady = src.scenario(scenario, "steady_calls_per_window");
+        if let (Some(during), Some(steady)) = (during, steady) {
+            lines.push(format!(
+                "{scenario}: callers completed {during:.1} calls per window, {steady:.1} at their steady rate"
+            ));
+        }
     }
-    for scenario in ["call_paired", "upgrade", "soak"] {
+    if let (Some(t), Some(n)) = (
+        src.scenario("runtime", "threads_per_process"),
+        src.scenario("runtime", "processes_measured"),
+    ) {
+        lines.push(format!("runtime: {t:.2} OS threads per process; {n} idle processes measured"));
+    }
+    for scenario in
+        ["call_paired", "runtime", "upgrade", "upgrade_1k", "upgrade_10k", "otp", "soak"]
+    {
         if let Some(s) = src.scenario(scenario, "duration_s") {
             lines.push(format!("{scenario}: measured part took {s:.1} s"));
         }
@@ -320,14 +509,39 @@ mod tests {
     #[test]
     fn summary_is_flat_ordered_numbers_or_null() {
         let rows = [
-            Row { key: "b.count", value: Some(3.0), target: None },
-            Row { key: "a.ratio", value: Some(1.25), target: Some(Target::AtMost(1.5)) },
-            Row { key: "c.missing", value: None, target: None },
+            Row { key: "b.count", value: Some(3.0), target: None, needs_otp: false },
+            Row {
+                key: "a.ratio",
+                value: Some(1.25),
+                target: Some(Target::AtMost(1.5)),
+                needs_otp: false,
+            },
+            Row { key: "c.missing", value: None, target: None, needs_otp: true },
         ];
         assert_eq!(
             summary_json(&rows),
             "{\n  \"b.count\": 3,\n  \"a.ratio\": 1.25,\n  \"c.missing\": null\n}\n"
         );
+    }
+
+    #[test]
+    fn otp_keys_may_be_null_only_when_otp_did_not_run() {
+        let rows = [
+            Row { key: "runtime.x", value: None, target: None, needs_otp: false },
+            Row { key: "otp.x", value: None, target: None, needs_otp: true },
+            Row { key: "otp.y", value: Some(1.0), target: None, needs_otp: true },
+        ];
+        assert_eq!(missing(&rows, true), ["runtime.x", "otp.x"]);
+        assert_eq!(missing(&rows, false), ["runtime.x"]);
+    }
+
+    #[test]
+    fn every_otp_key_is_marked_as_needing_otp() {
+        let src = Sources { target: std::env::temp_dir(), since: SystemTime::now() };
+        for row in summarize(&src) {
+            let otp = row.key.starts_with("otp.") || row.key.ends_with("_vs_otp");
+            assert_eq!(otp, row.needs_otp, "{}", row.key);
+        }
     }
 
     #[test]

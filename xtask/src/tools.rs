@@ -3,6 +3,10 @@
 //! loopback, and `protoc` (Debian `protobuf-compiler`), which `etcd-client` needs at build
 //! time. Missing ones are installed with apt-get when xtask runs as root on Debian;
 //! otherwise xtask stops and prints the exact command to run. Never skipped silently.
+//!
+//! Also Erlang/OTP's `escript` (Debian `erlang-base`), which `cargo xtask bench` uses to
+//! measure OTP side by side with hotcode: installed the same way when missing, and when it
+//! can't be, the bench goes on and says plainly that the OTP figures were not measured.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,6 +44,49 @@ fn is_root() -> bool {
 
 fn missing() -> Vec<&'static str> {
     TOOLS.iter().filter(|(bin, var, _)| !present(bin, var)).map(|(_, _, pkg)| *pkg).collect()
+}
+
+/// `escript` to run the OTP side of the benchmarks: `$ESCRIPT` if set, else on `PATH`,
+/// else installed from Debian's `erlang-base` when xtask runs as root with apt-get.
+/// `Err` carries why it is not there (for the bench to print: the OTP keys are then not
+/// measured), never a silent skip.
+pub fn escript() -> std::result::Result<std::path::PathBuf, String> {
+    let found = || {
+        if let Some(path) = std::env::var_os("ESCRIPT") {
+            let path = std::path::PathBuf::from(path);
+            return path.is_file().then_some(path);
+        }
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|d| d.join("escript")).find(|p| p.is_file())
+        })
+    };
+    if let Some(path) = found() {
+        return Ok(path);
+    }
+    let how = "install Erlang/OTP (Debian: `sudo apt-get install -y erlang-base`) or name \
+               its escript with ESCRIPT=";
+    if std::env::var_os("ESCRIPT").is_some() {
+        return Err(format!("$ESCRIPT names no file; {how}"));
+    }
+    if !is_root() || !on_path("apt-get") {
+        return Err(format!("no `escript` on PATH; {how}"));
+    }
+    eprintln!("xtask: installing erlang-base (apt-get, as root): the bench compares with OTP");
+    let install = || {
+        let mut apt = Command::new("apt-get");
+        apt.args(["install", "-y", "--no-install-recommends", "erlang-base"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd::status(&mut apt).is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let mut update = Command::new("apt-get");
+        update.arg("update").env("DEBIAN_FRONTEND", "noninteractive");
+        let updated = cmd::status(&mut update).is_ok_and(|s| s.success());
+        if !updated || !install() {
+            return Err(format!("`apt-get install -y erlang-base` failed; {how}"));
+        }
+    }
+    found().ok_or_else(|| format!("no `escript` on PATH after installing erlang-base; {how}"))
 }
 
 /// Makes sure etcd and protoc are there, installing them as root on Debian.
