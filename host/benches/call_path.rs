@@ -3,8 +3,11 @@
 //! Every variant calls the same function (`Greeter::add`) in the same release-built
 //! `greeter` plugin; only the way the caller reaches the table differs:
 //!
-//! - `raw_fn_ptr`: a `&'static` table read once from a library opened by hand: no
-//!   versioning at all, the floor;
+//! - `bare_fn_ptr`: a plain `extern "C"` fn pointer (`hotcode_bench_bare_add`, which greeter
+//!   v1 exports for this benchmark) looked up once in a library opened by hand: no
+//!   interface shim, no versioning, the floor;
+//! - `shim_fn_ptr`: a `&'static` table read once from a library opened by hand: the
+//!   interface's shim (panic guard, `RResult`) but no versioning;
 //! - `handle`: `Handle::call`, hotcode's per-thread hold slots;
 //! - `lock_and_lookup_per_call`: an `RwLock` around the library and a `dlsym` on every
 //!   call, as popular hot-reload crates do;
@@ -13,10 +16,12 @@
 //! Each runs on one thread, then on two threads at once (time per call per thread), where
 //! any shared write on the call path shows up as contention. Criterion measures each
 //! variant on its own (`target/criterion/call_{1,2}thread/<variant>/`); then `call/paired`
-//! measures the two ratios SPEC §10 sets targets for (handle ÷ raw on one thread, and the
-//! handle's one-thread ÷ two-thread time per call) in interleaved batches, so that both
-//! sides of each ratio run under the same machine conditions (see [`paired`]), and writes
-//! them to `target/bench-results/call_paired.json`.
+//! measures the ratios SPEC §10 sets targets for (handle ÷ bare pointer on one thread, as a
+//! throughput loop of independent calls and as a latency chain where each call takes the
+//! previous result; and the handle's one-thread ÷ two-thread time per call), plus handle ÷
+//! shim, in interleaved batches, so that both sides of each ratio run under the same
+//! machine conditions (see [`paired`]), and writes them to
+//! `target/bench-results/call_paired.json`.
 //!
 //! Needs the release-built plugins: run through `cargo xtask bench`.
 
@@ -33,6 +38,15 @@ use hotcode::{CodeServer, PurgeMethod};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use plugin_api::ModuleHeader;
 use plugin_api::interfaces::Greeter;
+
+/// The bare function greeter v1 exports beside its table (no interface shim).
+type BareAdd = extern "C" fn(u64, u64) -> u64;
+
+fn bare_of(lib: &Library) -> BareAdd {
+    // SAFETY: greeter v1 exports `hotcode_bench_bare_add` as `extern "C" fn(u64, u64) ->
+    // u64`; the library stays open for the whole benchmark.
+    unsafe { *lib.get::<BareAdd>(b"hotcode_bench_bare_add").expect("bare symbol") }
+}
 
 /// Opens a private copy of greeter v1 by hand and returns its table, for the baselines.
 fn open_by_hand(scratch: &std::path::Path, tag: &str) -> (Library, &'static Greeter) {
@@ -54,19 +68,40 @@ fn table_of(lib: &Library) -> &'static Greeter {
     }
 }
 
-/// Which of a pool's two jobs a batch runs.
+/// Which of a pool's three jobs a batch runs, and how.
 #[derive(Clone, Copy)]
 enum Job {
-    A,
-    B,
+    A(Loop),
+    B(Loop),
+    C(Loop),
+}
+
+/// How a batch calls.
+#[derive(Clone, Copy)]
+enum Loop {
+    /// Independent calls (each argument is the loop counter): throughput.
+    Throughput,
+    /// Each call's argument is the previous call's result: latency.
+    Chain,
 }
 
 /// Times `iters` calls of `call` on this thread.
 #[inline(always)]
-fn timed<F: Fn(u64) -> u64>(call: &F, iters: u64) -> Duration {
+fn timed<F: Fn(u64) -> u64>(call: &F, iters: u64, how: Loop) -> Duration {
     let start = Instant::now();
-    for i in 0..iters {
-        black_box(call(black_box(i)));
+    match how {
+        Loop::Throughput => {
+            for i in 0..iters {
+                black_box(call(black_box(i)));
+            }
+        }
+        Loop::Chain => {
+            let mut x = black_box(0);
+            for _ in 0..iters {
+                x = call(x);
+            }
+            black_box(x);
+        }
     }
     start.elapsed()
 }
@@ -100,7 +135,7 @@ fn pin_to_nth_cpu(n: usize) {
 /// start-up and each thread's first-call set-up (registering its hold slots) never land in
 /// a sample, and a thread never moves between CPUs.
 ///
-/// A pool has two jobs (`A` and `B`, e.g. the raw call and the handle call) so that both
+/// A pool has three jobs (`A`, `B` and `C`: the bare, shim and handle calls) so that both
 /// sides of a ratio can run on the very same thread. [`Workers::run`] hands the first
 /// `threads` workers the same batch; they start together (a barrier), each times only its
 /// own loop, and the result is the mean time per thread: for two threads, the time per
@@ -113,15 +148,15 @@ struct Workers {
 impl Workers {
     /// One worker per barrier; `barriers[k - 1]` must have `k` parties (it starts a batch
     /// run on `k` workers).
-    fn spawn<'scope, 'env, FA, FB>(
+    fn spawn<'scope, 'env, FA, FB, FC>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         barriers: &'env [Barrier],
-        a: &'env FA,
-        b: &'env FB,
+        (a, b, c): (&'env FA, &'env FB, &'env FC),
     ) -> Workers
     where
         FA: Fn(u64) -> u64 + Sync,
         FB: Fn(u64) -> u64 + Sync,
+        FC: Fn(u64) -> u64 + Sync,
     {
         let (done_tx, done) = mpsc::channel();
         let starts = (0..barriers.len())
@@ -133,11 +168,13 @@ impl Workers {
                     // Set-up outside any sample: the first call registers this thread.
                     black_box(a(black_box(0)));
                     black_box(b(black_box(0)));
+                    black_box(c(black_box(0)));
                     for (job, iters, threads) in start_rx {
                         barriers[threads - 1].wait();
                         let took = match job {
-                            Job::A => timed(a, iters),
-                            Job::B => timed(b, iters),
+                            Job::A(how) => timed(a, iters, how),
+                            Job::B(how) => timed(b, iters, how),
+                            Job::C(how) => timed(c, iters, how),
                         };
                         if done_tx.send(took).is_err() {
                             break;
@@ -175,14 +212,16 @@ fn bench_on<F: Fn(u64) -> u64 + Sync>(
 ) {
     let barriers = barriers(threads);
     std::thread::scope(|s| {
-        let workers = Workers::spawn(s, &barriers, call, call);
-        group.bench_function(name, |b| b.iter_custom(|n| workers.run(Job::A, n, threads)));
+        let workers = Workers::spawn(s, &barriers, (call, call, call));
+        group.bench_function(name, |b| {
+            b.iter_custom(|n| workers.run(Job::A(Loop::Throughput), n, threads))
+        });
         // Dropping `workers` closes the start channels: the threads end with the scope.
     });
 }
 
 /// Out of line so its machine code can be inspected (`objdump -d --no-show-raw-insn`).
-/// That costs the handle a call and a return the inlined raw baseline does not pay; with
+/// That costs the handle a call and a return the inlined baselines do not pay; with
 /// `#[inline]` instead the paired ratio did not move (2.1 to 2.5 either way, 2026-11-21).
 #[inline(never)]
 fn handle_add(handle: &hotcode::Handle<Greeter>, i: u64) -> u64 {
@@ -198,15 +237,17 @@ const PAIRED_BATCH: u64 = 500_000;
 ///
 /// This machine's speed changes under the benchmark: it runs in (at least) two modes, one
 /// about 1.6 times slower than the other, switching every few seconds (another tenant on
-/// the host, presumably), and its two CPUs differ a little. Raw and handle, measured by
-/// criterion seconds apart, can land in different modes, and their ratio is then off by
-/// that factor either way. Here each round runs a batch of each kind back to back (raw and
-/// handle on worker 0, then handle and raw on workers 0 and 1 at once), alternating the
-/// order, and takes the ratios within the round; the medians over the rounds are what
+/// the host, presumably), and its two CPUs differ a little. Two variants measured by
+/// criterion seconds apart can land in different modes, and their ratio is then off by
+/// that factor either way. Here each round runs a batch of each kind back to back (bare,
+/// shim and handle throughput loops and bare and handle latency chains on worker 0, then
+/// handle and bare on workers 0 and 1 at once), reversing the order every other round, and
+/// takes the ratios within the round; the medians over the rounds are what
 /// `cargo xtask bench` reports as the ratios.
-fn paired<R, H>(raw_call: &R, handle_call: &H)
+fn paired<B, S, H>(bare_call: &B, shim_call: &S, handle_call: &H)
 where
-    R: Fn(u64) -> u64 + Sync,
+    B: Fn(u64) -> u64 + Sync,
+    S: Fn(u64) -> u64 + Sync,
     H: Fn(u64) -> u64 + Sync,
 {
     let mode = common::mode("call/paired");
@@ -216,16 +257,29 @@ where
         Mode::Bench => (PAIRED_ROUNDS, PAIRED_BATCH),
     };
     let barriers = barriers(2);
-    // Per round, ns per call of: raw on 1 thread, handle on 1, raw on 2, handle on 2.
-    let kinds = [(Job::A, 1), (Job::B, 1), (Job::A, 2), (Job::B, 2)];
-    let mut ns: [Vec<f64>; 4] = Default::default();
+    use Loop::{Chain, Throughput};
+    // Per round, ns per call of each kind, on 1 or 2 threads.
+    let kinds = [
+        (Job::A(Throughput), 1), // 0: bare
+        (Job::B(Throughput), 1), // 1: shim
+        (Job::C(Throughput), 1), // 2: handle
+        (Job::A(Chain), 1),      // 3: bare, latency chain
+        (Job::C(Chain), 1),      // 4: handle, latency chain
+        (Job::C(Throughput), 2), // 5: handle on two threads
+        (Job::A(Throughput), 2), // 6: bare on two threads
+    ];
+    let mut ns: [Vec<f64>; 7] = Default::default();
     let started = Instant::now();
     std::thread::scope(|s| {
-        let workers = Workers::spawn(s, &barriers, raw_call, handle_call);
+        let workers = Workers::spawn(s, &barriers, (bare_call, shim_call, handle_call));
         for round in 0..rounds {
-            // Each ratio's two batches are neighbours; reversing the order every other
+            // Each ratio's batches are neighbours or near; reversing the order every other
             // round makes a drift within a round favour neither side.
-            let order = if round % 2 == 0 { [0, 1, 3, 2] } else { [2, 3, 1, 0] };
+            let forward = [0, 2, 1, 3, 4, 5, 6];
+            let mut order = forward;
+            if round % 2 == 1 {
+                order.reverse();
+            }
             for k in order {
                 let (job, threads) = kinds[k];
                 let took = workers.run(job, batch, threads);
@@ -233,15 +287,17 @@ where
             }
         }
     });
-    let [raw_1, handle_1, raw_2, handle_2] = &ns;
+    let [bare_1, shim_1, handle_1, bare_chain, handle_chain, handle_2, bare_2] = &ns;
     let each = |a: &[f64], b: &[f64]| -> Vec<f64> {
         let mut v: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
         v.sort_by(f64::total_cmp);
         v
     };
-    let ratio = each(handle_1, raw_1);
+    let vs_bare = each(handle_1, bare_1);
+    let vs_bare_chain = each(handle_chain, bare_chain);
+    let vs_shim = each(handle_1, shim_1);
     let scaling = each(handle_1, handle_2);
-    let raw_scaling = each(raw_1, raw_2);
+    let bare_scaling = each(bare_1, bare_2);
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
@@ -250,21 +306,30 @@ where
     let fields = [
         ("rounds", rounds as f64),
         ("batch", batch as f64),
-        ("ratio_handle_vs_raw", percentile(&ratio, 0.5)),
-        ("ratio_handle_vs_raw_p10", percentile(&ratio, 0.1)),
-        ("ratio_handle_vs_raw_p90", percentile(&ratio, 0.9)),
+        ("ratio_handle_vs_bare", percentile(&vs_bare, 0.5)),
+        ("ratio_handle_vs_bare_p10", percentile(&vs_bare, 0.1)),
+        ("ratio_handle_vs_bare_p90", percentile(&vs_bare, 0.9)),
+        ("ratio_handle_vs_bare_chain", percentile(&vs_bare_chain, 0.5)),
+        ("ratio_handle_vs_bare_chain_p10", percentile(&vs_bare_chain, 0.1)),
+        ("ratio_handle_vs_bare_chain_p90", percentile(&vs_bare_chain, 0.9)),
+        ("ratio_handle_vs_shim", percentile(&vs_shim, 0.5)),
+        ("ratio_handle_vs_shim_p10", percentile(&vs_shim, 0.1)),
+        ("ratio_handle_vs_shim_p90", percentile(&vs_shim, 0.9)),
         ("two_thread_scaling", percentile(&scaling, 0.5)),
         ("two_thread_scaling_p10", percentile(&scaling, 0.1)),
         ("two_thread_scaling_p90", percentile(&scaling, 0.9)),
-        ("raw_two_thread_scaling", percentile(&raw_scaling, 0.5)),
-        ("ns_median.raw_1thread", median(raw_1)),
+        ("bare_two_thread_scaling", percentile(&bare_scaling, 0.5)),
+        ("ns_median.bare_1thread", median(bare_1)),
+        ("ns_median.shim_1thread", median(shim_1)),
         ("ns_median.handle_1thread", median(handle_1)),
-        ("ns_median.raw_2thread", median(raw_2)),
+        ("ns_median.bare_chain", median(bare_chain)),
+        ("ns_median.handle_chain", median(handle_chain)),
+        ("ns_median.bare_2thread", median(bare_2)),
         ("ns_median.handle_2thread", median(handle_2)),
         ("duration_s", started.elapsed().as_secs_f64()),
     ];
     for (key, value) in &fields {
-        eprintln!("call/paired: {key:<28} {value:.3}");
+        eprintln!("call/paired: {key:<32} {value:.3}");
     }
     if matches!(mode, Mode::Bench) {
         let path = common::write_results("call_paired", &fields);
@@ -279,13 +344,16 @@ fn main() {
     let handle = server.handle::<Greeter>("greeter").expect("handle");
 
     let scratch = tempfile::tempdir().expect("scratch");
-    let (raw_lib, raw) = open_by_hand(scratch.path(), "raw");
+    let (bare_lib, _) = open_by_hand(scratch.path(), "bare");
+    let bare = bare_of(&bare_lib);
+    let (shim_lib, shim) = open_by_hand(scratch.path(), "shim");
     let (locked_lib, _) = open_by_hand(scratch.path(), "locked");
     let locked = RwLock::new(locked_lib);
     let (arc_lib, arc_table) = open_by_hand(scratch.path(), "arc");
     let shared: Arc<(Library, &'static Greeter)> = Arc::new((arc_lib, arc_table));
 
-    let raw_call = |i| raw.add(i, 1).unwrap_or(0);
+    let bare_call = |i| bare(i, 1);
+    let shim_call = |i| shim.add(i, 1).unwrap_or(0);
     let handle_call = |i| handle_add(&handle, i);
     let locked_call = |i| {
         let lib = locked.read().unwrap();
@@ -303,13 +371,15 @@ fn main() {
     for threads in [1usize, 2] {
         // Criterion turns the `/` into `_` on disk: target/criterion/call_1thread/<name>/.
         let mut group = c.benchmark_group(format!("call/{threads}thread"));
-        bench_on(&mut group, "raw_fn_ptr", threads, &raw_call);
+        bench_on(&mut group, "bare_fn_ptr", threads, &bare_call);
+        bench_on(&mut group, "shim_fn_ptr", threads, &shim_call);
         bench_on(&mut group, "handle", threads, &handle_call);
         bench_on(&mut group, "lock_and_lookup_per_call", threads, &locked_call);
         bench_on(&mut group, "arc_clone_per_call", threads, &arc_call);
         group.finish();
     }
-    paired(&raw_call, &handle_call);
+    paired(&bare_call, &shim_call, &handle_call);
     c.final_summary();
-    drop(raw_lib);
+    drop(shim_lib);
+    drop(bare_lib);
 }

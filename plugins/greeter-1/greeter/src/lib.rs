@@ -1,5 +1,8 @@
 //! The example library module `greeter`, version 1.
-#![forbid(unsafe_code)]
+//!
+//! Besides its `Greeter` table it exports one plain C function, [`hotcode_bench_bare_add`],
+//! the call-path benchmark's floor: a bare `extern "C"` fn pointer into this same `.so`.
+#![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,6 +40,17 @@ impl GreeterImpl for V1 {
     fn fail(message: RStr<'_>) -> u32 {
         panic!("{message}")
     }
+}
+
+/// `Greeter::add` without the interface's shim (no panic guard, no `RResult`): what a bare
+/// `extern "C"` fn pointer costs, for `host/benches/call_path.rs` to compare the handle with.
+/// Not part of the module's interface; nothing but the benchmark looks it up.
+// The one exported symbol outside `export_module!`: `no_mangle` counts as unsafe code
+// because two crates exporting the same name would clash at link time; this name is ours.
+#[allow(unsafe_code)]
+#[unsafe(no_mangle)]
+pub extern "C" fn hotcode_bench_bare_add(a: u64, b: u64) -> u64 {
+    <V1 as GreeterImpl>::add(a, b)
 }
 
 plugin_api::export_module! {
