@@ -19,6 +19,7 @@
 use abi_stable::StableAbi;
 use abi_stable::std_types::{RString, RVec};
 
+use crate::abi::{PluginError, RPluginError};
 use crate::term::{RTerm, Term, TermDecodeError};
 
 /// A function table type declared with [`interface!`](macro@crate::interface).
@@ -32,6 +33,15 @@ use crate::term::{RTerm, Term, TermDecodeError};
 pub unsafe trait Interface: StableAbi + Sync + 'static {
     /// The interface's name, checked at load time alongside the layout.
     const NAME: &'static str;
+}
+
+/// Copies a plugin's error into host memory: the failure branch of every interface
+/// method, kept out of line and marked cold so the success path stays short.
+#[doc(hidden)]
+#[cold]
+#[inline(never)]
+pub fn cold_error(error: RPluginError) -> PluginError {
+    error.into_host()
 }
 
 /// A boundary type returned by a plugin, and how the host copies it into its own memory.
@@ -164,6 +174,9 @@ macro_rules! interface {
 
             $(
                 $(#[$fmeta])*
+                // Inline (across crates too): the success path is a call through the table
+                // and a tag test; the error's copy is out of line and cold.
+                #[inline]
                 #[allow(clippy::too_many_arguments)]
                 pub fn $method(&self, $($arg: $argty),* )
                     -> ::core::result::Result<<$ret as $crate::IntoHost>::Host, $crate::PluginError>
@@ -173,7 +186,7 @@ macro_rules! interface {
                             ::core::result::Result::Ok($crate::IntoHost::into_host(value))
                         }
                         $crate::abi_stable::std_types::RResult::RErr(error) => {
-                            ::core::result::Result::Err(error.into_host())
+                            ::core::result::Result::Err($crate::interface::cold_error(error))
                         }
                     }
                 }

@@ -69,7 +69,17 @@ impl<I: Interface> Handle<I> {
         let table = unsafe { &*(held.cell().table() as *const I) };
         let result = f(table);
         drop(held);
-        result.map_err(|error| CallError::Plugin { module: self.module.name.clone(), error })
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => Err(self.plugin_error(error)),
+        }
+    }
+
+    /// A plugin's error as a [`CallError`]: out of line, off the success path.
+    #[cold]
+    #[inline(never)]
+    fn plugin_error(&self, error: PluginError) -> CallError {
+        CallError::Plugin { module: self.module.name.clone(), error }
     }
 
     /// Starts an async call in the current version: `f` runs with the version's table and
@@ -114,6 +124,7 @@ impl<I: Interface> Handle<I> {
     }
 
     #[cold]
+    #[inline(never)]
     fn enter_error(&self, e: EnterError) -> CallError {
         let module = self.module.name.clone();
         match e {
