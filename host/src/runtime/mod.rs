@@ -2,6 +2,7 @@
 //!
 //! This layer gives the code layer's versions their OTP meaning: [`process`] (gen_server
 //! processes, their mailbox, system messages and state migration between versions),
+//! [`scheduler`] (the worker pool that runs gen_server processes),
 //! [`supervisor`] (child specs, restart strategies, shutdown), [`bounded`] (plugin calls
 //! with a deadline: the caller stops waiting, the call's thread is abandoned), [`application`] (the
 //! application controller, `.app` specs, included applications) and [`node`] (the process
@@ -22,5 +23,6 @@ pub mod application;
 pub mod bounded;
 pub mod node;
 pub mod process;
+pub(crate) mod scheduler;
 pub mod supervisor;
 pub mod tree;
