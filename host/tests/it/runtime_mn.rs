@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use hotcode::Node;
+use hotcode::release_handler::{ErrorAction, ReleaseError, ReleaseHandler};
 use plugin_api::Term;
 
 use crate::{LONG, fixtures, node_with};
@@ -105,4 +106,102 @@ fn callbacks_blocked_on_every_worker_do_not_stop_other_processes() {
 
 fn node_call(node: &Node, pid: hotcode::Pid, request: &str) -> Result<Term, String> {
     node.call(pid, Term::atom(request), LONG).map_err(|e| e.to_string())
+}
+
+/// A root with release A (`many` 1: `many_sup` running `n` `many_srv` 1 workers)
+/// permanent, and release B (`many` 2: `many_srv` 2) unpacked, whose relup migrates every
+/// worker with `code_change` Extra `extra`.
+fn many_root(n: usize, extra: &str) -> tempfile::TempDir {
+    let root = tempfile::Builder::new().prefix("hotcode-many-").tempdir().expect("temp root");
+    let r = root.path();
+    let host = env!("CARGO_PKG_VERSION");
+    for vsn in ["1", "2"] {
+        let lib = r.join(format!("lib/many-{vsn}"));
+        std::fs::create_dir_all(&lib).expect("lib dir");
+        std::fs::write(
+            lib.join("many.app"),
+            format!(
+                "{{application, many, [{{vsn, \"{vsn}\"}}, {{modules, [many_app, many_sup, \
+                 many_srv]}}, {{registered, [many_sup]}}, {{applications, []}}, \
+                 {{mod, {{many_app, [{{workers, {n}}}]}}}}]}}.\n"
+            ),
+        )
+        .expect(".app");
+        let srv = if vsn == "1" { "fixture-many-srv-v1" } else { "fixture-many-srv-v2" };
+        for (module, package) in
+            [("many_app", "fixture-many-app"), ("many_sup", "fixture-many-sup"), ("many_srv", srv)]
+        {
+            std::fs::copy(fixtures::plugin(package), lib.join(format!("{module}.so")))
+                .expect(".so");
+        }
+    }
+    let mut entries = Vec::new();
+    for (rel, vsn, status) in [("A", "1", "permanent"), ("B", "2", "unpacked")] {
+        let dir = r.join("releases").join(rel);
+        std::fs::create_dir_all(&dir).expect("release dir");
+        std::fs::write(
+            dir.join("many.rel"),
+            format!("{{release, {{\"many\", \"{rel}\"}}, {{hotcode, \"{host}\"}}, [{{many, \"{vsn}\"}}]}}.\n"),
+        )
+        .expect(".rel");
+        entries.push(format!(
+            "{{release, \"many\", \"{rel}\", \"{host}\", [{{many, \"{vsn}\", \"lib/many-{vsn}\"}}], {status}}}"
+        ));
+        let files: Vec<String> = ["many_app", "many_sup", "many_srv"]
+            .iter()
+            .map(|m| format!("lib/many-{vsn}/{m}.so"))
+            .collect();
+        fixtures::record_release(r, rel, &files.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    std::fs::write(
+        r.join("releases/B/relup"),
+        format!(
+            "{{\"B\",\n [{{\"A\", [],\n  [{{load_object_code,{{many,\"2\",[many_srv]}}}},\n   \
+             point_of_no_return,\n   {{suspend,[many_srv]}},\n   \
+             {{load,{{many_srv,brutal_purge,brutal_purge}}}},\n   \
+             {{code_change,up,[{{many_srv,{extra}}}]}},\n   {{resume,[many_srv]}}]}}],\n \
+             [{{\"A\", [], []}}]}}.\n"
+        ),
+    )
+    .expect("relup");
+    std::fs::write(r.join("releases/RELEASES"), format!("[{}].\n", entries.join(",\n ")))
+        .expect("RELEASES");
+    std::fs::create_dir_all(r.join("run")).expect("run dir");
+    std::fs::set_permissions(r.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("run dir mode");
+    root
+}
+
+#[test]
+fn a_code_change_that_fails_on_one_of_a_thousand_processes_fails_the_install() {
+    const N: usize = 1_000;
+    let _ = env_logger::builder().is_test(true).try_init();
+    // The preflight tries each of the N states once (N calls of code_change, all passing);
+    // the real migration's calls follow, on the workers, and the one numbered N + N/2 fails.
+    let root = many_root(N, &format!("{{fail_call,{}}}", N + N / 2));
+    let h = ReleaseHandler::boot(root.path(), ErrorAction::Return).expect("boot A");
+    let node = h.node();
+    let workers = node.processes_running("many_srv");
+    assert_eq!(workers.len(), N);
+    for &pid in &workers {
+        assert_eq!(node.call(pid, Term::atom("vsn"), LONG).expect("vsn"), Term::Int(1));
+    }
+    match h.install("B") {
+        Err(ReleaseError::AfterPointOfNoReturn { instruction, reason, .. }) => {
+            assert!(instruction.starts_with("{code_change,up"), "{instruction}");
+            let failed = format!("{{failed_on_call,{}}}", N + N / 2);
+            assert!(reason.contains(&failed), "{reason}");
+        }
+        other => panic!("expected the install to fail at code_change, got {other:?}"),
+    }
+    assert_eq!(h.current(), "A", "the install did not complete");
+    // Exactly one worker crashed on its code_change (its supervisor restarted it); the
+    // others migrated, and once resumed (the script stopped before its resume) serve
+    // version 2.
+    let survivors: Vec<_> = workers.iter().filter(|p| node.is_alive(**p)).collect();
+    assert_eq!(survivors.len(), N - 1);
+    for &&pid in &survivors {
+        node.resume(pid).expect("resume");
+        assert_eq!(node.call(pid, Term::atom("vsn"), LONG).expect("vsn"), Term::Int(2));
+    }
 }
