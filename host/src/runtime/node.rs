@@ -252,11 +252,15 @@ impl NodeInner {
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
         let (tx, rx) = channel::bounded(1);
-        let (exit, kind) = self.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        // One look-up of the table for everything the call needs.
+        let (mailbox, exit, kind) =
+            self.entry(&dest, |_, e| (e.mailbox.clone(), e.exit.clone(), e.kind))?;
         if kind != ProcessKind::GenServer {
             return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
         }
-        self.send(&dest, Msg::Call { request, reply: Reply::Thread(tx) })?;
+        if !mailbox.send(Msg::Call { request, reply: Reply::Thread(tx) }) {
+            return Err(ProcessError::NoProc { dest: dest.to_string() });
+        }
         match rx.recv_timeout(timeout) {
             Ok(reply) => Ok(reply),
             Err(channel::RecvTimeoutError::Timeout) => {
@@ -279,11 +283,14 @@ impl NodeInner {
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (exit, kind) = self.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        let (mailbox, exit, kind) =
+            self.entry(&dest, |_, e| (e.mailbox.clone(), e.exit.clone(), e.kind))?;
         if kind != ProcessKind::GenServer {
             return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
         }
-        self.send(&dest, Msg::Call { request, reply: Reply::Task(tx) })?;
+        if !mailbox.send(Msg::Call { request, reply: Reply::Task(tx) }) {
+            return Err(ProcessError::NoProc { dest: dest.to_string() });
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Err(_) => Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout }),
