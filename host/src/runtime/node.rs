@@ -35,7 +35,8 @@ pub struct PreflightFailure {
     pub reason: String,
 }
 
-/// A process that would not stop: its thread is still inside plugin code.
+/// A process that would not stop: its thread (or the worker running it) is still inside
+/// plugin code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abandoned {
     /// The process.
@@ -51,7 +52,7 @@ struct Procs {
     abandoned: Vec<Abandoned>,
 }
 
-/// Shared by the [`Node`] handle and every process thread.
+/// Shared by the [`Node`] handle and every process.
 pub(crate) struct NodeInner {
     pub(crate) code: CodeServer,
     timeouts: Mutex<Timeouts>,
@@ -70,7 +71,7 @@ impl NodeInner {
         *lock(&self.timeouts)
     }
 
-    /// Lists `pid` as abandoned: it will not stop, its thread is inside plugin code. (Not
+    /// Lists `pid` as abandoned: it will not stop, it is inside plugin code. (Not
     /// if it has exited meanwhile: its exit removes it from both lists, under this lock.)
     pub(crate) fn abandon(&self, pid: Pid, module: &str) {
         let mut procs = lock(&self.procs);
@@ -112,7 +113,7 @@ impl NodeInner {
         }
     }
 
-    /// Called by a process thread as its very last act.
+    /// Called by a process as its very last act.
     pub(crate) fn exited(&self, pid: Pid, parent: &Parent, reason: Term) {
         self.unregister(pid, reason.clone());
         match parent {

@@ -1,17 +1,19 @@
 //! Processes: gen_server callback modules run OTP style, as control blocks on the
 //! runtime's workers.
 //!
-//! A gen_server is a control block ([`Pcb`]): a status word, a mailbox, and its server
+//! A gen_server is a control block (`Pcb`): a status word, a mailbox, and its server
 //! (the state and what runs it). It has no thread: a send queues the message and, if the
-//! process was idle, puts it on the run queue of the worker pool ([`scheduler`]); a worker
+//! process was idle, puts it on the run queue of the worker pool (`scheduler`); a worker
 //! runs it for a bounded number of messages. Suspend and resume are flag changes. Each
 //! callback (`init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`,
 //! `code_change`) enters the module's *current* version through the code server, the way a
-//! fully qualified call does in Erlang. Between callbacks it answers system messages:
-//! suspend, resume, change_code, get_state, terminate.
+//! fully qualified call does in Erlang. Between callbacks it answers system messages
+//! (change_code, get_state, terminate, ...), also while suspended. A supervisor is still a
+//! thread of its own with a channel for a mailbox (see `spawn_process`); both kinds are
+//! reached through `Mailbox`.
 //!
 //! The state is the plugin's own value, kept as an opaque pointer. It belongs to the version
-//! that made it, and the process thread *pins* that version (see the `hold` module): while the
+//! that made it, and the process *pins* that version (see the `hold` module): while the
 //! state exists, the version counts as held and cannot be unloaded. When a callback finds a
 //! newer current version than its state's, the state migrates through the version-independent
 //! path: the old version exports it as a [`Term`], the new version's `code_change` builds its
@@ -601,7 +603,7 @@ enum Exit {
     Abrupt(Term),
 }
 
-/// What a new process thread gets from [`spawn_process`].
+/// What a new supervisor thread gets from [`spawn_process`].
 pub(crate) struct Birth {
     pub(crate) node: Arc<NodeInner>,
     pub(crate) pid: Pid,
