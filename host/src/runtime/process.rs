@@ -403,17 +403,25 @@ impl Pcb {
     }
 
     fn send(self: &Arc<Self>, msg: Msg) -> bool {
-        {
+        // Whether this message makes the process runnable, decided under the mailbox's lock
+        // (the worker that gives up `SCHEDULED` looks at the mailbox again after it, under
+        // the same lock, so one of the two queues the process).
+        let runnable = {
             let mut q = lock(&self.mailbox);
-            if self.status.load(Ordering::SeqCst) & EXITED != 0 {
+            let status = self.status.load(Ordering::SeqCst);
+            if status & EXITED != 0 {
                 return false;
             }
-            if matches!(msg, Msg::Sys(_)) {
+            let sys = matches!(msg, Msg::Sys(_));
+            if sys {
                 q.sys += 1;
             }
             q.msgs.push_back(msg);
+            sys || status & SUSPENDED == 0
+        };
+        if runnable && self.claim() {
+            scheduler::get().push(Arc::clone(self));
         }
-        self.wake();
         true
     }
 
