@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use hotcode::Node;
 use hotcode::release_handler::{ErrorAction, ReleaseError, ReleaseHandler};
+use hotcode::{Node, ProcessError};
 use plugin_api::Term;
 
 use crate::{LONG, fixtures, node_with};
@@ -102,6 +102,29 @@ fn callbacks_blocked_on_every_worker_do_not_stop_other_processes() {
     for pid in blockers {
         assert_eq!(node.call(pid, Term::atom("ping"), LONG).expect("ping"), Term::atom("pong"));
     }
+}
+
+#[test]
+fn suspend_and_resume_are_flags_even_for_a_process_inside_a_callback() {
+    let node = node_with(&[("stubborn", fixtures::plugin("fixture-stubborn"))]);
+    let pid = node.start_gen_server("stubborn", Term::List(vec![]), None).expect("start");
+    let node = &node;
+    std::thread::scope(|s| {
+        let blocked = s.spawn(move || node_call(node, pid, "block"));
+        until_n_blocked(node, 1);
+        // Inside a callback, it could not answer a suspend message: a flag needs no answer.
+        node.suspend(pid, Duration::from_millis(1)).expect("suspend");
+        node.code().apply("stubborn", "release", vec![]).expect("release/0");
+        assert_eq!(blocked.join().expect("caller"), Ok(Term::atom("released")));
+    });
+    // Suspended now: system messages are answered, calls wait in the mailbox.
+    assert_eq!(node.get_state(pid, LONG).expect("state"), Term::Int(1));
+    let waited = node.call(pid, Term::atom("ping"), Duration::from_millis(50));
+    assert!(matches!(waited, Err(ProcessError::Timeout { .. })), "{waited:?}");
+    node.resume(pid).expect("resume");
+    assert_eq!(node.call(pid, Term::atom("ping"), LONG).expect("ping"), Term::atom("pong"));
+    // The call that timed out ran at the resume, before this one: three calls served.
+    assert_eq!(node.get_state(pid, LONG).expect("state"), Term::Int(3));
 }
 
 fn node_call(node: &Node, pid: hotcode::Pid, request: &str) -> Result<Term, String> {
