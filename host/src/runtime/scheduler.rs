@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ pub(crate) const GROW_AFTER: Duration = Duration::from_millis(10);
 pub(crate) const RETIRE_AFTER: Duration = Duration::from_secs(2);
 /// How long one run of a process may last before it is reported as stuck.
 pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(10);
+/// How many times an idle worker yields, looking for work, before it sleeps.
+const SPINS: usize = 64;
 /// The most workers the pool grows to.
 pub(crate) const MAX_WORKERS: usize = 1024;
 
@@ -61,6 +63,9 @@ pub(crate) struct Scheduler {
     base: usize,
     /// How many runs workers have started: the monitor's sign of progress.
     taken: AtomicU64,
+    /// How many processes are queued (`queue.ready`'s length, read without the lock by
+    /// workers looking for work before they sleep).
+    queued: AtomicUsize,
     started: Instant,
     states: Mutex<Vec<Arc<WorkerState>>>,
 }
@@ -81,6 +86,7 @@ pub(crate) fn get() -> &'static Scheduler {
             work: Condvar::new(),
             base,
             taken: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             started: Instant::now(),
             states: Mutex::new(Vec::new()),
         }));
@@ -102,6 +108,7 @@ impl Scheduler {
     pub(crate) fn push(&self, pcb: Arc<Pcb>) {
         let mut q = lock(&self.queue);
         q.ready.push_back(pcb);
+        self.queued.fetch_add(1, Ordering::Relaxed);
         if q.idle > 0 {
             self.work.notify_one();
         }
@@ -163,7 +170,21 @@ impl Scheduler {
         let mut q = lock(&self.queue);
         loop {
             if let Some(pcb) = q.ready.pop_front() {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 return Some(pcb);
+            }
+            // Before sleeping, look for work a little while, yielding the core: a request
+            // that comes right after its caller's previous answer then needs no wake-up.
+            drop(q);
+            for _ in 0..SPINS {
+                if self.queued.load(Ordering::Relaxed) > 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            q = lock(&self.queue);
+            if !q.ready.is_empty() {
+                continue;
             }
             q.idle += 1;
             let (guard, waited) =
