@@ -4,7 +4,9 @@
 //! use with one worker per core. A process is queued when it becomes runnable (see
 //! [`Pcb`]); a worker takes the oldest queued process, runs it for at most [`BUDGET`]
 //! messages, and queues it again at the back if more is waiting, so a busy process cannot
-//! starve the others.
+//! starve the others. A worker that finds the queue empty yields the core a few times,
+//! looking again each time, before it sleeps (as ERTS schedulers spin before they sleep): a
+//! request that follows its caller's previous answer then finds a worker awake.
 //!
 //! A callback may block (a call to another process, I/O, a sleep); the pool must not stall
 //! for it. A monitor thread looks every [`GROW_AFTER`]: when processes are queued, no worker
