@@ -56,12 +56,13 @@ impl fmt::Display for PurgeMethod {
     }
 }
 
-/// A thread holding a version.
+/// A thread, future or process state holding a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
-    /// The thread.
+    /// The thread. For a process's state held between callbacks (no thread is inside the
+    /// version for it), the name `<between callbacks>` and tid 0.
     pub thread: ThreadInfo,
-    /// The hotcode process running on that thread, if it is one.
+    /// The hotcode process running on that thread, or whose state holds the version.
     pub process: Option<u64>,
     /// When the holder is an in-flight future of an async call (`Handle::call_async`): its
     /// id; `thread` is then the thread that started the call (the future may run anywhere).
@@ -78,6 +79,7 @@ impl fmt::Display for Holder {
             );
         }
         match self.process {
+            Some(pid) if self.thread.tid == 0 => write!(f, "process <{pid}> (its state)"),
             Some(pid) => write!(
                 f,
                 "process <{pid}> on thread '{}' (tid {})",

@@ -21,7 +21,8 @@
 //! reaper's lock.
 //!
 //! Futures returned by async calls hold their version in an entry of their own
-//! ([`FutureHold`]), which the scan reads too; see "Holds owned by futures" below.
+//! ([`FutureHold`]), which the scan reads too; see "Holds owned by futures" below. So do
+//! processes' states, through their pins; see "Process state pins" below.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -107,12 +108,9 @@ pub struct ThreadInfo {
 /// One thread's hold slots, padded so no two threads share a cache line.
 pub(crate) struct ThreadRecord {
     slots: CachePadded<[AtomicPtr<VersionCell>; MAX_DEPTH]>,
-    /// The version whose state this thread's process keeps: a process whose state was made
-    /// by a version holds that version (OTP's check_process_code would say so), between
-    /// calls as well as during them.
-    pinned: AtomicPtr<VersionCell>,
     info: ThreadInfo,
-    /// Non-zero when the thread is a hotcode process: its process id.
+    /// Non-zero while the thread runs a hotcode process (a runtime worker inside one of its
+    /// callbacks, or a supervisor's own thread): its process id.
     process: AtomicU64,
 }
 
@@ -179,7 +177,6 @@ fn register() -> Result<*const ThreadRecord, EnterError> {
     let thread = std::thread::current();
     let record = Arc::new(ThreadRecord {
         slots: CachePadded::new(std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut()))),
-        pinned: AtomicPtr::new(ptr::null_mut()),
         info: ThreadInfo {
             name: thread.name().unwrap_or("<unnamed>").to_owned(),
             // SAFETY: gettid has no preconditions.
@@ -203,7 +200,7 @@ fn own_record() -> Result<*const ThreadRecord, EnterError> {
     if record.is_null() { register() } else { Ok(record) }
 }
 
-/// Marks the calling thread as hotcode process `pid` in `holders` reports.
+/// Marks the calling thread as running hotcode process `pid` in `holders` reports (0: none).
 pub(crate) fn set_current_process(pid: u64) {
     if let Ok(record) = own_record() {
         // SAFETY: the record is owned by this thread's registration, alive until thread exit.
@@ -211,61 +208,72 @@ pub(crate) fn set_current_process(pid: u64) {
     }
 }
 
-/// Pins `hold`'s version as the one this thread's process state belongs to, replacing any
-/// earlier pin. The thread must be holding that version (so there is no instant at which
-/// neither the hold nor the pin covers it).
-pub(crate) fn pin_state(hold: &Hold) {
-    if let Ok(record) = own_record() {
-        // SAFETY: this thread's own record, alive until thread exit.
-        unsafe { &*record }.pinned.store(hold.cell.as_ptr(), Ordering::Relaxed);
-        membarrier::caller_fence();
+// --- Process state pins. ---
+//
+// A process's state was made by one version of its module, and holds that version for as
+// long as the state exists (OTP's check_process_code would say so), between callbacks as
+// well as during them. A process is not a thread (the runtime's workers run many), so the
+// pin is not in a thread's record but in the shared `PINS` table, one entry per process
+// with a state, keyed by a process-wide unique key. Its protocol:
+//
+// - **pin / move**: made while the process's worker holds the new version in a slot, under
+//   `PINS`' lock; the old version (if any) is released through its own slot hold after.
+// - **unpin**: the entry is removed under the lock, then the cell's `reap` flag is read; a
+//   scan that saw the entry took the lock before the removal, after the purger set the
+//   flag, so the flag is seen and the reaper woken.
+// - **scan**: after the thread slots, under the lock (see [`scan`]).
+
+/// One process's state pin.
+struct Pin {
+    /// The process's pid, for `holders` reports.
+    pid: u64,
+    cell: &'static VersionCell,
+}
+
+static PINS: Mutex<Option<std::collections::HashMap<u64, Pin>>> = Mutex::new(None);
+static NEXT_PIN: AtomicU64 = AtomicU64::new(1);
+
+/// A key for one process's state pin, unique in this OS process (pids repeat across nodes).
+pub(crate) fn pin_key() -> u64 {
+    NEXT_PIN.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Pins `hold`'s version as the one the state of process `pid` (pin `key`) belongs to,
+/// replacing any earlier pin of that key. The caller must be holding that version (so there
+/// is no instant at which neither the hold nor the pin covers it).
+pub(crate) fn pin_process(key: u64, pid: u64, hold: &Hold) {
+    lock(&PINS).get_or_insert_with(Default::default).insert(key, Pin { pid, cell: hold.cell });
+}
+
+/// Drops pin `key` (after its state was dropped), waking the reaper if the pinned version
+/// was waiting for it.
+pub(crate) fn unpin_process(key: u64) {
+    let removed = lock(&PINS).as_mut().and_then(|pins| pins.remove(&key));
+    if let Some(pin) = removed
+        && pin.cell.reap.load(Ordering::SeqCst)
+    {
+        crate::code::reaper::on_release(pin.cell);
     }
 }
 
-/// Drops this thread's state pin (after its state was dropped), waking the reaper if the
-/// pinned version was waiting for it.
-pub(crate) fn unpin_state() {
-    let Ok(record) = own_record() else { return };
-    // SAFETY: this thread's own record, alive until thread exit.
-    let pinned = unsafe { &(*record).pinned };
-    let cell = pinned.load(Ordering::Relaxed);
-    if !cell.is_null() {
-        // SAFETY: cells are type-stable; the pointer is always to a valid cell.
-        release(pinned, unsafe { &*cell });
-    }
-}
-
-/// Enters the version this thread's process state is pinned to, which need not be current.
-/// `None` if the thread has no pin.
-pub(crate) fn enter_pinned() -> Option<Hold> {
+/// Enters `cell`'s version on this thread without checking that it is current: the caller
+/// knows the version is kept loaded (a process's state pin keeps it). `None` if calls nest
+/// too deeply or the thread is exiting.
+pub(crate) fn enter_cell(cell: &'static VersionCell) -> Option<Hold> {
     let record = own_record().ok()?;
-    let (depth, _) = LOCAL.with(|local| (local.depth.get(), ()));
+    let depth = LOCAL.with(|local| local.depth.get());
     if depth >= MAX_DEPTH {
         return None;
     }
-    // SAFETY: this thread's own record, alive until thread exit.
-    let record = unsafe { &*record };
-    let cell = record.pinned.load(Ordering::Relaxed);
-    if cell.is_null() {
-        return None;
-    }
+    // SAFETY: this thread's own record, alive until thread exit; `depth < MAX_DEPTH` was
+    // checked.
+    let slot = unsafe { (*record).slots.get_unchecked(depth) };
     // No re-check against `current` is needed: the pin already keeps the version loaded
     // and visible to every scan, and the hold is published before the pin can move.
-    // SAFETY: `depth < MAX_DEPTH` was checked; cells are type-stable.
-    let slot = unsafe { record.slots.get_unchecked(depth) };
-    slot.store(cell, Ordering::Relaxed);
+    slot.store(cell.as_ptr(), Ordering::Relaxed);
+    membarrier::caller_fence();
     LOCAL.with(|local| local.depth.set(depth + 1));
-    // SAFETY: cells are leaked and never freed.
-    Some(Hold { slot, cell: unsafe { &*cell }, depth, _not_send: PhantomData })
-}
-
-/// The cell this thread's process state is pinned to, if any.
-pub(crate) fn pinned_cell() -> Option<&'static VersionCell> {
-    let record = own_record().ok()?;
-    // SAFETY: this thread's own record; cells are type-stable.
-    let cell = unsafe { &*record }.pinned.load(Ordering::Relaxed);
-    // SAFETY: cells are leaked and never freed.
-    (!cell.is_null()).then(|| unsafe { &*cell })
+    Some(Hold { slot, cell, depth, _not_send: PhantomData })
 }
 
 /// A held version: while it lives, the thread is inside `cell`'s version and the version
@@ -436,6 +444,9 @@ pub(crate) fn cancel_futures(cell: &'static VersionCell, ids: &[u64]) -> usize {
     holders.len()
 }
 
+/// The thread name of a holder that is a process's state pin, outside any callback.
+pub(crate) const BETWEEN_CALLBACKS: &str = "<between callbacks>";
+
 /// One thread (or future) found holding a version.
 #[derive(Debug, Clone)]
 pub(crate) struct Found {
@@ -457,8 +468,7 @@ pub(crate) fn scan(cells: &[&'static VersionCell]) -> Vec<Found> {
     let mut found = Vec::new();
     for record in lock(&REGISTRY).iter() {
         for (which, want) in wanted.iter().enumerate() {
-            let pinned = record.pinned.load(Ordering::Acquire) == *want;
-            if pinned || record.slots.iter().any(|s| s.load(Ordering::Acquire) == *want) {
+            if record.slots.iter().any(|s| s.load(Ordering::Acquire) == *want) {
                 found.push(Found {
                     which,
                     thread: record.info().clone(),
@@ -466,6 +476,24 @@ pub(crate) fn scan(cells: &[&'static VersionCell]) -> Vec<Found> {
                     future: None,
                 });
             }
+        }
+    }
+    let on_threads = found.len();
+    if let Some(pins) = lock(&PINS).as_ref() {
+        for pin in pins.values() {
+            let Some(which) = wanted.iter().position(|w| *w == pin.cell.as_ptr()) else {
+                continue;
+            };
+            // A process inside a callback was found on its worker's thread already.
+            if found[..on_threads].iter().any(|f| f.which == which && f.process == Some(pin.pid)) {
+                continue;
+            }
+            found.push(Found {
+                which,
+                thread: ThreadInfo { name: BETWEEN_CALLBACKS.to_owned(), tid: 0 },
+                process: Some(pin.pid),
+                future: None,
+            });
         }
     }
     for entry in lock(&FUTURES).iter() {

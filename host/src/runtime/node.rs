@@ -20,8 +20,8 @@ use crate::code::error::CodeServerError;
 use crate::runtime::application::AppController;
 use crate::runtime::bounded::{self, Timeouts};
 use crate::runtime::process::{
-    ChangeMode, Dest, ExitSignal, Msg, Naming, Parent, Pid, ProcEntry, ProcessError, ProcessInfo,
-    ProcessKind, Reply, SysMsg, spawn_gen_server,
+    ChangeMode, Dest, ExitSignal, Mailbox, Msg, Naming, Parent, Pid, ProcEntry, ProcessError,
+    ProcessInfo, ProcessKind, Reply, SysMsg, spawn_gen_server,
 };
 use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
 
@@ -35,7 +35,8 @@ pub struct PreflightFailure {
     pub reason: String,
 }
 
-/// A process that would not stop: its thread is still inside plugin code.
+/// A process that would not stop: its thread (or the worker running it) is still inside
+/// plugin code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abandoned {
     /// The process.
@@ -51,7 +52,7 @@ struct Procs {
     abandoned: Vec<Abandoned>,
 }
 
-/// Shared by the [`Node`] handle and every process thread.
+/// Shared by the [`Node`] handle and every process.
 pub(crate) struct NodeInner {
     pub(crate) code: CodeServer,
     timeouts: Mutex<Timeouts>,
@@ -70,7 +71,7 @@ impl NodeInner {
         *lock(&self.timeouts)
     }
 
-    /// Lists `pid` as abandoned: it will not stop, its thread is inside plugin code. (Not
+    /// Lists `pid` as abandoned: it will not stop, it is inside plugin code. (Not
     /// if it has exited meanwhile: its exit removes it from both lists, under this lock.)
     pub(crate) fn abandon(&self, pid: Pid, module: &str) {
         let mut procs = lock(&self.procs);
@@ -112,14 +113,14 @@ impl NodeInner {
         }
     }
 
-    /// Called by a process thread as its very last act.
+    /// Called by a process as its very last act.
     pub(crate) fn exited(&self, pid: Pid, parent: &Parent, reason: Term) {
         self.unregister(pid, reason.clone());
         match parent {
             Parent::None => {}
             Parent::Supervisor(sup) => {
-                if let Some(tx) = self.sender(*sup) {
-                    let _ = tx.send(Msg::ChildExit { pid, reason });
+                if let Some(mailbox) = self.mailbox(*sup) {
+                    mailbox.send(Msg::ChildExit { pid, reason });
                 }
             }
             Parent::Application(app) => {
@@ -128,8 +129,8 @@ impl NodeInner {
         }
     }
 
-    fn sender(&self, pid: Pid) -> Option<Sender<Msg>> {
-        lock(&self.procs).table.get(&pid).map(|e| e.tx.clone())
+    fn mailbox(&self, pid: Pid) -> Option<Mailbox> {
+        lock(&self.procs).table.get(&pid).map(|e| e.mailbox.clone())
     }
 
     pub(crate) fn resolve(&self, dest: &Dest) -> Option<Pid> {
@@ -157,8 +158,12 @@ impl NodeInner {
     }
 
     fn send(&self, dest: &Dest, msg: Msg) -> Result<(), ProcessError> {
-        let tx = self.entry(dest, |_, e| e.tx.clone())?;
-        tx.send(msg).map_err(|_| ProcessError::NoProc { dest: dest.to_string() })
+        let mailbox = self.entry(dest, |_, e| e.mailbox.clone())?;
+        if mailbox.send(msg) {
+            Ok(())
+        } else {
+            Err(ProcessError::NoProc { dest: dest.to_string() })
+        }
     }
 
     /// Stops a child the way its shutdown spec says; abandons it if it will not stop.
@@ -168,33 +173,27 @@ impl NodeInner {
     /// a thread inside plugin code cannot be killed). An abandoned process is not waited
     /// for again.
     pub(crate) fn stop_child(&self, pid: Pid, shutdown: Shutdown) {
-        let Some((tx, exit, kill, module)) = ({
+        let Some((mailbox, exit, module)) = ({
             let procs = lock(&self.procs);
             if procs.abandoned.iter().any(|a| a.pid == pid) {
                 return;
             }
-            procs
-                .table
-                .get(&pid)
-                .map(|e| (e.tx.clone(), e.exit.clone(), e.kill.clone(), e.module.clone()))
+            procs.table.get(&pid).map(|e| (e.mailbox.clone(), e.exit.clone(), e.module.clone()))
         }) else {
             return;
         };
-        let kill_now = || {
-            kill.store(true, Ordering::SeqCst);
-            let _ = tx.send(Msg::Sys(SysMsg::Kill));
-        };
+        let kill_now = || mailbox.kill();
         let grace = match shutdown {
             Shutdown::BrutalKill => {
                 kill_now();
                 Some(KILL_GRACE)
             }
             Shutdown::Infinity => {
-                let _ = tx.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
+                mailbox.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
                 None
             }
             Shutdown::Timeout(t) => {
-                let _ = tx.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
+                mailbox.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
                 Some(t)
             }
         };
@@ -205,9 +204,46 @@ impl NodeInner {
         kill_now();
         log::error!(
             "{pid} ({module}) did not stop within its shutdown time; abandoning it: the code \
-             versions it holds stay loaded until its thread returns"
+             versions it holds stay loaded until its callback returns"
         );
         self.abandon(pid, &module);
+    }
+
+    /// Stops the gen_servers among `pids` together: each is sent `terminate(shutdown)`
+    /// first, then each is waited for until `grace` after the sending; one that has not
+    /// stopped by then is told to die at its next message boundary and abandoned, as
+    /// [`stop_child`](Self::stop_child) does.
+    fn stop_gen_servers(&self, pids: &[Pid], grace: Duration) {
+        let mut sent = Vec::new();
+        for &pid in pids {
+            let found = {
+                let procs = lock(&self.procs);
+                if procs.abandoned.iter().any(|a| a.pid == pid) {
+                    continue;
+                }
+                procs.table.get(&pid).and_then(|e| match &e.mailbox {
+                    Mailbox::Pcb(_) => Some((e.mailbox.clone(), e.exit.clone(), e.module.clone())),
+                    Mailbox::Thread { .. } => None,
+                })
+            };
+            if let Some((mailbox, exit, module)) = found {
+                mailbox.send(Msg::Sys(SysMsg::Terminate(Term::atom("shutdown"))));
+                sent.push((pid, mailbox, exit, module));
+            }
+        }
+        let deadline = std::time::Instant::now() + grace;
+        for (pid, mailbox, exit, module) in sent {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if exit.wait(Some(left)).is_some() {
+                continue;
+            }
+            mailbox.kill();
+            log::error!(
+                "{pid} ({module}) did not stop within its shutdown time; abandoning it: the code \
+                 versions it holds stay loaded until its callback returns"
+            );
+            self.abandon(pid, &module);
+        }
     }
 
     pub(crate) fn call(
@@ -217,11 +253,15 @@ impl NodeInner {
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
         let (tx, rx) = channel::bounded(1);
-        let (exit, kind) = self.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        // One look-up of the table for everything the call needs.
+        let (mailbox, exit, kind) =
+            self.entry(&dest, |_, e| (e.mailbox.clone(), e.exit.clone(), e.kind))?;
         if kind != ProcessKind::GenServer {
             return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
         }
-        self.send(&dest, Msg::Call { request, reply: Reply::Thread(tx) })?;
+        if !mailbox.send(Msg::Call { request, reply: Reply::Thread(tx) }) {
+            return Err(ProcessError::NoProc { dest: dest.to_string() });
+        }
         match rx.recv_timeout(timeout) {
             Ok(reply) => Ok(reply),
             Err(channel::RecvTimeoutError::Timeout) => {
@@ -244,11 +284,14 @@ impl NodeInner {
         timeout: Duration,
     ) -> Result<Term, ProcessError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (exit, kind) = self.entry(&dest, |_, e| (e.exit.clone(), e.kind))?;
+        let (mailbox, exit, kind) =
+            self.entry(&dest, |_, e| (e.mailbox.clone(), e.exit.clone(), e.kind))?;
         if kind != ProcessKind::GenServer {
             return Err(ProcessError::WrongKind { dest: dest.to_string(), expected: "gen_server" });
         }
-        self.send(&dest, Msg::Call { request, reply: Reply::Task(tx) })?;
+        if !mailbox.send(Msg::Call { request, reply: Reply::Task(tx) }) {
+            return Err(ProcessError::NoProc { dest: dest.to_string() });
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Err(_) => Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout }),
@@ -539,23 +582,52 @@ impl Node {
     }
 
     /// `sys:suspend(Dest, Timeout)`: after it, the process handles only system messages.
+    ///
+    /// A gen_server's suspension is a flag of its control block: this returns at once, and
+    /// from its next message boundary (at once, if it is between callbacks) the process
+    /// takes only system messages; a callback already running finishes. A supervisor (a
+    /// thread of its own) answers a suspend message within `timeout`.
     pub fn suspend(&self, dest: impl Into<Dest>, timeout: Duration) -> Result<(), ProcessError> {
         let dest = dest.into();
-        let (tx, rx) = channel::bounded(1);
-        self.inner.send(&dest, Msg::Sys(SysMsg::Suspend(tx)))?;
-        rx.recv_timeout(timeout)
-            .map_err(|_| ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+        match self.inner.entry(&dest, |_, e| e.mailbox.clone())? {
+            Mailbox::Pcb(pcb) => {
+                pcb.suspend();
+                Ok(())
+            }
+            Mailbox::Thread { .. } => {
+                let (tx, rx) = channel::bounded(1);
+                self.inner.send(&dest, Msg::Sys(SysMsg::Suspend(tx)))?;
+                rx.recv_timeout(timeout)
+                    .map_err(|_| ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+            }
+        }
     }
 
-    /// Suspends many processes at once: every request is sent before any answer is awaited,
-    /// so the cost is one round trip, not one per process. Returns, per pid, whether it
-    /// answered within `timeout` (measured from the start).
+    /// Suspends many processes at once: gen_servers by their flag, supervisors with every
+    /// request sent before any answer is awaited, so the cost is one round trip, not one per
+    /// process. Returns, per pid, whether it answered within `timeout` (measured from the
+    /// start).
     pub fn suspend_many(
         &self,
         pids: &[Pid],
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
-        self.ask_many(pids, timeout, SysMsg::Suspend, |_, ()| Ok(()))
+        let mut results = Vec::with_capacity(pids.len());
+        let mut threads = Vec::new();
+        for &pid in pids {
+            match self.inner.entry(&Dest::Pid(pid), |_, e| e.mailbox.clone()) {
+                Ok(Mailbox::Pcb(pcb)) => {
+                    pcb.suspend();
+                    results.push((pid, Ok(())));
+                }
+                Ok(Mailbox::Thread { .. }) => threads.push(pid),
+                Err(e) => results.push((pid, Err(e))),
+            }
+        }
+        results.extend(self.ask_many(&threads, timeout, SysMsg::Suspend, |_, ()| Ok(())));
+        let order: HashMap<Pid, usize> = pids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        results.sort_by_key(|(pid, _)| order.get(pid).copied().unwrap_or(usize::MAX));
+        results
     }
 
     /// `change_code` of many (suspended) processes at once, in the way of
@@ -696,9 +768,18 @@ impl Node {
             .collect()
     }
 
-    /// `sys:resume(Dest)`.
+    /// `sys:resume(Dest)`. A gen_server's resume is a flag change: when this returns the
+    /// process has taken it (OTP's `sys:resume` is synchronous), and its waiting messages
+    /// are queued to run, in order. A supervisor is sent a resume message.
     pub fn resume(&self, dest: impl Into<Dest>) -> Result<(), ProcessError> {
-        self.inner.send(&dest.into(), Msg::Sys(SysMsg::Resume))
+        let dest = dest.into();
+        match self.inner.entry(&dest, |_, e| e.mailbox.clone())? {
+            Mailbox::Pcb(pcb) => {
+                pcb.resume();
+                Ok(())
+            }
+            Mailbox::Thread { .. } => self.inner.send(&dest, Msg::Sys(SysMsg::Resume)),
+        }
     }
 
     /// `sys:change_code(Dest, Module, OldVsn | {down, Vsn}, Extra)`: the process moves its
@@ -930,11 +1011,15 @@ impl Node {
         }
     }
 
-    /// Stops every process: applications first (in reverse start order), then the rest.
+    /// Stops every process: applications first (in reverse start order), then the rest:
+    /// every other gen_server is told to terminate at once and each is given 5 s from then
+    /// (they stop in parallel, on the workers), then the supervisors, one by one.
     pub fn shutdown(&self) {
         crate::runtime::application::stop_all(&self.inner);
-        let pids: Vec<Pid> = lock(&self.inner.procs).table.keys().copied().collect();
-        for pid in pids.into_iter().rev() {
+        let mut pids: Vec<Pid> = lock(&self.inner.procs).table.keys().copied().collect();
+        pids.sort_unstable_by(|a, b| b.cmp(a));
+        self.inner.stop_gen_servers(&pids, Duration::from_secs(5));
+        for pid in pids {
             self.inner.stop_child(pid, Shutdown::Timeout(Duration::from_secs(5)));
         }
     }

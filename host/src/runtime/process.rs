@@ -1,13 +1,19 @@
-//! Processes: host threads that run a gen_server callback module, OTP style.
+//! Processes: gen_server callback modules run OTP style, as control blocks on the
+//! runtime's workers.
 //!
-//! A process is a thread with a mailbox (a crossbeam channel). It runs the host's server
-//! loop; each callback (`init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`,
+//! A gen_server is a control block (`Pcb`): a status word, a mailbox, and its server
+//! (the state and what runs it). It has no thread: a send queues the message and, if the
+//! process was idle, puts it on the run queue of the worker pool (`scheduler`); a worker
+//! runs it for a bounded number of messages. Suspend and resume are flag changes. Each
+//! callback (`init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`,
 //! `code_change`) enters the module's *current* version through the code server, the way a
-//! fully qualified call does in Erlang. Between callbacks it answers system messages:
-//! suspend, resume, change_code, get_state, terminate.
+//! fully qualified call does in Erlang. Between callbacks it answers system messages
+//! (change_code, get_state, terminate, ...), also while suspended. A supervisor is still a
+//! thread of its own with a channel for a mailbox (see `spawn_process`); both kinds are
+//! reached through `Mailbox`.
 //!
 //! The state is the plugin's own value, kept as an opaque pointer. It belongs to the version
-//! that made it, and the process thread *pins* that version (see the `hold` module): while the
+//! that made it, and the process *pins* that version (see the `hold` module): while the
 //! state exists, the version counts as held and cannot be unloaded. When a callback finds a
 //! newer current version than its state's, the state migrates through the version-independent
 //! path: the old version exports it as a [`Term`], the new version's `code_change` builds its
@@ -17,8 +23,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, Sender};
@@ -28,6 +34,7 @@ use plugin_api::{Interface, PluginError, Term};
 use crate::code::handle::Handle;
 use crate::code::hold;
 use crate::runtime::node::NodeInner;
+use crate::runtime::scheduler;
 
 /// A process identifier, displayed the Erlang way: `<0.N.0>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -279,17 +286,293 @@ pub enum ProcessKind {
 
 /// The process table's entry for one live process.
 pub(crate) struct ProcEntry {
-    pub(crate) tx: Sender<Msg>,
+    pub(crate) mailbox: Mailbox,
     pub(crate) module: String,
     pub(crate) kind: ProcessKind,
     pub(crate) name: Option<String>,
     pub(crate) exit: Arc<ExitSignal>,
-    /// Set to kill the process at its next message boundary, ahead of anything queued
-    /// (OTP's untrappable `kill`; a thread cannot be stopped sooner).
-    pub(crate) kill: Arc<AtomicBool>,
     /// For supervisors: their children, readable without messaging them (a suspended
     /// supervisor does not answer, but release handling must still walk its tree).
     pub(crate) children: Option<Arc<Mutex<Vec<crate::runtime::supervisor::ChildInfo>>>>,
+}
+
+/// Where a process's messages go: a gen_server's control block, or a supervisor thread's
+/// channel.
+#[derive(Clone)]
+pub(crate) enum Mailbox {
+    /// A process run by the workers.
+    Pcb(Arc<Pcb>),
+    /// A process on a thread of its own.
+    Thread {
+        tx: Sender<Msg>,
+        /// Set to kill the process at its next message boundary, ahead of anything queued
+        /// (OTP's untrappable `kill`; a thread cannot be stopped sooner).
+        kill: Arc<AtomicBool>,
+    },
+}
+
+impl Mailbox {
+    /// Queues `msg`; false if the process has exited.
+    pub(crate) fn send(&self, msg: Msg) -> bool {
+        match self {
+            Mailbox::Pcb(pcb) => pcb.send(msg),
+            Mailbox::Thread { tx, .. } => tx.send(msg).is_ok(),
+        }
+    }
+
+    /// Kills the process at its next message boundary, ahead of anything queued.
+    pub(crate) fn kill(&self) {
+        match self {
+            Mailbox::Pcb(pcb) => pcb.kill(),
+            Mailbox::Thread { tx, kill } => {
+                kill.store(true, Ordering::SeqCst);
+                let _ = tx.send(Msg::Sys(SysMsg::Kill));
+            }
+        }
+    }
+}
+
+/// The status word's bits.
+const SCHEDULED: u32 = 1;
+const SUSPENDED: u32 = 1 << 1;
+const KILL: u32 = 1 << 2;
+const EXITED: u32 = 1 << 3;
+
+/// A gen_server's control block: everything a process is, run by whichever worker takes it
+/// off the run queue.
+///
+/// The status word says whether the process is queued or running (`SCHEDULED`: one worker at
+/// most has it, so the server is never run twice at once), suspended (it then takes only
+/// system messages, and ordinary ones wait in order), to be killed at its next message
+/// boundary, or gone. A sender queues its message, then schedules the process if it is
+/// runnable and was not scheduled; a worker that stops running a process clears
+/// `SCHEDULED` and then checks again, so no message is left unseen between the two.
+pub(crate) struct Pcb {
+    pid: AtomicU64,
+    status: AtomicU32,
+    mailbox: Mutex<Queue>,
+    body: Mutex<Body>,
+}
+
+#[derive(Default)]
+struct Queue {
+    msgs: VecDeque<Msg>,
+    /// How many of `msgs` are system messages.
+    sys: usize,
+}
+
+enum Body {
+    /// Not started: `init` is its first run.
+    Init(Box<InitJob>),
+    Serving(Server),
+    Gone,
+}
+
+/// What a gen_server's first run needs to start it.
+struct InitJob {
+    node: Arc<NodeInner>,
+    handle: Handle<GenServerTable>,
+    args: Term,
+    parent: Parent,
+    started: Sender<Result<(), Term>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section below leaves its data consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pcb {
+    /// A control block not yet runnable by anyone but its spawner, which holds `SCHEDULED`.
+    fn new(job: InitJob) -> Pcb {
+        Pcb {
+            pid: AtomicU64::new(0),
+            status: AtomicU32::new(SCHEDULED),
+            mailbox: Mutex::default(),
+            body: Mutex::new(Body::Init(Box::new(job))),
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid(self.pid_number())
+    }
+
+    /// Its pid's number (0 before it is registered).
+    pub(crate) fn pid_number(&self) -> u64 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    fn send(self: &Arc<Self>, msg: Msg) -> bool {
+        // Whether this message makes the process runnable, decided under the mailbox's lock
+        // (the worker that gives up `SCHEDULED` looks at the mailbox again after it, under
+        // the same lock, so one of the two queues the process).
+        let runnable = {
+            let mut q = lock(&self.mailbox);
+            let status = self.status.load(Ordering::SeqCst);
+            if status & EXITED != 0 {
+                return false;
+            }
+            let sys = matches!(msg, Msg::Sys(_));
+            if sys {
+                q.sys += 1;
+            }
+            q.msgs.push_back(msg);
+            sys || status & SUSPENDED == 0
+        };
+        if runnable && self.claim() {
+            scheduler::get().push(Arc::clone(self));
+        }
+        true
+    }
+
+    /// `sys:suspend`: from its next message boundary it takes only system messages.
+    pub(crate) fn suspend(&self) {
+        self.status.fetch_or(SUSPENDED, Ordering::SeqCst);
+    }
+
+    /// `sys:resume`: it takes its waiting messages again, in order.
+    pub(crate) fn resume(self: &Arc<Self>) {
+        self.status.fetch_and(!SUSPENDED, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn kill(self: &Arc<Self>) {
+        self.status.fetch_or(KILL, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Whether a worker would find something to do.
+    fn runnable(&self) -> bool {
+        let status = self.status.load(Ordering::SeqCst);
+        if status & EXITED != 0 {
+            return false;
+        }
+        if status & KILL != 0 {
+            return true;
+        }
+        let q = lock(&self.mailbox);
+        q.sys > 0 || (status & SUSPENDED == 0 && !q.msgs.is_empty())
+    }
+
+    /// Takes `SCHEDULED`; true if it was free.
+    fn claim(&self) -> bool {
+        self.status.fetch_or(SCHEDULED, Ordering::SeqCst) & SCHEDULED == 0
+    }
+
+    fn wake(self: &Arc<Self>) {
+        if self.runnable() && self.claim() {
+            scheduler::get().push(Arc::clone(self));
+        }
+    }
+
+    /// The next message it may take: any, or while suspended the first system message.
+    fn next(&self) -> Option<Msg> {
+        let mut q = lock(&self.mailbox);
+        let msg = if self.status.load(Ordering::SeqCst) & SUSPENDED != 0 {
+            if q.sys == 0 {
+                return None;
+            }
+            let at = q.msgs.iter().position(|m| matches!(m, Msg::Sys(_)))?;
+            q.msgs.remove(at)?
+        } else {
+            q.msgs.pop_front()?
+        };
+        if matches!(msg, Msg::Sys(_)) {
+            q.sys -= 1;
+        }
+        Some(msg)
+    }
+
+    /// Marks it gone and drops what was still queued (callers waiting for a reply see the
+    /// process exit).
+    fn gone(&self) {
+        let left = {
+            let mut q = lock(&self.mailbox);
+            self.status.fetch_or(EXITED, Ordering::SeqCst);
+            q.sys = 0;
+            std::mem::take(&mut q.msgs)
+        };
+        drop(left);
+    }
+
+    /// Runs the process on the calling worker: `init` if it has not started, then up to
+    /// `budget` messages. Returns true if it must be queued again (more is waiting); the
+    /// caller holds `SCHEDULED` until then.
+    pub(crate) fn run(self: &Arc<Self>, budget: usize) -> bool {
+        let pid = self.pid();
+        hold::set_current_process(pid.0);
+        let again = self.run_messages(pid, budget);
+        hold::set_current_process(0);
+        again
+    }
+
+    fn run_messages(self: &Arc<Self>, pid: Pid, budget: usize) -> bool {
+        let mut body = lock(&self.body);
+        if let Body::Init(_) = &*body {
+            let Body::Init(job) = std::mem::replace(&mut *body, Body::Gone) else {
+                return false;
+            };
+            match (*job).start(pid) {
+                Some(server) => *body = Body::Serving(server),
+                None => {
+                    drop(body);
+                    self.gone();
+                    return false;
+                }
+            }
+        }
+        for _ in 0..budget {
+            let Body::Serving(server) = &mut *body else { return false };
+            let exit = if self.status.load(Ordering::SeqCst) & KILL != 0 {
+                Some(Exit::Abrupt(Term::atom("killed")))
+            } else {
+                match self.next() {
+                    Some(msg) => server.handle(msg),
+                    None => break,
+                }
+            };
+            if let Some(how) = exit {
+                if let Body::Serving(server) = std::mem::replace(&mut *body, Body::Gone) {
+                    server.exit(how);
+                }
+                drop(body);
+                self.gone();
+                return false;
+            }
+        }
+        drop(body);
+        self.status.fetch_and(!SCHEDULED, Ordering::SeqCst);
+        self.runnable() && self.claim()
+    }
+}
+
+impl InitJob {
+    /// Runs `init` (OTP's `init/1`) and tells the spawner how it went; the server on success.
+    fn start(self, pid: Pid) -> Option<Server> {
+        let InitJob { node, handle, args, parent, started } = self;
+        let pin_key = hold::pin_key();
+        match init(&handle, &args, pin_key, pid) {
+            Ok((state, pin)) => {
+                let _ = started.send(Ok(()));
+                Some(Server {
+                    node,
+                    pid,
+                    handle,
+                    state,
+                    parent,
+                    pending_down: None,
+                    pin: Some(pin),
+                    pin_key,
+                })
+            }
+            Err(reason) => {
+                // Nothing to clean up in the plugin: a failed init leaves no state.
+                node.unregister(pid, reason.clone());
+                let _ = started.send(Err(reason));
+                None
+            }
+        }
+    }
 }
 
 /// A snapshot of one process, for listings.
@@ -305,19 +588,19 @@ pub struct ProcessInfo {
     pub name: Option<String>,
 }
 
-/// Everything a gen_server thread needs.
+/// Everything a running gen_server has, besides its mailbox.
 struct Server {
     node: Arc<NodeInner>,
     pid: Pid,
-    module: String,
     handle: Handle<GenServerTable>,
     state: StatePtr,
-    rx: Receiver<Msg>,
     parent: Parent,
-    kill: Arc<AtomicBool>,
     /// A down-mode code change that arrived before the older version was loaded (systools
     /// puts a downgrade's code_change before its load): applied at the version switch.
     pending_down: Option<Term>,
+    /// The version that made the state, pinned under `pin_key` (see the `hold` module).
+    pin: Option<&'static hold::VersionCell>,
+    pin_key: u64,
 }
 
 /// How a process ends.
@@ -328,7 +611,7 @@ enum Exit {
     Abrupt(Term),
 }
 
-/// What a new process thread gets from [`spawn_process`].
+/// What a new supervisor thread gets from [`spawn_process`].
 pub(crate) struct Birth {
     pub(crate) node: Arc<NodeInner>,
     pub(crate) pid: Pid,
@@ -339,7 +622,7 @@ pub(crate) struct Birth {
 /// The body of a process after a successful `init`: its loop until it exits.
 pub(crate) type Serve = Box<dyn FnOnce() + Send>;
 
-/// Registers a process and starts its thread: `init` runs there (OTP's `init/1`), and this
+/// Registers a process on a thread of its own (a supervisor) and starts it: `init` runs there (OTP's `init/1`), and this
 /// returns once it has, with the pid or the init failure, like `gen_server:start_link`.
 /// On success the thread goes on with the [`Serve`] that `init` returned.
 ///
@@ -360,12 +643,11 @@ pub(crate) fn spawn_process(
     let kill = Arc::new(AtomicBool::new(false));
     let pid = node
         .register(ProcEntry {
-            tx,
+            mailbox: Mailbox::Thread { tx, kill: Arc::clone(&kill) },
             module: module.to_owned(),
             kind,
             name,
             exit: Arc::default(),
-            kill: Arc::clone(&kill),
             children,
         })
         .map_err(start_err)?;
@@ -455,7 +737,13 @@ pub(crate) fn registered_name<I: Interface>(
     Ok(name)
 }
 
-/// Spawns a gen_server running `module` with `init(args)`, and waits for `init` to finish.
+/// Spawns a gen_server running `module` with `init(args)`, and waits for `init` to finish
+/// (like `gen_server:start_link`): a control block is registered and queued, and its first
+/// run on a worker is `init`. No thread is made.
+///
+/// An `init` that has not returned within the node's init timeout fails the start with
+/// `{timeout, init}` (OTP's `{error, timeout}`): the process is listed as abandoned and
+/// marked to die, which it does as soon as its `init` returns.
 pub(crate) fn spawn_gen_server(
     node: &Arc<NodeInner>,
     module: &str,
@@ -465,38 +753,62 @@ pub(crate) fn spawn_gen_server(
 ) -> Result<Pid, ProcessError> {
     let handle = node.code.handle::<GenServerTable>(module).map_err(|e| bad_module(module, e))?;
     let name = registered_name(&handle, naming, &args, GenServerTable::local_name)?;
-    let module_name = module.to_owned();
-    let init_timeout = Some(node.timeouts().init);
-    spawn_process(node, module, ProcessKind::GenServer, name, None, init_timeout, move |birth| {
-        let state = init(&handle, &args)?;
-        let server = Server {
-            node: birth.node,
-            pid: birth.pid,
-            module: module_name,
-            handle,
-            state,
-            rx: birth.rx,
-            parent,
-            kill: birth.kill,
-            pending_down: None,
-        };
-        Ok(Box::new(move || server.run()))
-    })
+    let start_err = |reason: Term| ProcessError::Start { module: module.to_owned(), reason };
+    let init_timeout = node.timeouts().init;
+    let (started, started_rx) = channel::bounded::<Result<(), Term>>(1);
+    let job = InitJob { node: Arc::clone(node), handle, args, parent, started };
+    let pcb = Arc::new(Pcb::new(job));
+    let pid = node
+        .register(ProcEntry {
+            mailbox: Mailbox::Pcb(Arc::clone(&pcb)),
+            module: module.to_owned(),
+            kind: ProcessKind::GenServer,
+            name,
+            exit: Arc::default(),
+            children: None,
+        })
+        .map_err(start_err)?;
+    pcb.pid.store(pid.0, Ordering::Relaxed);
+    // The spawner holds SCHEDULED from `Pcb::new`: this is the process's first queueing.
+    scheduler::get().push(Arc::clone(&pcb));
+    match started_rx.recv_timeout(init_timeout) {
+        Ok(Ok(())) => {
+            log::debug!("started {module} as {pid}");
+            Ok(pid)
+        }
+        Ok(Err(reason)) => Err(start_err(reason)),
+        Err(channel::RecvTimeoutError::Timeout) => {
+            pcb.kill();
+            node.abandon(pid, module);
+            log::error!(
+                "{pid} ({module}): init did not return within {init_timeout:?}; the start \
+                 fails and the process is abandoned (it exits when init returns)"
+            );
+            Err(start_err(Term::tuple([Term::atom("timeout"), Term::atom("init")])))
+        }
+        Err(channel::RecvTimeoutError::Disconnected) => Err(start_err(Term::atom("init_crashed"))),
+    }
 }
 
 pub(crate) fn thread_name(module: &str, pid: Pid) -> String {
     format!("{module}{pid}")
 }
 
-/// Runs `init` in the current version and pins that version to this thread.
-fn init(handle: &Handle<GenServerTable>, args: &Term) -> Result<StatePtr, Term> {
+/// Runs `init` in the current version and pins that version (under `pin_key`) as the one
+/// the state belongs to; returns the state and the pinned version.
+fn init(
+    handle: &Handle<GenServerTable>,
+    args: &Term,
+    pin_key: u64,
+    pid: Pid,
+) -> Result<(StatePtr, &'static hold::VersionCell), Term> {
     let held = handle.hold().map_err(|e| undef(handle.module(), &e.to_string()))?;
     // SAFETY: the handle was made for GenServerTable, so every version of the module was
     // checked to export that table at load time; `held` keeps the version loaded.
     let table = unsafe { held.table::<GenServerTable>() };
     let state = table.init(args).map_err(|e| e.exit_reason())?;
-    hold::pin_state(&held);
-    Ok(state)
+    hold::pin_process(pin_key, pid.0, &held);
+    Ok((state, held.cell()))
 }
 
 fn undef(module: &str, why: &str) -> Term {
@@ -504,86 +816,85 @@ fn undef(module: &str, why: &str) -> Term {
 }
 
 impl Server {
-    fn run(mut self) {
-        let mut suspended = false;
-        let mut deferred: VecDeque<Msg> = VecDeque::new();
-        let exit = loop {
-            if self.kill.load(Ordering::SeqCst) {
-                break Exit::Abrupt(Term::atom("killed"));
+    /// Handles one message; how the process ends, if this message ends it.
+    fn handle(&mut self, msg: Msg) -> Option<Exit> {
+        let outcome = match msg {
+            Msg::Call { request, reply } => self.call(request, reply),
+            // SAFETY: `with_current` hands over the state only after migrating it into
+            // the version whose table it passes.
+            Msg::Cast(m) => self.with_current(|t, state| unsafe { t.handle_cast(state, &m) }),
+            // SAFETY: as above.
+            Msg::Info(m) => self.with_current(|t, state| unsafe { t.handle_info(state, &m) }),
+            // Suspension is the control block's flag; these are never sent to a gen_server,
+            // and answered all the same.
+            Msg::Sys(SysMsg::Suspend(ack)) => {
+                let _ = ack.send(());
+                Ok(None)
             }
-            let msg = match (!suspended).then(|| deferred.pop_front()).flatten() {
-                Some(m) => m,
-                None => match self.rx.recv() {
-                    Ok(m) => m,
-                    // Every sender is gone: the node is shutting down without us.
-                    Err(_) => break Exit::Graceful(Term::atom("shutdown")),
-                },
-            };
-            if suspended && !matches!(msg, Msg::Sys(_)) {
-                deferred.push_back(msg);
-                continue;
-            }
-            let outcome = match msg {
-                Msg::Call { request, reply } => self.call(request, reply),
-                // SAFETY: `with_current` hands over the state only after migrating it into
-                // the version whose table it passes.
-                Msg::Cast(m) => self.with_current(|t, state| unsafe { t.handle_cast(state, &m) }),
-                // SAFETY: as above.
-                Msg::Info(m) => self.with_current(|t, state| unsafe { t.handle_info(state, &m) }),
-                Msg::Sys(SysMsg::Suspend(ack)) => {
-                    suspended = true;
-                    let _ = ack.send(());
-                    Ok(None)
-                }
-                Msg::Sys(SysMsg::Resume) => {
-                    suspended = false;
-                    Ok(None)
-                }
-                Msg::Sys(SysMsg::ChangeCode { mode, extra, ack }) => {
-                    match self.change_code(Some(mode), &extra) {
-                        Ok(()) => {
-                            let _ = ack.send(Ok(()));
-                            Ok(None)
-                        }
-                        Err(reason) => {
-                            let _ = ack.send(Err(reason.clone()));
-                            Err(reason)
-                        }
-                    }
-                }
-                Msg::Sys(SysMsg::GetState(ack)) => {
-                    let _ = ack.send(self.export_state());
-                    Ok(None)
-                }
-                Msg::Sys(SysMsg::Export { to, down_extra, ack }) => {
-                    let _ = ack.send(self.export_for(&to, down_extra.as_ref()));
-                    Ok(None)
-                }
-                Msg::Sys(SysMsg::Settle { mode, extra, ack }) => match self.settle(mode, &extra) {
-                    Ok(migrated) => {
-                        let _ = ack.send(Ok(migrated));
+            Msg::Sys(SysMsg::Resume) => Ok(None),
+            Msg::Sys(SysMsg::ChangeCode { mode, extra, ack }) => {
+                match self.change_code(Some(mode), &extra) {
+                    Ok(()) => {
+                        let _ = ack.send(Ok(()));
                         Ok(None)
                     }
                     Err(reason) => {
                         let _ = ack.send(Err(reason.clone()));
                         Err(reason)
                     }
-                },
-                Msg::Sys(SysMsg::Adopt { from, state, ack }) => {
-                    let _ = ack.send(self.adopt(&from, &state));
+                }
+            }
+            Msg::Sys(SysMsg::GetState(ack)) => {
+                let _ = ack.send(self.export_state());
+                Ok(None)
+            }
+            Msg::Sys(SysMsg::Export { to, down_extra, ack }) => {
+                let _ = ack.send(self.export_for(&to, down_extra.as_ref()));
+                Ok(None)
+            }
+            Msg::Sys(SysMsg::Settle { mode, extra, ack }) => match self.settle(mode, &extra) {
+                Ok(migrated) => {
+                    let _ = ack.send(Ok(migrated));
                     Ok(None)
                 }
-                Msg::Sys(SysMsg::Terminate(reason)) => break Exit::Graceful(reason),
-                Msg::Sys(SysMsg::Kill) => break Exit::Abrupt(Term::atom("killed")),
-                Msg::ChildExit { .. } | Msg::Sup(_) => Ok(None),
-            };
-            match outcome {
-                Ok(None) => {}
-                Ok(Some(stop)) => break Exit::Graceful(stop),
-                Err(crash) => break Exit::Abrupt(crash),
+                Err(reason) => {
+                    let _ = ack.send(Err(reason.clone()));
+                    Err(reason)
+                }
+            },
+            Msg::Sys(SysMsg::Adopt { from, state, ack }) => {
+                let _ = ack.send(self.adopt(&from, &state));
+                Ok(None)
             }
+            Msg::Sys(SysMsg::Terminate(reason)) => return Some(Exit::Graceful(reason)),
+            Msg::Sys(SysMsg::Kill) => return Some(Exit::Abrupt(Term::atom("killed"))),
+            Msg::ChildExit { .. } | Msg::Sup(_) => Ok(None),
         };
-        self.exit(exit);
+        match outcome {
+            Ok(None) => None,
+            Ok(Some(stop)) => Some(Exit::Graceful(stop)),
+            Err(crash) => Some(Exit::Abrupt(crash)),
+        }
+    }
+
+    fn module(&self) -> &str {
+        self.handle.module()
+    }
+
+    /// Whether the state's version is the one `held` holds.
+    fn pinned_to(&self, held: &hold::Hold) -> bool {
+        self.pin.is_some_and(|c| std::ptr::eq(c, held.cell()))
+    }
+
+    /// Enters the version that made the state (which need not be current).
+    fn enter_pinned(&self) -> Option<hold::Hold> {
+        self.pin.and_then(hold::enter_cell)
+    }
+
+    /// Moves the state's pin to the version `held` holds (the caller made the state there).
+    fn pin_to(&mut self, held: &hold::Hold) {
+        hold::pin_process(self.pin_key, self.pid.0, held);
+        self.pin = Some(held.cell());
     }
 
     fn call(&mut self, request: Term, reply: Reply) -> Result<Option<Term>, Term> {
@@ -603,8 +914,8 @@ impl Server {
         &mut self,
         f: impl FnOnce(&GenServerTable, StatePtr) -> Result<R, PluginError>,
     ) -> Result<R, Term> {
-        let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
-        if hold::pinned_cell().map(|c| std::ptr::eq(c, held.cell())) != Some(true) {
+        let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
+        if !self.pinned_to(&held) {
             match self.pending_down.take() {
                 // A downgrade announced before its load: convert the way it asked.
                 Some(extra) => self.migrate(&held, Some(ChangeMode::Down), &extra)?,
@@ -637,7 +948,7 @@ impl Server {
         mode: Option<ChangeMode>,
         extra: &Term,
     ) -> Result<(), Term> {
-        let Some(old) = hold::enter_pinned() else {
+        let Some(old) = self.enter_pinned() else {
             return Err(Term::atom("no_state_version"));
         };
         let old_vsn = self.node.code.vsn_of(old.cell()).unwrap_or_else(|| "undefined".to_owned());
@@ -645,7 +956,7 @@ impl Server {
         let down_extra = (mode == Some(ChangeMode::Down)).then_some(extra);
         let (from, exported) = self.export_from(&old, &old_vsn, &to, down_extra)?;
         // SAFETY: the pinned version made the state, and only GenServerTable versions of
-        // this module are ever pinned by this thread.
+        // this module are ever pinned for this process.
         let old_table = unsafe { old.table::<GenServerTable>() };
         // SAFETY: `new` holds a version of this module, which exports GenServerTable.
         let new_table = unsafe { new.table::<GenServerTable>() };
@@ -655,7 +966,7 @@ impl Server {
         })?;
         // The new state exists: move the pin, then drop the old state in its own version
         // (still held through `old`), and let go of the old version.
-        hold::pin_state(new);
+        self.pin_to(new);
         // SAFETY: the old state was made by the version `old` holds; it is not used again.
         unsafe { old_table.drop_state(self.state) };
         self.state = state;
@@ -663,7 +974,7 @@ impl Server {
         log::info!(
             "{} ({}): state migrated from vsn {old_vsn} to {new_vsn}",
             self.pid,
-            self.module
+            self.module()
         );
         drop(old);
         Ok(())
@@ -680,7 +991,7 @@ impl Server {
         down_extra: Option<&Term>,
     ) -> Result<(Term, Term), Term> {
         // SAFETY: the pinned version made the state, and only GenServerTable versions of
-        // this module are ever pinned by this thread.
+        // this module are ever pinned for this process.
         let table = unsafe { old.table::<GenServerTable>() };
         let (from, exported) = match down_extra {
             Some(extra) => (
@@ -696,7 +1007,7 @@ impl Server {
 
     /// [`SysMsg::Export`]: the state as a migration to vsn `to` would export it.
     fn export_for(&self, to: &Term, down_extra: Option<&Term>) -> Result<(Term, Term), Term> {
-        let Some(old) = hold::enter_pinned() else {
+        let Some(old) = self.enter_pinned() else {
             return Err(Term::atom("no_state_version"));
         };
         let old_vsn = self.node.code.vsn_of(old.cell()).unwrap_or_else(|| "undefined".to_owned());
@@ -705,8 +1016,8 @@ impl Server {
 
     /// [`SysMsg::Settle`]: the migration the script makes, made now if it is still due.
     fn settle(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<bool, Term> {
-        let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
-        if hold::pinned_cell().is_some_and(|c| std::ptr::eq(c, held.cell())) {
+        let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
+        if self.pinned_to(&held) {
             return Ok(false);
         }
         match self.pending_down.take() {
@@ -717,8 +1028,8 @@ impl Server {
     }
 
     fn change_code(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<(), Term> {
-        let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
-        let same = hold::pinned_cell().is_some_and(|c| std::ptr::eq(c, held.cell()));
+        let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
+        let same = self.pinned_to(&held);
         if same && mode == Some(ChangeMode::Down) {
             // The older version is not loaded yet: convert when it becomes current.
             self.pending_down = Some(extra.clone());
@@ -730,8 +1041,8 @@ impl Server {
     /// [`SysMsg::Adopt`]: a state made elsewhere, taken through the current version's
     /// `code_change`; the state this process had is dropped by the version that made it.
     fn adopt(&mut self, from: &Term, state: &Term) -> Result<(), Term> {
-        let held = self.handle.hold().map_err(|e| undef(&self.module, &e.to_string()))?;
-        let Some(old) = hold::enter_pinned() else {
+        let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
+        let Some(old) = self.enter_pinned() else {
             return Err(Term::atom("no_state_version"));
         };
         // SAFETY: `held` holds a version of this module, which exports GenServerTable.
@@ -742,9 +1053,9 @@ impl Server {
         })?;
         // As in a migration: pin the version that made the new state, then drop the old
         // state in its own version (still held through `old`).
-        hold::pin_state(&held);
+        self.pin_to(&held);
         // SAFETY: the pinned version made the old state, and only GenServerTable versions
-        // of this module are ever pinned by this thread; it is not used again.
+        // of this module are ever pinned for this process; it is not used again.
         let old_table = unsafe { old.table::<GenServerTable>() };
         // SAFETY: as above.
         unsafe { old_table.drop_state(self.state) };
@@ -754,7 +1065,7 @@ impl Server {
     }
 
     fn export_state(&self) -> Result<Term, Term> {
-        let Some(held) = hold::enter_pinned() else {
+        let Some(held) = self.enter_pinned() else {
             return Err(Term::atom("no_state_version"));
         };
         // SAFETY: the pinned version made the state.
@@ -767,7 +1078,7 @@ impl Server {
         let reason = match &how {
             Exit::Graceful(r) | Exit::Abrupt(r) => r.clone(),
         };
-        match hold::enter_pinned() {
+        match self.enter_pinned() {
             Some(held) => {
                 // SAFETY: the pinned version made the state, and the state is not used
                 // after this (the thread ends).
@@ -776,21 +1087,21 @@ impl Server {
                     Exit::Graceful(r) => {
                         // SAFETY: as above; terminate consumes the state.
                         if let Err(e) = unsafe { table.terminate(self.state, &r) } {
-                            log::warn!("{} ({}): terminate failed: {e}", self.pid, self.module);
+                            log::warn!("{} ({}): terminate failed: {e}", self.pid, self.module());
                         }
                     }
                     // SAFETY: as above; drop_state consumes the state.
                     Exit::Abrupt(_) => unsafe { table.drop_state(self.state) },
                 }
-                hold::unpin_state();
+                hold::unpin_process(self.pin_key);
                 drop(held);
             }
             None => log::error!("{}: no pinned version for its state; leaking it", self.pid),
         }
         if !is_normal_exit(&reason) {
-            log::warn!("{} ({}) exited: {reason}", self.pid, self.module);
+            log::warn!("{} ({}) exited: {reason}", self.pid, self.module());
         } else {
-            log::debug!("{} ({}) exited: {reason}", self.pid, self.module);
+            log::debug!("{} ({}) exited: {reason}", self.pid, self.module());
         }
         self.node.exited(self.pid, &self.parent, reason);
     }

@@ -4,8 +4,12 @@
 //! does the rest: starts the children in order, restarts them as their restart type and the
 //! strategy say (one_for_one, one_for_all, rest_for_one) within the restart intensity, and
 //! stops them in reverse order, each within its shutdown time. A child that does not stop in
-//! time is killed at its next message boundary; one that still does not stop (its thread is
-//! busy inside plugin code) is *abandoned*: reported, and the versions it holds stay loaded.
+//! time is killed at its next message boundary; one that still does not stop (it is busy
+//! inside plugin code) is *abandoned*: reported, and the versions it holds stay loaded.
+//!
+//! A supervisor is a thread of its own (a node has few), unlike a gen_server, which is a
+//! control block run by the scheduler's workers: its work is starting and stopping children,
+//! which waits for them, and waiting on a worker would tie that worker up.
 //!
 //! A supervisor's `code_change` runs the new version's `init` and updates its specs the OTP
 //! way: existing children keep running under their new spec, new children are added but not

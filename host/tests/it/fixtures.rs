@@ -37,6 +37,10 @@ const PLUGINS: &[&str] = &[
     "fixture-abi-mismatch",
     "fixture-chatty",
     "fixture-napper",
+    "fixture-many-app",
+    "fixture-many-sup",
+    "fixture-many-srv-v1",
+    "fixture-many-srv-v2",
 ];
 
 /// Plugins built with a Cargo profile of their own (`profile` in their

@@ -30,6 +30,7 @@ mod processes;
 mod release_handler;
 mod release_security;
 mod release_tooling;
+mod runtime_mn;
 mod service;
 mod supervisors;
 mod unloading;

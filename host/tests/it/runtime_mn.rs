@@ -1,0 +1,230 @@
+//! The M:N process runtime: gen_servers are control blocks run by a pool of worker threads,
+//! not threads of their own. A node holds 100,000 of them; a callback that blocks does not
+//! stop the others; code_change of many processes runs on the pool, and one failure among
+//! them is reported.
+
+use std::time::{Duration, Instant};
+
+use hotcode::release_handler::{ErrorAction, ReleaseError, ReleaseHandler};
+use hotcode::{Node, ProcessError};
+use plugin_api::Term;
+
+use crate::{LONG, fixtures, node_with};
+
+/// The number of threads this test process has now.
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads: line")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[test]
+fn a_hundred_thousand_processes_spawn_answer_a_call_each_and_shut_down() {
+    const N: usize = 100_000;
+    let node = node_with(&[("ch3", fixtures::module_lib("ch_app-1", "ch3"))]);
+    let threads_before = threads();
+    let pids: Vec<_> = (0..N)
+        .map(|_| node.start_gen_server("ch3", Term::List(vec![]), None).expect("start"))
+        .collect();
+    assert_eq!(node.processes().len(), N);
+    // No thread per process: other tests running alongside start some, not 100,000.
+    let threads_now = threads();
+    assert!(
+        threads_now < threads_before + 1_000,
+        "{threads_now} threads with {N} processes (from {threads_before})"
+    );
+    // Each has a state of its own: its first channel is 1, its second 2.
+    for pid in &pids {
+        assert_eq!(node.call(*pid, Term::atom("alloc"), LONG).expect("call"), Term::Int(1));
+    }
+    assert_eq!(node.call(pids[N / 2], Term::atom("alloc"), LONG).expect("call"), Term::Int(2));
+    // The version holds one pin per process, dropped as each exits.
+    let held = node.code().holders("ch3").expect("holders");
+    assert_eq!(held.current.expect("current").holders.len(), N);
+    let monitor = node.monitor(pids[N - 1]).expect("alive");
+    let start = Instant::now();
+    node.shutdown();
+    assert_eq!(monitor.wait(Duration::ZERO), Some(Term::atom("shutdown")));
+    assert!(node.processes().is_empty(), "every process stopped");
+    assert!(node.abandoned().is_empty(), "none abandoned: {:?}", node.abandoned());
+    assert!(start.elapsed() < Duration::from_secs(60), "shutdown took {:?}", start.elapsed());
+    let held = node.code().holders("ch3").expect("holders");
+    assert!(held.current.expect("current").holders.is_empty(), "no pin left behind");
+}
+
+/// Waits (bounded) until `n` stubborn calls are blocked inside plugin code.
+fn until_n_blocked(node: &Node, n: i64) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let waiting = node.code().apply("stubborn", "waiting", vec![]).expect("waiting/0");
+        if waiting == Term::Int(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{waiting} blocked, waiting for {n}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn callbacks_blocked_on_every_worker_do_not_stop_other_processes() {
+    let node = node_with(&[
+        ("stubborn", fixtures::plugin("fixture-stubborn")),
+        ("ch3", fixtures::module_lib("ch_app-1", "ch3")),
+    ]);
+    // More blocked callbacks than there are workers at the start (one per core).
+    let blocked = 2 * cores() + 2;
+    let blockers: Vec<_> = (0..blocked)
+        .map(|_| node.start_gen_server("stubborn", Term::List(vec![]), None).expect("start"))
+        .collect();
+    let other = node.start_gen_server("ch3", Term::List(vec![]), None).expect("start ch3");
+    let node = &node;
+    std::thread::scope(|s| {
+        let callers: Vec<_> =
+            blockers.iter().map(|&pid| s.spawn(move || node_call(node, pid, "block"))).collect();
+        until_n_blocked(node, i64::try_from(blocked).expect("small"));
+        // Every callback above is inside plugin code, on a worker, waiting for the test.
+        // Others are still served, and started:
+        assert_eq!(node.call(other, Term::atom("alloc"), LONG).expect("alloc"), Term::Int(1));
+        let late = node.start_gen_server("stubborn", Term::List(vec![]), None).expect("start");
+        assert_eq!(node.call(late, Term::atom("ping"), LONG).expect("ping"), Term::atom("pong"));
+        node.code().apply("stubborn", "release", vec![]).expect("release/0");
+        for caller in callers {
+            assert_eq!(caller.join().expect("caller"), Ok(Term::atom("released")));
+        }
+    });
+    for pid in blockers {
+        assert_eq!(node.call(pid, Term::atom("ping"), LONG).expect("ping"), Term::atom("pong"));
+    }
+}
+
+#[test]
+fn suspend_and_resume_are_flags_even_for_a_process_inside_a_callback() {
+    let node = node_with(&[("stubborn", fixtures::plugin("fixture-stubborn"))]);
+    let pid = node.start_gen_server("stubborn", Term::List(vec![]), None).expect("start");
+    let node = &node;
+    std::thread::scope(|s| {
+        let blocked = s.spawn(move || node_call(node, pid, "block"));
+        until_n_blocked(node, 1);
+        // Inside a callback, it could not answer a suspend message: a flag needs no answer.
+        node.suspend(pid, Duration::from_millis(1)).expect("suspend");
+        node.code().apply("stubborn", "release", vec![]).expect("release/0");
+        assert_eq!(blocked.join().expect("caller"), Ok(Term::atom("released")));
+    });
+    // Suspended now: system messages are answered, calls wait in the mailbox.
+    assert_eq!(node.get_state(pid, LONG).expect("state"), Term::Int(1));
+    let waited = node.call(pid, Term::atom("ping"), Duration::from_millis(50));
+    assert!(matches!(waited, Err(ProcessError::Timeout { .. })), "{waited:?}");
+    node.resume(pid).expect("resume");
+    assert_eq!(node.call(pid, Term::atom("ping"), LONG).expect("ping"), Term::atom("pong"));
+    // The call that timed out ran at the resume, before this one: three calls served.
+    assert_eq!(node.get_state(pid, LONG).expect("state"), Term::Int(3));
+}
+
+fn node_call(node: &Node, pid: hotcode::Pid, request: &str) -> Result<Term, String> {
+    node.call(pid, Term::atom(request), LONG).map_err(|e| e.to_string())
+}
+
+/// A root with release A (`many` 1: `many_sup` running `n` `many_srv` 1 workers)
+/// permanent, and release B (`many` 2: `many_srv` 2) unpacked, whose relup migrates every
+/// worker with `code_change` Extra `extra`.
+fn many_root(n: usize, extra: &str) -> tempfile::TempDir {
+    let root = tempfile::Builder::new().prefix("hotcode-many-").tempdir().expect("temp root");
+    let r = root.path();
+    let host = env!("CARGO_PKG_VERSION");
+    for vsn in ["1", "2"] {
+        let lib = r.join(format!("lib/many-{vsn}"));
+        std::fs::create_dir_all(&lib).expect("lib dir");
+        std::fs::write(
+            lib.join("many.app"),
+            format!(
+                "{{application, many, [{{vsn, \"{vsn}\"}}, {{modules, [many_app, many_sup, \
+                 many_srv]}}, {{registered, [many_sup]}}, {{applications, []}}, \
+                 {{mod, {{many_app, [{{workers, {n}}}]}}}}]}}.\n"
+            ),
+        )
+        .expect(".app");
+        let srv = if vsn == "1" { "fixture-many-srv-v1" } else { "fixture-many-srv-v2" };
+        for (module, package) in
+            [("many_app", "fixture-many-app"), ("many_sup", "fixture-many-sup"), ("many_srv", srv)]
+        {
+            std::fs::copy(fixtures::plugin(package), lib.join(format!("{module}.so")))
+                .expect(".so");
+        }
+    }
+    let mut entries = Vec::new();
+    for (rel, vsn, status) in [("A", "1", "permanent"), ("B", "2", "unpacked")] {
+        let dir = r.join("releases").join(rel);
+        std::fs::create_dir_all(&dir).expect("release dir");
+        std::fs::write(
+            dir.join("many.rel"),
+            format!("{{release, {{\"many\", \"{rel}\"}}, {{hotcode, \"{host}\"}}, [{{many, \"{vsn}\"}}]}}.\n"),
+        )
+        .expect(".rel");
+        entries.push(format!(
+            "{{release, \"many\", \"{rel}\", \"{host}\", [{{many, \"{vsn}\", \"lib/many-{vsn}\"}}], {status}}}"
+        ));
+        let files: Vec<String> = ["many_app", "many_sup", "many_srv"]
+            .iter()
+            .map(|m| format!("lib/many-{vsn}/{m}.so"))
+            .collect();
+        fixtures::record_release(r, rel, &files.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    std::fs::write(
+        r.join("releases/B/relup"),
+        format!(
+            "{{\"B\",\n [{{\"A\", [],\n  [{{load_object_code,{{many,\"2\",[many_srv]}}}},\n   \
+             point_of_no_return,\n   {{suspend,[many_srv]}},\n   \
+             {{load,{{many_srv,brutal_purge,brutal_purge}}}},\n   \
+             {{code_change,up,[{{many_srv,{extra}}}]}},\n   {{resume,[many_srv]}}]}}],\n \
+             [{{\"A\", [], []}}]}}.\n"
+        ),
+    )
+    .expect("relup");
+    std::fs::write(r.join("releases/RELEASES"), format!("[{}].\n", entries.join(",\n ")))
+        .expect("RELEASES");
+    std::fs::create_dir_all(r.join("run")).expect("run dir");
+    std::fs::set_permissions(r.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("run dir mode");
+    root
+}
+
+#[test]
+fn a_code_change_that_fails_on_one_of_a_thousand_processes_fails_the_install() {
+    const N: usize = 1_000;
+    let _ = env_logger::builder().is_test(true).try_init();
+    // The preflight tries each of the N states once (N calls of code_change, all passing);
+    // the real migration's calls follow, on the workers, and the one numbered N + N/2 fails.
+    let root = many_root(N, &format!("{{fail_call,{}}}", N + N / 2));
+    let h = ReleaseHandler::boot(root.path(), ErrorAction::Return).expect("boot A");
+    let node = h.node();
+    let workers = node.processes_running("many_srv");
+    assert_eq!(workers.len(), N);
+    for &pid in &workers {
+        assert_eq!(node.call(pid, Term::atom("vsn"), LONG).expect("vsn"), Term::Int(1));
+    }
+    match h.install("B") {
+        Err(ReleaseError::AfterPointOfNoReturn { instruction, reason, .. }) => {
+            assert!(instruction.starts_with("{code_change,up"), "{instruction}");
+            let failed = format!("{{failed_on_call,{}}}", N + N / 2);
+            assert!(reason.contains(&failed), "{reason}");
+        }
+        other => panic!("expected the install to fail at code_change, got {other:?}"),
+    }
+    assert_eq!(h.current(), "A", "the install did not complete");
+    // Exactly one worker crashed on its code_change (its supervisor restarted it); the
+    // others migrated, and once resumed (the script stopped before its resume) serve
+    // version 2.
+    let survivors: Vec<_> = workers.iter().filter(|p| node.is_alive(**p)).collect();
+    assert_eq!(survivors.len(), N - 1);
+    for &&pid in &survivors {
+        node.resume(pid).expect("resume");
+        assert_eq!(node.call(pid, Term::atom("vsn"), LONG).expect("vsn"), Term::Int(2));
+    }
+}
