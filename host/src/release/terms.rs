@@ -1712,7 +1712,18 @@ mod tests {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Term::List),
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Term::Tuple),
-                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Term::Map),
+                // A map's keys are distinct (the parser keeps a repeated key's last value).
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(|pairs| {
+                    let mut unique: Vec<(Term, Term)> = Vec::with_capacity(pairs.len());
+                    for (key, value) in pairs {
+                        let text = key.to_string();
+                        match unique.iter_mut().find(|(k, _)| k.to_string() == text) {
+                            Some(pair) => *pair = (key, value),
+                            None => unique.push((key, value)),
+                        }
+                    }
+                    Term::Map(unique)
+                }),
             ]
         })
     }
