@@ -38,6 +38,8 @@
 //! calls of this API.
 
 pub mod local;
+pub mod ops;
+pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -105,6 +107,15 @@ pub enum ClusterError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Another command holds the rollout lock (one rollout at a time per cluster), or
+    /// this one lost it.
+    #[error("the cluster at {endpoints} has a rollout under way: the lock is held by {holder}")]
+    Locked {
+        /// Who holds it (what that command wrote).
+        holder: String,
+        /// The endpoints.
+        endpoints: String,
     },
     /// A request got no answer in time.
     #[error("node {node}: etcd at {endpoints} did not answer {what} within {after:?}")]
@@ -608,6 +619,31 @@ impl Reader {
             what: "listing the nodes",
             source,
         })
+    }
+}
+
+impl Reader {
+    fn etcd(&self, what: &'static str) -> impl FnOnce(etcd_client::Error) -> ClusterError + '_ {
+        move |source| ClusterError::Etcd {
+            node: "(reader)".to_owned(),
+            endpoints: self.endpoints.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// The rollout recorded in the cluster, if any ([`rollout::RolloutState`]).
+    pub fn rollout(&self) -> Result<Option<rollout::RolloutState>, ClusterError> {
+        self.rt
+            .block_on(rollout::read_state(self.client.clone()))
+            .map_err(self.etcd("reading the rollout"))
+    }
+
+    /// The ids of the ops queued for `node`, oldest first.
+    pub fn queued_ops(&self, node: &str) -> Result<Vec<String>, ClusterError> {
+        self.rt
+            .block_on(rollout::queued_ops(self.client.clone(), node))
+            .map_err(self.etcd("reading the op queue"))
     }
 }
 
