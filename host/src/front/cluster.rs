@@ -86,7 +86,7 @@ impl Cluster for EtcdCluster {
         let mut doc = serde_json::json!({ "current": status.current, "releases": releases });
         if let Some(root) = self.root.get() {
             doc["root"] = root.display().to_string().into();
-            doc["socket"] = crate::control::socket_path(root).display().to_string().into();
+            doc["socket"] = crate::front::control::socket_path(root).display().to_string().into();
         }
         if let Err(e) = self.member.publish(&doc.to_string()) {
             log::warn!("publishing the node's releases: {e}");

@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 
 use hotcode_cluster::ops::{Op, OpKind, OpResult};
 
-use crate::cluster::EtcdCluster;
-use crate::control;
+use crate::front::cluster::EtcdCluster;
+use crate::front::control;
 
 /// The thread serving a node's op queue; stopped and joined on drop.
 pub struct Agent {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::control;
+use crate::front::control;
 
 /// A health gate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

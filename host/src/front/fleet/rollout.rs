@@ -138,6 +138,9 @@ pub enum FleetError {
     },
 }
 
+/// Per node, `Ok` or why not.
+type Outcomes = Vec<(String, Result<(), String>)>;
+
 /// Places a node can have (`fleet status` shows them).
 mod place {
     pub const WAITING: &str = "waiting";
@@ -344,7 +347,7 @@ fn step(
     nodes: &[String],
     deadline: Instant,
     kind: impl Fn(&str) -> OpKind,
-) -> Result<Vec<(String, Result<(), String>)>, FleetError> {
+) -> Result<Outcomes, FleetError> {
     let mut pending = Vec::new();
     for node in nodes {
         let op = Op { id: format!("{}-{}", state.id, state.next_op), kind: kind(node) };
@@ -415,7 +418,7 @@ fn drive(
                 state.places.insert(node.clone(), place::CHECKING.to_owned());
             }
             driver.put_state(state)?;
-            let checks: Vec<(String, Result<(), String>)> = std::thread::scope(|s| {
+            let checks: Outcomes = std::thread::scope(|s| {
                 let threads: Vec<_> = going
                     .iter()
                     .map(|node| {
@@ -511,7 +514,7 @@ fn drive(
 /// The nodes of `outcomes` that succeeded; the others counted as failures.
 fn keep_ok(
     state: &mut RolloutState,
-    outcomes: Vec<(String, Result<(), String>)>,
+    outcomes: Outcomes,
     what: &str,
     fail: &mut impl FnMut(&mut RolloutState, &str, &str, String),
 ) -> Vec<String> {
