@@ -17,7 +17,8 @@ use std::thread::JoinHandle;
 use hotcode_cluster::ops::{Op, OpKind, OpResult};
 
 use crate::front::cluster::EtcdCluster;
-use crate::front::control;
+use crate::front::control::{self, Control, ControlError, RootLock};
+use crate::release_handler::ReleaseHandler;
 
 /// The thread serving a node's op queue; stopped and joined on drop.
 pub struct Agent {
@@ -114,4 +115,53 @@ fn rollback(root: &Path) -> Result<String, String> {
                  release {permanent}"
             )
         })
+}
+
+/// A node of this process served as `hotcode boot --cluster` serves one: the root's lock,
+/// the control socket served on a thread of its own, and the op queue served by an
+/// [`Agent`]. For the demo, the benchmarks and embedders that run nodes in-process.
+/// Dropping it stops the agent, then the socket.
+pub struct Served {
+    agent: Option<Agent>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _lock: RootLock,
+}
+
+/// Serves `handler`'s node (which joined `cluster`) to the fleet; see [`Served`].
+///
+/// # Errors
+///
+/// The root's lock is held by another node, or the socket cannot be made.
+pub fn serve_in_process(
+    handler: Arc<ReleaseHandler>,
+    cluster: Arc<EtcdCluster>,
+) -> Result<Served, ControlError> {
+    let root = handler.root().to_owned();
+    cluster.set_root(&root);
+    let lock = RootLock::acquire(&root)?;
+    let control = Control::bind(&lock)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            if let Err(e) = control.serve(&handler, &flag) {
+                log::error!("control socket: {e}");
+            }
+        })
+        .map_err(|e| ControlError::Io { path: root.clone(), source: e })?;
+    let agent = Agent::start(cluster, root.clone())
+        .map_err(|e| ControlError::Io { path: root, source: e })?;
+    Ok(Served { agent: Some(agent), stop, thread: Some(thread), _lock: lock })
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
