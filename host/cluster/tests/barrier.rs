@@ -89,3 +89,33 @@ fn an_arrival_of_an_aborted_attempt_never_releases_a_later_one() {
         other => panic!("expected a timeout, got {other:?}"),
     }
 }
+
+#[test]
+fn a_wait_without_timeout_ends_when_etcd_stops_answering() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let n1 = join(&etcd, "n1", 1);
+    let _n2 = join(&etcd, "n2", 1);
+    let pid = libc::pid_t::try_from(etcd.pid()).expect("pid fits pid_t");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        // n2 never arrives, and the barrier has no timeout of its own.
+        let result = n1.sync("hang", "id", &names(2), None);
+        let _ = tx.send(());
+        result
+    });
+    // SAFETY: kill(2) touches no memory of ours; the pid is our unreaped child etcd's.
+    let stopped = unsafe { libc::kill(pid, libc::SIGSTOP) };
+    assert_eq!(stopped, 0);
+    let started = Instant::now();
+    // The lease TTL (1 s) and one request's timeout (10 s), with room for a loaded machine.
+    let ended = rx.recv_timeout(Duration::from_secs(40));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    ended.expect("the wait ended while etcd hung");
+    let elapsed = started.elapsed();
+    match waiter.join().expect("thread") {
+        Err(SyncError::Cluster(_)) => {}
+        other => panic!("expected etcd unanswered, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
