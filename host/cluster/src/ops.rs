@@ -89,14 +89,15 @@ pub fn results_prefix(node: &str) -> String {
     format!("{PREFIX}results/{node}/")
 }
 
-/// How long one wait for new ops lasts before `stop` is looked at again.
+/// How often an idle node looks at `stop` while it waits for ops.
 const WATCH_SLICE: Duration = Duration::from_millis(500);
 
 impl Member {
     /// Runs the ops queued for this node, in the order they were queued, each once, until
-    /// `stop` is set: `run` does the work; its result is written beside the op. Returns
-    /// when `stop` is set (looked at between ops, and at least every half second while
-    /// idle), or with an error if etcd fails.
+    /// `stop` is set: `run` does the work; its result is written beside the op. The queue
+    /// is read, then watched from that read on; each new op (or a closed watch) reads it
+    /// again. Returns when `stop` is set (looked at between ops, and every half second
+    /// while idle), or with an error if etcd fails.
     pub fn serve_ops(
         &self,
         stop: &AtomicBool,
@@ -133,7 +134,8 @@ impl Member {
                         .map_err(self.etcd("writing an op's result"))
                 })?;
             }
-            // Wait for the next op (or the slice's end) from just after what was read.
+            // Wait for the next op from just after what was read, on one watch, looking at
+            // `stop` every slice.
             let mut client = self.client.clone();
             self.rt.block_on(async {
                 let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
@@ -141,9 +143,19 @@ impl Member {
                     .watch(ops.clone(), Some(options))
                     .await
                     .map_err(self.etcd("watching the op queue"))?;
-                let _ = tokio::time::timeout(WATCH_SLICE, stream.message()).await;
+                let outcome = loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break Ok(());
+                    }
+                    match tokio::time::timeout(WATCH_SLICE, stream.message()).await {
+                        Err(_) => {}
+                        Ok(Ok(Some(response))) if response.events().is_empty() => {}
+                        Ok(Ok(_)) => break Ok(()),
+                        Ok(Err(e)) => break Err(self.etcd("watching the op queue")(e)),
+                    }
+                };
                 let _ = watcher.cancel().await;
-                Ok::<(), ClusterError>(())
+                outcome
             })?;
         }
         Ok(())

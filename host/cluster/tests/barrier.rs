@@ -1,4 +1,5 @@
-//! The barrier against a real etcd (a private one on loopback, started and stopped here).
+//! The barrier, and a node's op queue, against a real etcd (a private one on loopback,
+//! started and stopped here).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,4 +119,41 @@ fn a_wait_without_timeout_ends_when_etcd_stops_answering() {
         other => panic!("expected etcd unanswered, got {other:?}"),
     }
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
+/// Not a barrier, but the same private etcd: a node runs each op of its queue once, and a
+/// node that comes back (a new member of the same name) skips the ops already answered.
+#[test]
+fn an_op_is_run_once_even_by_a_node_that_comes_back() {
+    use hotcode_cluster::ops::{Op, OpKind, OpResult};
+    use hotcode_cluster::rollout::Driver;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let etcd = LocalEtcd::start().expect("etcd");
+    let driver = Driver::lock(&[etcd.url().to_owned()], "test").expect("lock");
+    let op = |id: &str| Op { id: id.to_owned(), kind: OpKind::MakePermanent { vsn: "2".into() } };
+    // Serves until one op has run; the ids run.
+    let serve = |member: &Member| {
+        let stop = AtomicBool::new(false);
+        let mut ran = Vec::new();
+        member
+            .serve_ops(&stop, |op| {
+                ran.push(op.id.clone());
+                stop.store(true, Ordering::SeqCst);
+                OpResult { id: op.id.clone(), ok: true, text: "ok".into() }
+            })
+            .expect("serve");
+        ran
+    };
+    let first = join(&etcd, "n1", 5);
+    driver.submit("n1", &op("t-0")).expect("submit");
+    assert_eq!(serve(&first), ["t-0"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answers = driver.wait(&[("n1".into(), "t-0".into())], deadline).expect("wait");
+    let answer = answers[&("n1".to_owned(), "t-0".to_owned())].as_ref().expect("answered");
+    assert!(answer.ok && answer.text == "ok", "{answer:?}");
+    drop(first);
+    let again = join(&etcd, "n1", 5);
+    driver.submit("n1", &op("t-1")).expect("submit");
+    assert_eq!(serve(&again), ["t-1"], "t-0 was answered already");
 }

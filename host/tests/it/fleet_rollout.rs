@@ -233,6 +233,19 @@ fn a_paused_rollout_is_aborted_as_it_stands() {
 fn one_rollout_at_a_time_the_lock_refuses_a_second() {
     let etcd = LocalEtcd::start().expect("etcd");
     let f = fleet(&etcd, 3);
+    // Bad input is refused before anything is taken or sent.
+    for (flag, value) in [("--wave", "0%"), ("--health-call", "no-request")] {
+        let out = fleet_cmd(&etcd, &["install", "2", flag, value]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains(value), "{out:?}");
+    }
+    assert!(
+        Reader::connect(&[etcd.url().to_owned()])
+            .expect("reader")
+            .rollout()
+            .expect("read")
+            .is_none()
+    );
     // A driver holds the lock (a rollout under way in another command).
     let driver = Driver::lock(&[etcd.url().to_owned()], "the test's rollout").expect("lock");
     let out = fleet_cmd(&etcd, &["install", "2"]);
