@@ -142,6 +142,19 @@ make-relup`). Every file is written with mode 0644 and every directory 0755 (run
 the node refuses files that others can write. `add` refuses a root a node runs on: add to
 a copy, `tar`, and `ctl ROOT unpack` the package on the node.";
 
+const FLEET_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode boot /srv/shop --cluster http://127.0.0.1:2379 --node shop_a &   # on each node
+    hotcode fleet --cluster http://127.0.0.1:2379 status
+    hotcode fleet --cluster http://127.0.0.1:2379 install 2 --package /shared/shop-2.tar.gz \\
+        --canary 1 --wave 25% --health-call 'cart:ping' --on-failure pause
+    hotcode fleet --cluster http://127.0.0.1:2379 promote      # or abort, or rollback
+
+Each node runs the ops sent to it through its own control socket, as `hotcode ctl` would. A
+wave's release is made permanent only after the wave passed the health gate. One rollout at
+a time per cluster. Exit status of install and promote: 0 when the rollout is done, 1 when
+it rolled back, paused or was refused.";
+
 /// Erlang/OTP-style hot code upgrades for native Rust plugins.
 #[derive(Debug, Parser)]
 #[command(name = "hotcode", version, propagate_version = true)]
@@ -245,6 +258,7 @@ enum Command {
     },
     /// Look at the nodes of an etcd cluster and roll releases out over them (SPEC §12),
     /// without joining it. Needs a hotcode built with the `cluster` feature.
+    #[command(after_help = FLEET_EXAMPLES)]
     Fleet {
         /// The etcd cluster's URL, e.g. http://127.0.0.1:2379.
         #[arg(long, value_name = "URL")]
