@@ -686,6 +686,9 @@ fn release(op: ReleaseOp) -> anyhow::Result<ExitCode> {
 struct Signals {
     stop: Arc<AtomicBool>,
     which: Arc<AtomicUsize>,
+    /// Set (with `stop`) when a fleet rollback could not downgrade the node: why it exits
+    /// with [`EXIT_RESTART`] instead of 0.
+    fleet_reboot: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Signals {
@@ -714,7 +717,7 @@ fn stop_on_signals() -> anyhow::Result<Signals> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handlers")?;
     }
-    Ok(Signals { stop, which })
+    Ok(Signals { stop, which, fleet_reboot: Arc::default() })
 }
 
 /// A duration as a person writes it: a whole number and a unit, `ms` or `s` (`500ms`, `30s`).
@@ -745,6 +748,7 @@ fn join_cluster(
     handler: &ReleaseHandler,
     args: &ClusterArgs,
     root: &Path,
+    signals: &Signals,
 ) -> anyhow::Result<Box<dyn std::any::Any>> {
     use hotcode::cluster::EtcdCluster;
     let cluster = EtcdCluster::join(&args.url, &args.node, args.lease_ttl)
@@ -753,7 +757,14 @@ fn join_cluster(
     let cluster = Arc::new(cluster);
     handler
         .join_cluster(Arc::clone(&cluster) as Arc<dyn hotcode::release_handler::cluster::Cluster>);
-    let agent = hotcode::fleet::agent::Agent::start(cluster, root.to_owned())
+    // A rollback that cannot downgrade the node stops it with exit code 3, so that its
+    // service manager starts it again on its permanent release.
+    let (stop, why) = (Arc::clone(&signals.stop), Arc::clone(&signals.fleet_reboot));
+    let reboot: hotcode::fleet::agent::Reboot = Box::new(move |reason: &str| {
+        *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        stop.store(true, Ordering::SeqCst);
+    });
+    let agent = hotcode::fleet::agent::Agent::start(cluster, root.to_owned(), Some(reboot))
         .context("starting the fleet agent's thread")?;
     Ok(Box::new(agent))
 }
@@ -764,6 +775,7 @@ fn join_cluster(
     _handler: &ReleaseHandler,
     args: &ClusterArgs,
     _root: &Path,
+    _signals: &Signals,
 ) -> anyhow::Result<Box<dyn std::any::Any>> {
     anyhow::bail!(
         "--cluster {} --node {}: this hotcode was built without the cluster feature; build \
@@ -822,7 +834,7 @@ fn boot(
             .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
         // Dropped after the node stopped serving: the fleet's ops go through the socket.
         let _fleet_agent = match cluster {
-            Some(args) => Some(join_cluster(&handler, args, root)?),
+            Some(args) => Some(join_cluster(&handler, args, root, &signals)?),
             None => None,
         };
         let tcp = start_tcp(&handler, front, inherited.take(FD_TCP), true)?;
@@ -949,7 +961,12 @@ impl Running {
             .serve(&self.handler, &signals.stop)
             .context("serving the control socket")?;
         let (code, reason) = match exit {
-            ServeExit::Stopped => (0, format!("stopped by {}", signals.name())),
+            ServeExit::Stopped => {
+                match signals.fleet_reboot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(reason) => (EXIT_RESTART, reason),
+                    None => (0, format!("stopped by {}", signals.name())),
+                }
+            }
             ServeExit::Restart => {
                 let permanent = self
                     .handler

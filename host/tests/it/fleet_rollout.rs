@@ -259,3 +259,36 @@ fn one_rollout_at_a_time_the_lock_refuses_a_second() {
     let out = fleet_cmd(&etcd, &["install", "2", "--canary", "0", "--wave", "3"]);
     assert_eq!(out.code, Some(0), "{out:?}");
 }
+
+/// Release 2's relup with no way back down.
+const UP_ONLY: &str = "{\"2\",\n [{\"1\", [],\n   [{load_object_code,{svc,\"2\",[svc_handler]}},\n    \
+    point_of_no_return,\n    {suspend,[svc_handler]},\n    \
+    {load,{svc_handler,brutal_purge,brutal_purge}},\n    \
+    {code_change,up,[{svc_handler,[]}]},\n    {resume,[svc_handler]}]}],\n []}.\n";
+
+#[test]
+fn a_node_with_no_relup_back_restarts_to_its_permanent_release() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let scratch = cli::scratch();
+    let root = fixtures::service_root();
+    std::fs::write(root.path().join("releases/2/relup"), UP_ONLY).expect("relup");
+    let args = ["--cluster", etcd.url(), "--node", "n1", "--error-action", "return"];
+    let node = Node::boot_with_args(root.path(), scratch.path(), "info", &args);
+    let out = fleet_cmd(&etcd, &["install", "2", "--health-cmd", "false"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("n1: rolled-back"), "{}", out.stdout);
+    // The node answered the rollback, then exited 3 for its service manager to start it
+    // again, on release 1: release 2 was installed, never permanent.
+    let status = node.wait_exit();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    let record = std::fs::read_to_string(root.path().join("run/last-exit")).expect("last-exit");
+    assert!(record.contains("fleet rollback: no downgrade from 2 back to 1"), "{record}");
+    let releases =
+        hotcode::release::read_releases(&root.path().join("releases/RELEASES")).expect("RELEASES");
+    let permanent: Vec<&str> = releases
+        .iter()
+        .filter(|r| r.status == hotcode::release::ReleaseStatus::Permanent)
+        .map(|r| r.vsn.as_str())
+        .collect();
+    assert_eq!(permanent, ["1"]);
+}

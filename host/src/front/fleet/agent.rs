@@ -5,9 +5,11 @@
 //! and the same turn as an operator's `ctl` would (one release operation at a time), and
 //! its answer or error text is what `ctl` would print. `rollback` is two requests:
 //! `which-releases --json`, then `install PERMANENT` (a downgrade by the relup) if the node
-//! runs another release. A node whose relup has no way back says so in the op's answer:
-//! restarting it boots its permanent release, since an installed release is never
-//! permanent before its wave passed the gate.
+//! runs another release. If that downgrade fails (no relup leads back, say), a booted node
+//! answers the op, then restarts to its permanent release (the agent's [`Reboot`]: `hotcode
+//! boot` exits 3, for its service manager to start it again, which boots the permanent
+//! release since an installed release is never permanent before its wave passed the
+//! gate); a node that cannot restart itself says so in the op's answer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,23 +28,45 @@ pub struct Agent {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How a node restarts to its permanent release when a rollback cannot downgrade it: called
+/// once, after the op's answer was written, with the reason to record.
+pub type Reboot = Box<dyn Fn(&str) + Send>;
+
 impl Agent {
     /// Starts serving `cluster`'s op queue for the node whose control socket is under
-    /// `root` (the socket may not serve yet: requests wait for it).
-    pub fn start(cluster: Arc<EtcdCluster>, root: PathBuf) -> std::io::Result<Agent> {
+    /// `root` (the socket may not serve yet: requests wait for it). `reboot`, if given, is
+    /// how a rollback that cannot downgrade the node restarts it instead.
+    pub fn start(
+        cluster: Arc<EtcdCluster>,
+        root: PathBuf,
+        reboot: Option<Reboot>,
+    ) -> std::io::Result<Agent> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("fleet-agent".into()).spawn(move || {
+            let mut rebooting: Option<String> = None;
             // etcd unreachable for a while is not the end: the node keeps serving, and
             // the queue is read again from the start (answered ops are skipped).
             while !flag.load(Ordering::SeqCst) {
-                match cluster.member().serve_ops(&flag, |op| run(&root, op)) {
+                let served = cluster.member().serve_ops(&flag, |op| {
+                    let (result, reboot_for) = run_op(&root, op, reboot.is_some());
+                    if let Some(why) = reboot_for {
+                        // No further op: the node restarts once this answer is written.
+                        rebooting = Some(why);
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    result
+                });
+                match served {
                     Ok(()) => break,
                     Err(e) => {
                         log::warn!("fleet agent: {e}; reading the op queue again in 1 s");
                         std::thread::sleep(std::time::Duration::from_secs(1));
                     }
                 }
+            }
+            if let (Some(why), Some(reboot)) = (rebooting, &reboot) {
+                reboot(&why);
             }
         })?;
         Ok(Agent { stop, thread: Some(thread) })
@@ -58,14 +82,36 @@ impl Drop for Agent {
     }
 }
 
-/// Runs one op on the node at `root`.
+/// Runs one op on the node at `root` (a rollback that cannot downgrade answers an error).
 pub fn run(root: &Path, op: &Op) -> OpResult {
+    run_op(root, op, false).0
+}
+
+/// Runs one op; with `can_reboot`, a rollback that cannot downgrade answers ok and asks
+/// for a restart (the reason is returned).
+fn run_op(root: &Path, op: &Op, can_reboot: bool) -> (OpResult, Option<String>) {
+    let mut reboot_for = None;
     let outcome = match &op.kind {
         OpKind::Unpack { path } => ctl(root, &["unpack", path]),
         OpKind::Install { vsn, attempt: None } => ctl(root, &["install", vsn]),
         OpKind::Install { vsn, attempt: Some(a) } => ctl(root, &["install", vsn, "--attempt", a]),
         OpKind::MakePermanent { vsn } => ctl(root, &["make-permanent", vsn]),
-        OpKind::Rollback => rollback(root),
+        OpKind::Rollback => match rollback(root) {
+            Err(Failed::Downgrade { permanent, why }) if can_reboot => {
+                let text =
+                    format!("ok: {why}; the node restarts on its permanent release {permanent}");
+                reboot_for = Some(format!(
+                    "fleet rollback: {why}; the node exits with 3 so that its service manager \
+                     restarts it on its permanent release {permanent}"
+                ));
+                Ok(text)
+            }
+            Err(Failed::Downgrade { permanent, why }) => {
+                Err(format!("{why}; restart the node to run its permanent release {permanent}"))
+            }
+            Err(Failed::Other(why)) => Err(why),
+            Ok(text) => Ok(text),
+        },
         other => Err(format!("this node does not know the op {}", other.describe())),
     };
     let (ok, text) = match outcome {
@@ -75,7 +121,15 @@ pub fn run(root: &Path, op: &Op) -> OpResult {
     if !ok {
         log::warn!("fleet op {} ({}) failed: {text}", op.id, op.kind.describe());
     }
-    OpResult { id: op.id.clone(), ok, text }
+    (OpResult { id: op.id.clone(), ok, text }, reboot_for)
+}
+
+/// Why a rollback failed.
+enum Failed {
+    /// The downgrade by the relup failed; the node still runs the release it had.
+    Downgrade { permanent: String, why: String },
+    /// Anything else (the node did not answer, has no permanent release).
+    Other(String),
 }
 
 /// One control request; its answer lines, or its error.
@@ -89,10 +143,10 @@ fn ctl(root: &Path, fields: &[&str]) -> Result<String, String> {
 }
 
 /// Back to the permanent release.
-fn rollback(root: &Path) -> Result<String, String> {
-    let text = ctl(root, &["which-releases", "--json"])?;
-    let doc: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("which-releases --json: {e}"))?;
+fn rollback(root: &Path) -> Result<String, Failed> {
+    let text = ctl(root, &["which-releases", "--json"]).map_err(Failed::Other)?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failed::Other(format!("which-releases --json: {e}")))?;
     let releases = doc["releases"].as_array().cloned().unwrap_or_default();
     let with = |status: &str| {
         releases
@@ -102,18 +156,16 @@ fn rollback(root: &Path) -> Result<String, String> {
             .map(str::to_owned)
     };
     let Some(permanent) = with("permanent") else {
-        return Err("the node has no permanent release".to_owned());
+        return Err(Failed::Other("the node has no permanent release".to_owned()));
     };
     let Some(current) = with("current") else {
         return Ok(format!("ok: already on its permanent release {permanent}"));
     };
     ctl(root, &["install", &permanent])
         .map(|answer| format!("ok: from {current} back to {permanent}: {answer}"))
-        .map_err(|e| {
-            format!(
-                "from {current} back to {permanent}: {e}; restart the node to run its permanent \
-                 release {permanent}"
-            )
+        .map_err(|e| Failed::Downgrade {
+            why: format!("no downgrade from {current} back to {permanent}: {e}"),
+            permanent,
         })
 }
 
@@ -151,7 +203,8 @@ pub fn serve_in_process(
             }
         })
         .map_err(|e| ControlError::Io { path: root.clone(), source: e })?;
-    let agent = Agent::start(cluster, root.clone())
+    // A node of this process cannot restart itself: a rollback it cannot downgrade says so.
+    let agent = Agent::start(cluster, root.clone(), None)
         .map_err(|e| ControlError::Io { path: root, source: e })?;
     Ok(Served { agent: Some(agent), stop, thread: Some(thread), _lock: lock })
 }
