@@ -292,3 +292,19 @@ fn a_node_with_no_relup_back_restarts_to_its_permanent_release() {
         .collect();
     assert_eq!(permanent, ["1"]);
 }
+
+#[test]
+fn a_wave_not_through_its_gate_by_the_progress_deadline_fails_the_rollout() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let f = fleet(&etcd, 2);
+    // The gate never answers: it is killed at the deadline, and the canary rolled back.
+    let out =
+        fleet_cmd(&etcd, &["install", "2", "--progress-deadline", "1", "--health-cmd", "sleep 60"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("killed"), "{}", out.stdout);
+    assert!(out.stdout.contains("within the progress deadline"), "{}", out.stdout);
+    assert_eq!(cli::releases(root(&f, 1)), pairs(&[("1", "permanent"), ("2", "unpacked")]));
+    let n1 = cli::releases(root(&f, 0));
+    assert!(!n1.iter().any(|(_, s)| s == "current"), "{n1:?}");
+    assert_eq!(places(&status(&etcd)), pairs(&[("n1", "rolled-back"), ("n2", "not-started")]));
+}

@@ -92,6 +92,9 @@ fn run_command(
     if let Some(root) = root {
         cmd.env("HOTCODE_ROOT", root).env("HOTCODE_SOCKET", control::socket_path(root));
     }
+    // Its own process group, so that the whole command (the shell and what it started) is
+    // killed at the deadline, and nothing it started keeps our output pipes open.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().map_err(|e| format!("starting `sh -c {command}`: {e}"))?;
     let started = Instant::now();
     // A child process has no waitable handle with a timeout in std: look at it every
@@ -101,9 +104,16 @@ fn run_command(
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(format!("`{command}` failed ({status})")),
             Ok(None) if started.elapsed() >= left => {
+                if let Ok(group) = libc::pid_t::try_from(child.id()) {
+                    // SAFETY: kill(2) touches no memory of ours. The child is not reaped
+                    // yet, so its pid, which is its process group's id, is still its own.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("`{command}` still ran after {left:?}: killed"));
+                return Err(format!(
+                    "`{command}` still ran at the progress deadline ({left:.1?}): killed"
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("waiting for `{command}`: {e}")),

@@ -441,7 +441,7 @@ fn drive(
         }
         let late = Instant::now() > deadline;
         if state.failures > plan.max_failures || timed_out || late {
-            let reason = if state.failures > plan.max_failures {
+            let reason = if !timed_out && !late {
                 format!(
                     "{label}: {} failure(s), more than --max-failures {}",
                     state.failures, plan.max_failures
