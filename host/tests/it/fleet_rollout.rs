@@ -308,3 +308,62 @@ fn a_wave_not_through_its_gate_by_the_progress_deadline_fails_the_rollout() {
     assert!(!n1.iter().any(|(_, s)| s == "current"), "{n1:?}");
     assert_eq!(places(&status(&etcd)), pairs(&[("n1", "rolled-back"), ("n2", "not-started")]));
 }
+
+/// A release of the service example as `hotcode release` makes it, from the test build.
+fn svc_source(vsn: &str) -> hotcode::release::assemble::ReleaseSource {
+    use hotcode::release::assemble::{Libraries, ReleaseSource};
+    let app_vsn = format!("svc-{vsn}");
+    ReleaseSource {
+        name: "svc".into(),
+        vsn: vsn.into(),
+        host_vsn: hotcode::release_handler::HOST_VSN.into(),
+        apps: vec![fixtures::app_file(&app_vsn)],
+        libraries: Libraries {
+            dirs: Vec::new(),
+            modules: ["svc_app", "svc_sup", "svc_handler"]
+                .into_iter()
+                .map(|m| (m.to_owned(), fixtures::module_lib(&app_vsn, m)))
+                .collect(),
+        },
+        host_binary: None,
+    }
+}
+
+#[test]
+fn a_package_given_to_the_rollout_is_unpacked_by_every_node() {
+    use hotcode::release::assemble::{self, RelupSource};
+    let etcd = LocalEtcd::start().expect("etcd");
+    let scratch = cli::scratch();
+    // The build root has releases 1 and 2; each node's root only release 1.
+    let build = scratch.path().join("build");
+    assemble::new_root(&build, &svc_source("1"), &|_| Ok(())).expect("release 1");
+    assemble::add_release(&build, &svc_source("2"), &RelupSource::Make { from: None }, &|_| Ok(()))
+        .expect("release 2");
+    let package = scratch.path().join("svc-2.tar.gz");
+    assemble::make_tar(&build, "2", &package).expect("package");
+    let roots: Vec<std::path::PathBuf> = (1..=3)
+        .map(|i| {
+            let root = scratch.path().join(format!("node{i}"));
+            assemble::new_root(&root, &svc_source("1"), &|_| Ok(())).expect("node root");
+            root
+        })
+        .collect();
+    let _nodes: Vec<Node> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, root)| {
+            let name = format!("n{}", i + 1);
+            let args = ["--cluster", etcd.url(), "--node", &name];
+            Node::boot_with_args(root, scratch.path(), "info", &args)
+        })
+        .collect();
+    for root in &roots {
+        assert_eq!(cli::releases(root), pairs(&[("1", "permanent")]));
+    }
+    let pkg = package.display().to_string();
+    let out = fleet_cmd(&etcd, &["install", "2", "--package", &pkg, "--wave", "2"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for root in &roots {
+        assert_eq!(cli::releases(root), pairs(&[("1", "old"), ("2", "permanent")]));
+    }
+}
