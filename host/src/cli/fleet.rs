@@ -35,7 +35,7 @@ pub(crate) enum FleetOp {
         wave: String,
         /// The health gate: a shell command run per upgraded node (HOTCODE_NODE,
         /// HOTCODE_ROOT, HOTCODE_SOCKET, HOTCODE_VSN in its environment); exit 0 is healthy.
-        #[arg(long, value_name = "CMD", conflicts_with = "health_call")]
+        #[arg(long, value_name = "CMD", conflicts_with = "health_call", alias = "health")]
         health_cmd: Option<String>,
         /// The health gate: a gen_server call through each upgraded node's control socket
         /// (NAME:REQUEST, e.g. svc_handler:ping); a reply is healthy.
