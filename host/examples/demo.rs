@@ -71,6 +71,8 @@ fn run() -> Result<()> {
     host_restart(&dist.join("service"))?;
     library_under_load(&dist)?;
     #[cfg(feature = "cluster")]
+    fleet::rolling(&dist.join("service"))?;
+    #[cfg(feature = "cluster")]
     fleet::fleet(&dist.join("service"))?;
     #[cfg(not(feature = "cluster"))]
     println!("\n(part 4, the fleet, needs the cluster feature: cargo xtask demo turns it on)");
@@ -852,6 +854,89 @@ mod fleet {
                 .collect();
             threads.into_iter().map(|t| t.join().expect("install thread")).collect()
         })
+    }
+
+    /// A rolling upgrade: `hotcode fleet install 2` (the library call behind it) over five
+    /// nodes, each serving its control socket and op queue as `hotcode boot --cluster`
+    /// does, with a client on each: the canary, then waves of two, a health call between
+    /// waves, release 2 permanent on a node only after its wave passed.
+    pub(super) fn rolling(root: &Path) -> Result<()> {
+        use hotcode::fleet::agent::serve_in_process;
+        use hotcode::fleet::gate::Health;
+        use hotcode::fleet::rollout::{self, OnFailure, Plan, WaveSize};
+
+        step(&format!("A fleet: a rolling upgrade of the service on {NODES} nodes, in waves"));
+        let etcd = LocalEtcd::start()?;
+        say(format!("etcd on {} (a private one)", etcd.url()));
+        let mut nodes = Vec::new();
+        for i in 1..=NODES {
+            let name = format!("n{i}");
+            let copy = scratch_root(root)?;
+            // The control socket's directory must be the node's own (0700), as a booted
+            // node's is.
+            let run = copy.path().join("run");
+            if run.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+            }
+            let handler = Arc::new(ReleaseHandler::boot(copy.path(), ErrorAction::Return)?);
+            let cluster = Arc::new(EtcdCluster::join(etcd.url(), &name, Duration::from_secs(5))?);
+            cluster.set_root(copy.path());
+            handler.join_cluster(Arc::clone(&cluster) as Arc<dyn Cluster>);
+            let served = serve_in_process(Arc::clone(&handler), cluster)?;
+            let server =
+                LineServer::start(handler.node().reference(), "127.0.0.1:0", "svc_handler", 2)?;
+            let load = LoadGen::start(server.addr(), 1, &name)?;
+            say(format!(
+                "{name}: release 1 on {}, service on {}, one client",
+                copy.path().display(),
+                server.addr()
+            ));
+            nodes.push((name, load, server, served, handler, copy));
+        }
+        let plan = Plan {
+            vsn: "2".into(),
+            package: None,
+            canary: 1,
+            wave: WaveSize::Nodes(2),
+            health: Some(Health::Call { name: "svc_handler".into(), request: "\"GET k\"".into() }),
+            max_failures: 0,
+            progress_deadline: Duration::from_secs(60),
+            on_failure: OnFailure::Rollback,
+        };
+        say(format!(
+            "$ hotcode fleet --cluster {} install 2 --canary 1 --wave 2 --health-call 'svc_handler:\"GET k\"'",
+            etcd.url()
+        ));
+        let started = Instant::now();
+        let state = rollout::install(&[etcd.url().to_owned()], &plan, &mut |line| {
+            say(format!("  {line}"))
+        })?;
+        let took = started.elapsed();
+        check("fleet/rollout", state.phase.word() == "done", "done", state.phase.word())?;
+        let (mut failed, mut requests) = (0, 0);
+        for (name, load, server, served, handler, copy) in nodes {
+            let report = load.finish();
+            failed += report.failed + report.refused;
+            requests += report.requests;
+            let releases: Vec<String> = handler
+                .which_releases()
+                .into_iter()
+                .map(|r| format!("{} {}", r.vsn, r.status))
+                .collect();
+            say(format!(
+                "{name}: {}; rollout: {}",
+                releases.join(", "),
+                state.places.get(&name).map_or("?", String::as_str)
+            ));
+            let permanent = releases.iter().any(|r| r == "2 permanent");
+            check("fleet/permanent", permanent, "2 permanent", releases.join(", "))?;
+            drop((served, server, handler, copy));
+        }
+        say(format!(
+            "rollout of {NODES} nodes in {took:.2?}; clients of every node, from before it began to after it ended: {requests} requests, {failed} failed"
+        ));
+        check("fleet/rollout-failed-requests", failed == 0, "no failed request", failed)
     }
 
     pub(super) fn fleet(root: &Path) -> Result<()> {

@@ -44,6 +44,8 @@ pub mod runtime;
 // The fronts' modules at the paths the README has always shown (`hotcode::watch::Watcher`).
 #[cfg(feature = "cluster")]
 pub use front::cluster;
+#[cfg(feature = "cluster")]
+pub use front::fleet;
 pub use front::{control, scaffold, service, watch};
 
 pub use code::async_call::AsyncCall;

@@ -359,6 +359,12 @@ fn summarize(src: &Sources) -> Vec<Row> {
         row("fleet.nodes", round(fleet("nodes"), 0), None),
         row("fleet.sync_release_ms_p99", round(fleet("sync_release_ms_p99"), 2), None),
         row("fleet.node_loss_detect_ms", round(fleet("node_loss_detect_ms"), 0), None),
+        row("fleet.rollout_s", round(fleet("rollout_s"), 2), None),
+        row(
+            "fleet.failed_requests",
+            round(fleet("failed_requests"), 0),
+            Some(Target::Exactly(0.0)),
+        ),
     ]
 }
 

@@ -28,7 +28,11 @@
 //!
 //! The wait reads the barrier at the revision of the node's own arrival (an arrival that
 //! came and went since still counts), then the barrier, the attempt and the members as
-//! they are now, in one read, then watches every later event in order. Nothing is polled.
+//! they are now, in one read, then watches every later event in order. Nothing is polled;
+//! only a watch quiet for a whole lease TTL asks etcd for the node's lease, so that an etcd
+//! that hangs without closing the watch ends the wait with an error.
+//!
+//! Rollouts ([`rollout`]) send nodes release operations ([`ops`]) through etcd too.
 //!
 //! The API is synchronous, like the host: each [`Member`] owns a small private tokio
 //! runtime (one worker thread) on which the etcd client and the lease's keep-alive run.
@@ -38,6 +42,8 @@
 //! calls of this API.
 
 pub mod local;
+pub mod ops;
+pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -105,6 +111,15 @@ pub enum ClusterError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Another command holds the rollout lock (one rollout at a time per cluster), or
+    /// this one lost it.
+    #[error("the cluster at {endpoints} has a rollout under way: the lock is held by {holder}")]
+    Locked {
+        /// Who holds it (what that command wrote).
+        holder: String,
+        /// The endpoints.
+        endpoints: String,
     },
     /// A request got no answer in time.
     #[error("node {node}: etcd at {endpoints} did not answer {what} within {after:?}")]
@@ -466,22 +481,47 @@ impl Member {
                 .await
                 .map_err(self.etcd("watching the barrier"))?;
             let result = loop {
-                let next = stream.message();
-                let message = match timeout {
-                    Some(t) => {
-                        match tokio::time::timeout(t.saturating_sub(started.elapsed()), next).await
+                // Waits in slices of at most the lease TTL: a slice with no event asks
+                // etcd for this node's lease, so that an etcd that stops answering without
+                // closing the watch ends the wait (within the TTL and one request's
+                // timeout) instead of holding it for ever.
+                let slice = match timeout {
+                    Some(t) => t.saturating_sub(started.elapsed()).min(self.ttl),
+                    None => self.ttl,
+                };
+                let message = match tokio::time::timeout(slice, stream.message()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        if let Some(t) = timeout
+                            && started.elapsed() >= t
                         {
-                            Ok(m) => m,
-                            Err(_) => {
-                                break Err(SyncError::Timeout {
+                            break Err(SyncError::Timeout {
+                                id: id.to_owned(),
+                                missing: state.missing(),
+                                after: t,
+                            });
+                        }
+                        let probe = client.lease_time_to_live(self.lease, None);
+                        match tokio::time::timeout(REQUEST_TIMEOUT, probe).await {
+                            Ok(Ok(lease)) if lease.ttl() > 0 => continue,
+                            Ok(Ok(_)) => {
+                                break Err(SyncError::SelfLost {
+                                    node: self.node.clone(),
                                     id: id.to_owned(),
-                                    missing: state.missing(),
-                                    after: t,
                                 });
+                            }
+                            Ok(Err(e)) => break Err(self.etcd("checking the lease")(e).into()),
+                            Err(_) => {
+                                break Err(ClusterError::Unanswered {
+                                    node: self.node.clone(),
+                                    endpoints: self.endpoints.clone(),
+                                    what: "a lease check while waiting at the barrier",
+                                    after: REQUEST_TIMEOUT,
+                                }
+                                .into());
                             }
                         }
                     }
-                    None => next.await,
                 };
                 let response = match message {
                     Ok(Some(response)) => response,
@@ -608,6 +648,31 @@ impl Reader {
             what: "listing the nodes",
             source,
         })
+    }
+}
+
+impl Reader {
+    fn etcd(&self, what: &'static str) -> impl FnOnce(etcd_client::Error) -> ClusterError + '_ {
+        move |source| ClusterError::Etcd {
+            node: "(reader)".to_owned(),
+            endpoints: self.endpoints.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// The rollout recorded in the cluster, if any ([`rollout::RolloutState`]).
+    pub fn rollout(&self) -> Result<Option<rollout::RolloutState>, ClusterError> {
+        self.rt
+            .block_on(rollout::read_state(self.client.clone()))
+            .map_err(self.etcd("reading the rollout"))
+    }
+
+    /// The ids of the ops queued for `node`, oldest first.
+    pub fn queued_ops(&self, node: &str) -> Result<Vec<String>, ClusterError> {
+        self.rt
+            .block_on(rollout::queued_ops(self.client.clone(), node))
+            .map_err(self.etcd("reading the op queue"))
     }
 }
 

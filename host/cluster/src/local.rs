@@ -129,6 +129,12 @@ impl LocalEtcd {
         &self.url
     }
 
+    /// The etcd process's id (for fault drills: stopping it with `SIGSTOP` makes an etcd
+    /// that hangs without closing its connections).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its temporary directory (data and `etcd.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -10,6 +10,8 @@
 //! to script against has a stable exit code: 0 ok, 1 a refused operation or bad input (with
 //! a message on stderr), 2 usage (clap's own code for a bad command line).
 
+mod fleet;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use fleet::FleetOp;
 use hotcode::Timeouts;
 use hotcode::control::{self, Control, RootLock, ServeExit};
 use hotcode::release::ReleaseStatus;
@@ -139,6 +142,19 @@ make-relup`). Every file is written with mode 0644 and every directory 0755 (run
 the node refuses files that others can write. `add` refuses a root a node runs on: add to
 a copy, `tar`, and `ctl ROOT unpack` the package on the node.";
 
+const FLEET_EXAMPLES: &str = "\
+EXAMPLES:
+    hotcode boot /srv/shop --cluster http://127.0.0.1:2379 --node shop_a &   # on each node
+    hotcode fleet --cluster http://127.0.0.1:2379 status
+    hotcode fleet --cluster http://127.0.0.1:2379 install 2 --package /shared/shop-2.tar.gz \\
+        --canary 1 --wave 25% --health-call 'cart:ping' --on-failure pause
+    hotcode fleet --cluster http://127.0.0.1:2379 promote      # or abort, or rollback
+
+Each node runs the ops sent to it through its own control socket, as `hotcode ctl` would. A
+wave's release is made permanent only after the wave passed the health gate. One rollout at
+a time per cluster. Exit status of install and promote: 0 when the rollout is done, 1 when
+it rolled back, paused or was refused.";
+
 /// Erlang/OTP-style hot code upgrades for native Rust plugins.
 #[derive(Debug, Parser)]
 #[command(name = "hotcode", version, propagate_version = true)]
@@ -240,8 +256,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Look at the nodes of an etcd cluster (SPEC §12), without joining it. Needs a hotcode
-    /// built with the `cluster` feature.
+    /// Look at the nodes of an etcd cluster and roll releases out over them (SPEC §12),
+    /// without joining it. Needs a hotcode built with the `cluster` feature.
+    #[command(after_help = FLEET_EXAMPLES)]
     Fleet {
         /// The etcd cluster's URL, e.g. http://127.0.0.1:2379.
         #[arg(long, value_name = "URL")]
@@ -520,7 +537,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctl { root, op } => ctl(&root, op),
         Command::Check { relup, root } => check(&relup, root.as_deref()),
         Command::Watch { dir, modules, quiet_ms } => watch(&dir, modules, quiet_ms),
-        Command::Fleet { cluster, op: FleetOp::Status { json } } => fleet_status(&cluster, json),
+        Command::Fleet { cluster, op } => fleet::run(&cluster, op),
         Command::MakeRelup { root, from, to } => make_relup(&root, &from, &to),
         Command::New { name, plugin_api, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -669,6 +686,9 @@ fn release(op: ReleaseOp) -> anyhow::Result<ExitCode> {
 struct Signals {
     stop: Arc<AtomicBool>,
     which: Arc<AtomicUsize>,
+    /// Set (with `stop`) when a fleet rollback could not downgrade the node: why it exits
+    /// with [`EXIT_RESTART`] instead of 0.
+    fleet_reboot: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Signals {
@@ -697,7 +717,7 @@ fn stop_on_signals() -> anyhow::Result<Signals> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handlers")?;
     }
-    Ok(Signals { stop, which })
+    Ok(Signals { stop, which, fleet_reboot: Arc::default() })
 }
 
 /// A duration as a person writes it: a whole number and a unit, `ms` or `s` (`500ms`, `30s`).
@@ -711,70 +731,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.checked_mul(unit).ok_or_else(bad)?))
 }
 
-/// `hotcode fleet --cluster URL ...`.
-#[derive(Debug, Subcommand)]
-enum FleetOp {
-    /// Every live node (its lease not expired), its current release and its releases.
-    Status {
-        /// One JSON document: {"version": 1, "nodes": [{"node", "status": <what it
-        /// published: {"current", "releases": [{"vsn", "status"}]}>}]}.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// `hotcode fleet --cluster URL status [--json]`.
-#[cfg(feature = "cluster")]
-fn fleet_status(url: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let reader = hotcode::cluster::Reader::connect(&[url.to_owned()])
-        .with_context(|| format!("cannot reach the cluster at {url}"))?;
-    let members = reader.members()?;
-    let parsed: Vec<(String, serde_json::Value)> = members
-        .into_iter()
-        .map(|m| {
-            let status = serde_json::from_str(&m.status)
-                .unwrap_or_else(|_| serde_json::Value::String(m.status.clone()));
-            (m.node, status)
-        })
-        .collect();
-    if json {
-        let nodes: Vec<serde_json::Value> = parsed
-            .iter()
-            .map(|(node, status)| serde_json::json!({ "node": node, "status": status }))
-            .collect();
-        println!("{}", serde_json::json!({ "version": 1, "nodes": nodes }));
-        return Ok(ExitCode::SUCCESS);
-    }
-    if parsed.is_empty() {
-        println!("no live node in the cluster at {url}");
-    }
-    for (node, status) in &parsed {
-        let current = status.get("current").and_then(|c| c.as_str()).unwrap_or("?");
-        let releases: Vec<String> = status
-            .get("releases")
-            .and_then(|r| r.as_array())
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_owned();
-                format!("{} {}", field("vsn"), field("status"))
-            })
-            .collect();
-        println!("{node}: live, current {current}; releases: {}", releases.join(", "));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Without the feature, `fleet` is refused with the way to get it.
-#[cfg(not(feature = "cluster"))]
-fn fleet_status(url: &str, _json: bool) -> anyhow::Result<ExitCode> {
-    anyhow::bail!(
-        "fleet --cluster {url}: this hotcode was built without the cluster feature; build it \
-         with `cargo build -p hotcode --features cluster` (needs protoc: apt-get install -y \
-         protobuf-compiler)"
-    )
-}
-
 /// `boot --cluster URL --node NAME --lease-ttl TIME`.
 struct ClusterArgs {
     url: String,
@@ -784,19 +740,43 @@ struct ClusterArgs {
     lease_ttl: Duration,
 }
 
-/// Joins the cluster and hands it to the release handler.
+/// Joins the cluster, hands it to the release handler, and starts serving the node's op
+/// queue (the fleet's operations, run through the control socket under `root`). The
+/// returned guard keeps the op queue served until it is dropped.
 #[cfg(feature = "cluster")]
-fn join_cluster(handler: &ReleaseHandler, args: &ClusterArgs) -> anyhow::Result<()> {
+fn join_cluster(
+    handler: &ReleaseHandler,
+    args: &ClusterArgs,
+    root: &Path,
+    signals: &Signals,
+) -> anyhow::Result<Box<dyn std::any::Any>> {
     use hotcode::cluster::EtcdCluster;
     let cluster = EtcdCluster::join(&args.url, &args.node, args.lease_ttl)
         .with_context(|| format!("cannot join the cluster at {}", args.url))?;
-    handler.join_cluster(std::sync::Arc::new(cluster));
-    Ok(())
+    cluster.set_root(&std::path::absolute(root).unwrap_or_else(|_| root.to_owned()));
+    let cluster = Arc::new(cluster);
+    handler
+        .join_cluster(Arc::clone(&cluster) as Arc<dyn hotcode::release_handler::cluster::Cluster>);
+    // A rollback that cannot downgrade the node stops it with exit code 3, so that its
+    // service manager starts it again on its permanent release.
+    let (stop, why) = (Arc::clone(&signals.stop), Arc::clone(&signals.fleet_reboot));
+    let reboot: hotcode::fleet::agent::Reboot = Box::new(move |reason: &str| {
+        *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        stop.store(true, Ordering::SeqCst);
+    });
+    let agent = hotcode::fleet::agent::Agent::start(cluster, root.to_owned(), Some(reboot))
+        .context("starting the fleet agent's thread")?;
+    Ok(Box::new(agent))
 }
 
 /// Without the feature, `--cluster` is refused with the way to get it, never ignored.
 #[cfg(not(feature = "cluster"))]
-fn join_cluster(_handler: &ReleaseHandler, args: &ClusterArgs) -> anyhow::Result<()> {
+fn join_cluster(
+    _handler: &ReleaseHandler,
+    args: &ClusterArgs,
+    _root: &Path,
+    _signals: &Signals,
+) -> anyhow::Result<Box<dyn std::any::Any>> {
     anyhow::bail!(
         "--cluster {} --node {}: this hotcode was built without the cluster feature; build \
          it with `cargo build -p hotcode --features cluster` (needs protoc: apt-get install \
@@ -852,9 +832,11 @@ fn boot(
         let error_action = error_action(action);
         let handler = ReleaseHandler::boot_with(root, error_action, timeouts)
             .with_context(|| format!("cannot boot the permanent release of {}", root.display()))?;
-        if let Some(args) = cluster {
-            join_cluster(&handler, args)?;
-        }
+        // Dropped after the node stopped serving: the fleet's ops go through the socket.
+        let _fleet_agent = match cluster {
+            Some(args) => Some(join_cluster(&handler, args, root, &signals)?),
+            None => None,
+        };
         let tcp = start_tcp(&handler, front, inherited.take(FD_TCP), true)?;
         let node = Running { control, handler, tcp };
         node.announce(root, None)?;
@@ -979,7 +961,12 @@ impl Running {
             .serve(&self.handler, &signals.stop)
             .context("serving the control socket")?;
         let (code, reason) = match exit {
-            ServeExit::Stopped => (0, format!("stopped by {}", signals.name())),
+            ServeExit::Stopped => {
+                match signals.fleet_reboot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(reason) => (EXIT_RESTART, reason),
+                    None => (0, format!("stopped by {}", signals.name())),
+                }
+            }
             ServeExit::Restart => {
                 let permanent = self
                     .handler

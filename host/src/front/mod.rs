@@ -1,7 +1,8 @@
 //! The fronts: the ways in from outside the node.
 //!
 //! `cluster` (feature `cluster`: a node's place in an etcd cluster, for `sync_nodes` and
-//! fleets), [`control`] (the control socket between `hotcode boot` and `hotcode ctl`), [`watch`]
+//! fleets), `fleet` (feature `cluster`: the ops a node runs for its fleet, and rolling
+//! upgrades in waves), [`control`] (the control socket between `hotcode boot` and `hotcode ctl`), [`watch`]
 //! (the developer loop: reload a module whenever its library is rebuilt), [`scaffold`]
 //! (`hotcode new`: a service to start from) and [`service`] (the service example's TCP
 //! front end and its load generator). The `hotcode` binary
@@ -13,6 +14,8 @@
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod control;
+#[cfg(feature = "cluster")]
+pub mod fleet;
 pub mod scaffold;
 pub mod service;
 pub mod watch;

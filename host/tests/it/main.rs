@@ -17,6 +17,8 @@ mod ctl_talk;
 mod dist_layout;
 mod elf;
 mod fixtures;
+#[cfg(feature = "cluster")]
+mod fleet_rollout;
 mod guide;
 mod host_restart;
 mod make_relup;
