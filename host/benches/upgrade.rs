@@ -14,12 +14,12 @@
 //! 4. `change_code_many`: `up` going to 2; `down` going to 1, issued after the load so
 //!    every process migrates its state right away (through version 2's
 //!    `downgrade_state`), inside the window;
-//! 5. `resume` of each process.
+//! 5. `resume_many` of all of them (a flag each, in one pass).
 //!
 //! The *suspend window* runs from the start of 2 to the end of 5: the time during which a
 //! call to any of the processes waits. It ends when every process has *handled* its resume,
-//! as OTP's synchronous `sys:resume` does: `Node::resume` returns once the process has
-//! resumed (on a runtime where it only sent the message, the window would end early). The
+//! as OTP's synchronous `sys:resume` does: `Node::resume_many` returns once every process
+//! has resumed (on a runtime where it only sent the message, the window would end early). The
 //! *load time* is 1 plus 3. SPEC §10 asks for a window p99 ≤ 0.5 ms at 100 processes and
 //! ≤ 25 ms at 10,000, and a load median ≤ 1 ms, on the 2-core reference machine.
 //!
@@ -151,8 +151,8 @@ fn upgrade(
     let change_code = t.elapsed();
 
     let t = Instant::now();
-    for &pid in pids {
-        node.resume(pid).unwrap_or_else(|e| panic!("resume {pid}: {e}"));
+    for (pid, answer) in node.resume_many(pids) {
+        answer.unwrap_or_else(|e| panic!("resume {pid}: {e}"));
     }
     let resume = t.elapsed();
     let window = window_start.elapsed();

@@ -49,6 +49,9 @@ struct Ctx {
     deferred_down: Vec<(String, Vec<Pid>, Term)>,
     /// The install's upgrade attempt, for `sync_nodes`.
     attempt: Option<String>,
+    /// The explicit migration the script makes of each module it loads (mode and Extra of
+    /// its `code_change`), recorded on the module's processes right before its `load`.
+    migrations: Vec<(String, ChangeMode, Term)>,
 }
 
 /// Runs the entry; returns the suspend window (first suspend to last resume), if any.
@@ -146,7 +149,15 @@ pub(crate) fn run(
         log::info!("point of no return ({} modules staged)", staged.len());
         switch_app_specs(h, plan);
     }
-    let mut ctx = Ctx { watched, attempt: attempt.map(str::to_owned), ..Ctx::default() };
+    let migrations = loaded_modules(h, after)
+        .into_iter()
+        .filter_map(|m| match migration_of(after, &m) {
+            (Some(mode), extra) => Some((m, mode, extra)),
+            (None, _) => None,
+        })
+        .collect();
+    let mut ctx =
+        Ctx { watched, attempt: attempt.map(str::to_owned), migrations, ..Ctx::default() };
     let first_after = point.map_or(0, |p| p + 1);
     for (i, spanned) in after.iter().enumerate() {
         report(first_after + i);
@@ -438,6 +449,15 @@ fn eval(
     let node = &h.node;
     match &spanned.value {
         Instruction::Load { module, pre, post } => {
+            // Each process of the module learns how its state is to migrate before the new
+            // version becomes current: one left out of the suspension migrates before its
+            // next callback with the script's Extra; the suspended ones migrate at the
+            // script's `code_change`, on the workers in parallel.
+            if node.code().staged_vsn(module).is_some()
+                && let Some((_, mode, extra)) = ctx.migrations.iter().find(|(m, _, _)| m == module)
+            {
+                node.record_code_change(&gen_servers(h, module), *mode, extra);
+            }
             node.load_module(module, (*pre).into(), (*post).into()).map_err(|e| e.to_string())?;
             let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ctx.deferred_down)
                 .into_iter()
@@ -471,8 +491,11 @@ fn eval(
                 // stuck in a callback must not hang the install (it is left out, and the
                 // check at the end of the script finds it if it never migrates).
                 let timeout = timeout.duration().unwrap_or(h.node.timeouts().code_change);
-                for pid in node.processes_running(module) {
-                    match node.suspend(pid, timeout) {
+                // Gen_servers by a flag each, in one pass; supervisors by a message each,
+                // answered within `timeout` together.
+                for (pid, suspended) in node.suspend_many(&node.processes_running(module), timeout)
+                {
+                    match suspended {
                         Ok(()) => {
                             ctx.suspended_since.get_or_insert_with(Instant::now);
                             ctx.suspended.push((module.clone(), pid));
@@ -491,14 +514,12 @@ fn eval(
             Ok(())
         }
         Instruction::Resume(modules) => {
-            ctx.suspended.retain(|(m, pid)| {
-                if modules.contains(m) {
-                    let _ = node.resume(*pid);
-                    false
-                } else {
-                    true
-                }
-            });
+            let (resume, keep): (Vec<_>, Vec<_>) =
+                ctx.suspended.drain(..).partition(|(m, _)| modules.contains(m));
+            ctx.suspended = keep;
+            let pids: Vec<Pid> = resume.into_iter().map(|(_, pid)| pid).collect();
+            // Flags, in one pass; a process gone meanwhile needs no resume.
+            drop(node.resume_many(&pids));
             if ctx.suspended.is_empty()
                 && let Some(since) = ctx.suspended_since.take()
             {
@@ -516,7 +537,9 @@ fn eval(
                 let pids: Vec<Pid> =
                     ctx.suspended.iter().filter(|(m, _)| m == module).map(|(_, p)| *p).collect();
                 if mode == ChangeMode::Down && node.code().staged_vsn(module).is_some() {
-                    // The older version is not loaded yet: convert right after its load.
+                    // The older version is not loaded yet: recorded on each process now
+                    // (nothing woken), converted right after its load.
+                    node.record_code_change(&pids, mode, extra);
                     ctx.deferred_down.push((module.clone(), pids, extra.clone()));
                     continue;
                 }

@@ -20,9 +20,10 @@ use crate::code::error::CodeServerError;
 use crate::runtime::application::AppController;
 use crate::runtime::bounded::{self, Timeouts};
 use crate::runtime::process::{
-    ChangeMode, Dest, ExitSignal, Mailbox, Msg, Naming, Parent, Pid, ProcEntry, ProcessError,
-    ProcessInfo, ProcessKind, Reply, SysMsg, spawn_gen_server,
+    ChangeMode, ChangeResults, Dest, ExitSignal, Mailbox, Msg, Naming, Parent, Pid, ProcEntry,
+    ProcessError, ProcessInfo, ProcessKind, Reply, SysMsg, spawn_gen_server,
 };
+use crate::runtime::scheduler;
 use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
 
 /// Why a [`Node::preflight_code_change`] failed.
@@ -127,6 +128,12 @@ impl NodeInner {
                 lock(&self.apps).top_supervisor_exited(app, pid, &reason);
             }
         }
+    }
+
+    /// The mailboxes of `pids` (`None` for one not alive), under one lock of the table.
+    fn mailboxes(&self, pids: &[Pid]) -> Vec<Option<Mailbox>> {
+        let procs = lock(&self.procs);
+        pids.iter().map(|p| procs.table.get(p).map(|e| e.mailbox.clone())).collect()
     }
 
     fn mailbox(&self, pid: Pid) -> Option<Mailbox> {
@@ -614,15 +621,18 @@ impl Node {
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
         let mut results = Vec::with_capacity(pids.len());
         let mut threads = Vec::new();
-        for &pid in pids {
-            match self.inner.entry(&Dest::Pid(pid), |_, e| e.mailbox.clone()) {
-                Ok(Mailbox::Pcb(pcb)) => {
+        for (&pid, mailbox) in pids.iter().zip(self.inner.mailboxes(pids)) {
+            match mailbox {
+                Some(Mailbox::Pcb(pcb)) => {
                     pcb.suspend();
                     results.push((pid, Ok(())));
                 }
-                Ok(Mailbox::Thread { .. }) => threads.push(pid),
-                Err(e) => results.push((pid, Err(e))),
+                Some(Mailbox::Thread { .. }) => threads.push(pid),
+                None => results.push((pid, Err(ProcessError::NoProc { dest: pid.to_string() }))),
             }
+        }
+        if threads.is_empty() {
+            return results;
         }
         results.extend(self.ask_many(&threads, timeout, SysMsg::Suspend, |_, ()| Ok(())));
         let order: HashMap<Pid, usize> = pids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
@@ -630,8 +640,60 @@ impl Node {
         results
     }
 
-    /// `change_code` of many (suspended) processes at once, in the way of
-    /// [`suspend_many`](Self::suspend_many).
+    /// Resumes many processes at once: gen_servers by their flag, in one pass (those with
+    /// messages waiting are queued to the workers together), supervisors by a message.
+    /// When this returns every gen_server among them has taken its resume, as after
+    /// [`resume`](Self::resume). Returns, per pid, whether it was alive.
+    pub fn resume_many(&self, pids: &[Pid]) -> Vec<(Pid, Result<(), ProcessError>)> {
+        let mut results = Vec::with_capacity(pids.len());
+        let mut runnable = Vec::new();
+        for (&pid, mailbox) in pids.iter().zip(self.inner.mailboxes(pids)) {
+            let result = match mailbox {
+                Some(Mailbox::Pcb(pcb)) => {
+                    runnable.extend(pcb.resume_claim());
+                    Ok(())
+                }
+                Some(thread @ Mailbox::Thread { .. }) => {
+                    if thread.send(Msg::Sys(SysMsg::Resume)) {
+                        Ok(())
+                    } else {
+                        Err(ProcessError::NoProc { dest: pid.to_string() })
+                    }
+                }
+                None => Err(ProcessError::NoProc { dest: pid.to_string() }),
+            };
+            results.push((pid, result));
+        }
+        scheduler::get().push_many(runnable);
+        results
+    }
+
+    /// Records, on each of `pids` (gen_servers), the code change its state is to migrate
+    /// with (`mode` and `extra`) once its module's current version is no longer the one that
+    /// made the state: applied before the process's next callback after the module's
+    /// `load`, or at once by [`change_code_many`](Self::change_code_many). A write to each
+    /// control block, under one lock of the process table: no message, nothing woken.
+    /// Supervisors and processes not alive are skipped. Returns how many were recorded.
+    ///
+    /// The release handler records its script's `code_change` this way before the `load`
+    /// it follows, so that a process running a callback between the two (one left out of
+    /// the suspension) migrates with the script's Extra, not an implicit `[]`.
+    pub fn record_code_change(&self, pids: &[Pid], mode: ChangeMode, extra: &Term) -> usize {
+        self.inner
+            .mailboxes(pids)
+            .into_iter()
+            .filter(|m| match m {
+                Some(Mailbox::Pcb(pcb)) => pcb.record_change(mode, extra.clone()),
+                _ => false,
+            })
+            .count()
+    }
+
+    /// `change_code` of many (suspended) processes at once. Each gen_server gets the change
+    /// recorded on its control block and is queued to the workers, which apply it (ahead of
+    /// any waiting message, suspended or not) in parallel, each result going to one
+    /// collection that this waits on once, until `timeout` (measured from the start).
+    /// Supervisors are sent a message each, as [`change_code`](Self::change_code) does.
     pub fn change_code_many(
         &self,
         pids: &[Pid],
@@ -639,12 +701,63 @@ impl Node {
         extra: &Term,
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
-        self.ask_many(
-            pids,
-            timeout,
-            |ack| SysMsg::ChangeCode { mode, extra: extra.clone(), ack },
-            |dest, answer| answer.map_err(|reason| ProcessError::CodeChange { dest, reason }),
-        )
+        let deadline = std::time::Instant::now() + timeout;
+        let collected = ChangeResults::new();
+        let mut results: Vec<(Pid, Option<Result<(), ProcessError>>)> =
+            Vec::with_capacity(pids.len());
+        let mut runnable = Vec::new();
+        let mut threads = Vec::new();
+        let mut requested = 0;
+        for (&pid, mailbox) in pids.iter().zip(self.inner.mailboxes(pids)) {
+            let result = match mailbox {
+                Some(Mailbox::Pcb(pcb)) => {
+                    match pcb.request_change(mode, extra.clone(), &collected) {
+                        Ok(claimed) => {
+                            requested += 1;
+                            runnable.extend(claimed);
+                            None
+                        }
+                        Err(()) => Some(Err(ProcessError::NoProc { dest: pid.to_string() })),
+                    }
+                }
+                Some(Mailbox::Thread { .. }) => {
+                    threads.push(pid);
+                    None
+                }
+                None => Some(Err(ProcessError::NoProc { dest: pid.to_string() })),
+            };
+            results.push((pid, result));
+        }
+        scheduler::get().push_many(runnable);
+        let mut answers: HashMap<Pid, Result<(), ProcessError>> = self
+            .ask_many(
+                &threads,
+                deadline.saturating_duration_since(std::time::Instant::now()),
+                |ack| SysMsg::ChangeCode { mode, extra: extra.clone(), ack },
+                |dest, answer| answer.map_err(|reason| ProcessError::CodeChange { dest, reason }),
+            )
+            .into_iter()
+            .collect();
+        if requested > 0 {
+            for (pid, result) in collected.wait(requested, deadline) {
+                let pid = Pid(pid);
+                let result = result
+                    .map_err(|reason| ProcessError::CodeChange { dest: pid.to_string(), reason });
+                // A pid listed twice: its first failure counts.
+                if !matches!(answers.get(&pid), Some(Err(_))) {
+                    answers.insert(pid, result);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|(pid, result)| {
+                let result = result.or_else(|| answers.remove(&pid)).unwrap_or_else(|| {
+                    Err(ProcessError::Timeout { dest: pid.to_string(), after: timeout })
+                });
+                (pid, result)
+            })
+            .collect()
     }
 
     /// The release handler's preflight of a migration into the version staged for
@@ -793,6 +906,19 @@ impl Node {
         timeout: Duration,
     ) -> Result<(), ProcessError> {
         let dest = dest.into();
+        if let (pid, Mailbox::Pcb(_)) = self.inner.entry(&dest, |p, e| (p, e.mailbox.clone()))? {
+            let answer = self.change_code_many(&[pid], mode, &extra, timeout).pop();
+            return match answer.map(|(_, r)| r) {
+                Some(Err(ProcessError::CodeChange { reason, .. })) => {
+                    Err(ProcessError::CodeChange { dest: dest.to_string(), reason })
+                }
+                Some(Err(ProcessError::Timeout { after, .. })) => {
+                    Err(ProcessError::Timeout { dest: dest.to_string(), after })
+                }
+                Some(other) => other,
+                None => Err(ProcessError::NoProc { dest: dest.to_string() }),
+            };
+        }
         let (tx, rx) = channel::bounded(1);
         self.inner.send(&dest, Msg::Sys(SysMsg::ChangeCode { mode, extra, ack: tx }))?;
         match rx.recv_timeout(timeout) {

@@ -337,6 +337,82 @@ const SCHEDULED: u32 = 1;
 const SUSPENDED: u32 = 1 << 1;
 const KILL: u32 = 1 << 2;
 const EXITED: u32 = 1 << 3;
+/// A code change recorded in the control block's slot is to be applied now, by a worker,
+/// even while the process is suspended (see [`Pcb::request_change`]).
+const CHANGE: u32 = 1 << 4;
+
+/// A code change recorded for a process: the mode and Extra of the `code_change` its state
+/// migrates with when its module's current version is no longer the one that made it, and
+/// where to report the result if someone waits for it.
+pub(crate) struct PendingChange {
+    mode: ChangeMode,
+    extra: Term,
+    report: Option<Arc<ChangeResults>>,
+}
+
+/// A process's slot for a recorded code change, shared by its control block (written by
+/// the release handler) and its server (read when the state migrates).
+#[derive(Default)]
+pub(crate) struct ChangeSlot(Mutex<Option<PendingChange>>);
+
+impl ChangeSlot {
+    fn take(&self) -> Option<PendingChange> {
+        lock(&self.0).take()
+    }
+
+    fn put(&self, change: PendingChange) -> Option<PendingChange> {
+        lock(&self.0).replace(change)
+    }
+}
+
+/// The results of code changes applied by the workers, collected for whoever waits for
+/// them ([`Node::change_code_many`](crate::runtime::node::Node::change_code_many)): one
+/// wait for any number of processes, woken once, when the last result is in.
+pub(crate) struct ChangeResults {
+    done: Mutex<ResultsInner>,
+    all_in: Condvar,
+}
+
+struct ResultsInner {
+    results: Vec<(u64, Result<(), Term>)>,
+    /// How many results are expected (`usize::MAX` until the requests are all made).
+    expected: usize,
+}
+
+impl ChangeResults {
+    pub(crate) fn new() -> Arc<ChangeResults> {
+        Arc::new(ChangeResults {
+            done: Mutex::new(ResultsInner { results: Vec::new(), expected: usize::MAX }),
+            all_in: Condvar::new(),
+        })
+    }
+
+    fn report(&self, pid: u64, result: Result<(), Term>) {
+        let mut done = lock(&self.done);
+        done.results.push((pid, result));
+        if done.results.len() >= done.expected {
+            self.all_in.notify_all();
+        }
+    }
+
+    /// Waits until `expected` results are in or `deadline` passes; the results so far.
+    pub(crate) fn wait(
+        &self,
+        expected: usize,
+        deadline: std::time::Instant,
+    ) -> Vec<(u64, Result<(), Term>)> {
+        let mut done = lock(&self.done);
+        done.expected = expected;
+        while done.results.len() < expected {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            done = self.all_in.wait_timeout(done, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        std::mem::take(&mut done.results)
+    }
+}
 
 /// A gen_server's control block: everything a process is, run by whichever worker takes it
 /// off the run queue.
@@ -352,6 +428,8 @@ pub(crate) struct Pcb {
     status: AtomicU32,
     mailbox: Mutex<Queue>,
     body: Mutex<Body>,
+    /// A code change recorded for it (see [`PendingChange`]).
+    change: Arc<ChangeSlot>,
 }
 
 #[derive(Default)]
@@ -390,6 +468,7 @@ impl Pcb {
             status: AtomicU32::new(SCHEDULED),
             mailbox: Mutex::default(),
             body: Mutex::new(Body::Init(Box::new(job))),
+            change: Arc::default(),
         }
     }
 
@@ -432,8 +511,70 @@ impl Pcb {
 
     /// `sys:resume`: it takes its waiting messages again, in order.
     pub(crate) fn resume(self: &Arc<Self>) {
+        if let Some(pcb) = self.resume_claim() {
+            scheduler::get().push(pcb);
+        }
+    }
+
+    /// Clears `SUSPENDED`; the process to queue if this made it runnable and the caller
+    /// claimed it (for a caller that queues many at once).
+    pub(crate) fn resume_claim(self: &Arc<Self>) -> Option<Arc<Pcb>> {
         self.status.fetch_and(!SUSPENDED, Ordering::SeqCst);
-        self.wake();
+        (self.runnable() && self.claim()).then(|| Arc::clone(self))
+    }
+
+    /// Records a code change for the process, to be applied before its next callback once
+    /// its module's current version is not the one that made its state: a write to its
+    /// control block that wakes nothing. A change recorded earlier is replaced (the one it
+    /// replaced, if someone waited for it, is reported as superseded). False if the process
+    /// has exited.
+    pub(crate) fn record_change(&self, mode: ChangeMode, extra: Term) -> bool {
+        if self.status.load(Ordering::SeqCst) & EXITED != 0 {
+            return false;
+        }
+        let replaced = self.change.put(PendingChange { mode, extra, report: None });
+        Self::superseded(self.pid_number(), replaced);
+        true
+    }
+
+    /// Requests the code change `sys:change_code` makes, applied by the next worker to run
+    /// the process, even while it is suspended (ahead of its waiting messages), with the
+    /// result reported to `report`. Returns the process to queue if the caller claimed it,
+    /// or `Err(())` if the process has exited (nothing is reported then).
+    pub(crate) fn request_change(
+        self: &Arc<Self>,
+        mode: ChangeMode,
+        extra: Term,
+        report: &Arc<ChangeResults>,
+    ) -> Result<Option<Arc<Pcb>>, ()> {
+        if self.status.load(Ordering::SeqCst) & EXITED != 0 {
+            return Err(());
+        }
+        let replaced =
+            self.change.put(PendingChange { mode, extra, report: Some(Arc::clone(report)) });
+        Self::superseded(self.pid_number(), replaced);
+        let status = self.status.fetch_or(CHANGE, Ordering::SeqCst);
+        if status & EXITED != 0 {
+            // It exited meanwhile; its exit may have missed the request: report it here
+            // unless the exit did.
+            if let Some(change) = self.change.take() {
+                Self::report_exit(self.pid_number(), change);
+            }
+            return Ok(None);
+        }
+        Ok(self.claim().then(|| Arc::clone(self)))
+    }
+
+    fn superseded(pid: u64, replaced: Option<PendingChange>) {
+        if let Some(PendingChange { report: Some(report), .. }) = replaced {
+            report.report(pid, Err(Term::atom("superseded")));
+        }
+    }
+
+    fn report_exit(pid: u64, change: PendingChange) {
+        if let Some(report) = change.report {
+            report.report(pid, Err(Term::atom("exited")));
+        }
     }
 
     fn kill(self: &Arc<Self>) {
@@ -447,7 +588,7 @@ impl Pcb {
         if status & EXITED != 0 {
             return false;
         }
-        if status & KILL != 0 {
+        if status & (KILL | CHANGE) != 0 {
             return true;
         }
         let q = lock(&self.mailbox);
@@ -493,6 +634,9 @@ impl Pcb {
             std::mem::take(&mut q.msgs)
         };
         drop(left);
+        if let Some(change) = self.change.take() {
+            Self::report_exit(self.pid_number(), change);
+        }
     }
 
     /// Runs the process on the calling worker: `init` if it has not started, then up to
@@ -512,7 +656,7 @@ impl Pcb {
             let Body::Init(job) = std::mem::replace(&mut *body, Body::Gone) else {
                 return false;
             };
-            match (*job).start(pid) {
+            match (*job).start(pid, Arc::clone(&self.change)) {
                 Some(server) => *body = Body::Serving(server),
                 None => {
                     drop(body);
@@ -523,8 +667,12 @@ impl Pcb {
         }
         for _ in 0..budget {
             let Body::Serving(server) = &mut *body else { return false };
-            let exit = if self.status.load(Ordering::SeqCst) & KILL != 0 {
+            let status = self.status.load(Ordering::SeqCst);
+            let exit = if status & KILL != 0 {
                 Some(Exit::Abrupt(Term::atom("killed")))
+            } else if status & CHANGE != 0 {
+                self.status.fetch_and(!CHANGE, Ordering::SeqCst);
+                server.apply_requested()
             } else {
                 match self.next() {
                     Some(msg) => server.handle(msg),
@@ -548,22 +696,13 @@ impl Pcb {
 
 impl InitJob {
     /// Runs `init` (OTP's `init/1`) and tells the spawner how it went; the server on success.
-    fn start(self, pid: Pid) -> Option<Server> {
+    fn start(self, pid: Pid, change: Arc<ChangeSlot>) -> Option<Server> {
         let InitJob { node, handle, args, parent, started } = self;
         let pin_key = hold::pin_key();
         match init(&handle, &args, pin_key, pid) {
             Ok((state, pin)) => {
                 let _ = started.send(Ok(()));
-                Some(Server {
-                    node,
-                    pid,
-                    handle,
-                    state,
-                    parent,
-                    pending_down: None,
-                    pin: Some(pin),
-                    pin_key,
-                })
+                Some(Server { node, pid, handle, state, parent, change, pin: Some(pin), pin_key })
             }
             Err(reason) => {
                 // Nothing to clean up in the plugin: a failed init leaves no state.
@@ -595,9 +734,11 @@ struct Server {
     handle: Handle<GenServerTable>,
     state: StatePtr,
     parent: Parent,
-    /// A down-mode code change that arrived before the older version was loaded (systools
-    /// puts a downgrade's code_change before its load): applied at the version switch.
-    pending_down: Option<Term>,
+    /// The code change recorded for it, applied when its state's version is no longer the
+    /// module's current one: a change recorded before its `load`, or a down-mode change
+    /// that arrived before the older version was loaded (systools puts a downgrade's
+    /// code_change before its load).
+    change: Arc<ChangeSlot>,
     /// The version that made the state, pinned under `pin_key` (see the `hold` module).
     pin: Option<&'static hold::VersionCell>,
     pin_key: u64,
@@ -916,9 +1057,15 @@ impl Server {
     ) -> Result<R, Term> {
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         if !self.pinned_to(&held) {
-            match self.pending_down.take() {
-                // A downgrade announced before its load: convert the way it asked.
-                Some(extra) => self.migrate(&held, Some(ChangeMode::Down), &extra)?,
+            match self.change.take() {
+                // A change recorded before the load: convert the way it asked.
+                Some(change) => {
+                    let result = self.migrate(&held, Some(change.mode), &change.extra);
+                    if let Some(report) = change.report {
+                        report.report(self.pid.0, result.clone());
+                    }
+                    result?;
+                }
                 // The module moved on without an explicit code_change: Extra = [].
                 None => self.migrate(&held, None, &Term::List(vec![]))?,
             }
@@ -1018,24 +1165,54 @@ impl Server {
     fn settle(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<bool, Term> {
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         if self.pinned_to(&held) {
+            // Nothing due; a change still recorded was for a version that never came.
+            if let Some(stale) = self.change.take() {
+                Pcb::superseded(self.pid.0, Some(stale));
+            }
             return Ok(false);
         }
-        match self.pending_down.take() {
-            Some(pending) => self.migrate(&held, Some(ChangeMode::Down), &pending)?,
+        match self.change.take() {
+            Some(pending) => {
+                let result = self.migrate(&held, Some(pending.mode), &pending.extra);
+                if let Some(report) = pending.report {
+                    report.report(self.pid.0, result.clone());
+                }
+                result?;
+            }
             None => self.migrate(&held, mode, extra)?,
         }
         Ok(true)
     }
 
     fn change_code(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<(), Term> {
+        // An explicit change replaces whatever was recorded before it.
+        if let Some(stale) = self.change.take() {
+            Pcb::superseded(self.pid.0, Some(stale));
+        }
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         let same = self.pinned_to(&held);
         if same && mode == Some(ChangeMode::Down) {
             // The older version is not loaded yet: convert when it becomes current.
-            self.pending_down = Some(extra.clone());
+            self.change.put(PendingChange {
+                mode: ChangeMode::Down,
+                extra: extra.clone(),
+                report: None,
+            });
             return Ok(());
         }
         self.migrate(&held, mode, extra)
+    }
+
+    /// The code change requested through [`Pcb::request_change`], applied now as
+    /// `sys:change_code` applies it (a downgrade whose older version is not loaded yet
+    /// stays recorded for its load), its result reported; how the process ends if it failed.
+    fn apply_requested(&mut self) -> Option<Exit> {
+        let change = self.change.take()?;
+        let result = self.change_code(Some(change.mode), &change.extra);
+        if let Some(report) = change.report {
+            report.report(self.pid.0, result.clone());
+        }
+        result.err().map(Exit::Abrupt)
     }
 
     /// [`SysMsg::Adopt`]: a state made elsewhere, taken through the current version's

@@ -116,6 +116,21 @@ impl Scheduler {
         }
     }
 
+    /// Queues processes their caller has just claimed, under one lock, waking as many
+    /// idle workers as there is work for.
+    pub(crate) fn push_many(&self, pcbs: Vec<Arc<Pcb>>) {
+        if pcbs.is_empty() {
+            return;
+        }
+        let n = pcbs.len();
+        let mut q = lock(&self.queue);
+        q.ready.extend(pcbs);
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        for _ in 0..q.idle.min(n) {
+            self.work.notify_one();
+        }
+    }
+
     /// How many workers are alive now.
     pub(crate) fn workers(&self) -> usize {
         lock(&self.queue).workers
