@@ -230,7 +230,35 @@ struct Pin {
     cell: &'static VersionCell,
 }
 
-static PINS: Mutex<Option<std::collections::HashMap<u64, Pin>>> = Mutex::new(None);
+/// Hashes the runtime's own sequential `u64` keys (pin keys, pids) with one multiply: they
+/// are never chosen from outside, so SipHash's flood resistance buys nothing on these
+/// tables, which every migration and every process look-up touches.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct SeqKeyHasher(u64);
+
+impl std::hash::Hasher for SeqKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which hashbrown uses for its control bytes,
+        // depend on every bit of the key.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by the runtime's sequential `u64` keys (see [`SeqKeyHasher`]).
+pub(crate) type SeqKeyMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<SeqKeyHasher>>;
+
+static PINS: Mutex<Option<SeqKeyMap<u64, Pin>>> = Mutex::new(None);
 static NEXT_PIN: AtomicU64 = AtomicU64::new(1);
 
 /// A key for one process's state pin, unique in this OS process (pids repeat across nodes).

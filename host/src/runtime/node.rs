@@ -48,7 +48,7 @@ pub struct Abandoned {
 
 #[derive(Default)]
 struct Procs {
-    table: HashMap<Pid, ProcEntry>,
+    table: crate::code::hold::SeqKeyMap<Pid, ProcEntry>,
     names: HashMap<String, Pid>,
     abandoned: Vec<Abandoned>,
 }
@@ -417,6 +417,9 @@ impl NodeRef {
     }
 }
 
+/// How many processes a code change of many queues to the workers at a time.
+const CHANGE_BATCH: usize = 64;
+
 /// How long a killed process gets to reach its next message boundary.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -702,19 +705,22 @@ impl Node {
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
         let deadline = std::time::Instant::now() + timeout;
-        let collected = ChangeResults::new();
-        let mut results: Vec<(Pid, Option<Result<(), ProcessError>>)> =
-            Vec::with_capacity(pids.len());
+        let collected = ChangeResults::new(pids.len());
+        let mut early: Vec<Option<Result<(), ProcessError>>> = Vec::with_capacity(pids.len());
         let mut runnable = Vec::new();
         let mut threads = Vec::new();
         let mut requested = 0;
-        for (&pid, mailbox) in pids.iter().zip(self.inner.mailboxes(pids)) {
+        for (i, (&pid, mailbox)) in pids.iter().zip(self.inner.mailboxes(pids)).enumerate() {
             let result = match mailbox {
                 Some(Mailbox::Pcb(pcb)) => {
-                    match pcb.request_change(mode, extra.clone(), &collected) {
+                    match pcb.request_change(mode, extra.clone(), collected.slot(i)) {
                         Ok(claimed) => {
                             requested += 1;
                             runnable.extend(claimed);
+                            // Queued in batches, so the workers start while the rest are asked.
+                            if runnable.len() >= CHANGE_BATCH {
+                                scheduler::get().push_many(std::mem::take(&mut runnable));
+                            }
                             None
                         }
                         Err(()) => Some(Err(ProcessError::NoProc { dest: pid.to_string() })),
@@ -726,35 +732,41 @@ impl Node {
                 }
                 None => Some(Err(ProcessError::NoProc { dest: pid.to_string() })),
             };
-            results.push((pid, result));
+            early.push(result);
         }
         scheduler::get().push_many(runnable);
-        let mut answers: HashMap<Pid, Result<(), ProcessError>> = self
-            .ask_many(
+        let mut answers: HashMap<Pid, Result<(), ProcessError>> = if threads.is_empty() {
+            HashMap::new()
+        } else {
+            self.ask_many(
                 &threads,
                 deadline.saturating_duration_since(std::time::Instant::now()),
                 |ack| SysMsg::ChangeCode { mode, extra: extra.clone(), ack },
                 |dest, answer| answer.map_err(|reason| ProcessError::CodeChange { dest, reason }),
             )
             .into_iter()
-            .collect();
-        if requested > 0 {
-            for (pid, result) in collected.wait(requested, deadline) {
-                let pid = Pid(pid);
-                let result = result
-                    .map_err(|reason| ProcessError::CodeChange { dest: pid.to_string(), reason });
-                // A pid listed twice: its first failure counts.
-                if !matches!(answers.get(&pid), Some(Err(_))) {
-                    answers.insert(pid, result);
-                }
-            }
-        }
-        results
-            .into_iter()
-            .map(|(pid, result)| {
-                let result = result.or_else(|| answers.remove(&pid)).unwrap_or_else(|| {
-                    Err(ProcessError::Timeout { dest: pid.to_string(), after: timeout })
-                });
+            .collect()
+        };
+        let collected =
+            if requested > 0 { collected.wait(requested, deadline) } else { Vec::new() };
+        let mut collected = collected.into_iter();
+        pids.iter()
+            .zip(early)
+            .map(|(&pid, early)| {
+                let applied = collected.next().flatten();
+                let result = early
+                    .or_else(|| {
+                        applied.map(|r| {
+                            r.map_err(|reason| ProcessError::CodeChange {
+                                dest: pid.to_string(),
+                                reason,
+                            })
+                        })
+                    })
+                    .or_else(|| answers.remove(&pid))
+                    .unwrap_or_else(|| {
+                        Err(ProcessError::Timeout { dest: pid.to_string(), after: timeout })
+                    });
                 (pid, result)
             })
             .collect()

@@ -4,7 +4,11 @@
 //! A gen_server is a control block (`Pcb`): a status word, a mailbox, and its server
 //! (the state and what runs it). It has no thread: a send queues the message and, if the
 //! process was idle, puts it on the run queue of the worker pool (`scheduler`); a worker
-//! runs it for a bounded number of messages. Suspend and resume are flag changes. Each
+//! runs it for a bounded number of messages. Suspend and resume are flag changes. A code
+//! change (mode and Extra) can be recorded in the control block without waking it, before
+//! the module's load: the state migrates with it before the process's next callback; or
+//! requested with a flag, and then the next worker to run the process applies it, even
+//! while suspended, and reports the result to whoever waits for many. Each
 //! callback (`init`, `handle_call`, `handle_cast`, `handle_info`, `terminate`,
 //! `code_change`) enters the module's *current* version through the code server, the way a
 //! fully qualified call does in Erlang. Between callbacks it answers system messages
@@ -347,7 +351,19 @@ const CHANGE: u32 = 1 << 4;
 pub(crate) struct PendingChange {
     mode: ChangeMode,
     extra: Term,
-    report: Option<Arc<ChangeResults>>,
+    report: Option<ReportTo>,
+}
+
+/// Where one requested code change's result goes: a slot of a [`ChangeResults`].
+pub(crate) struct ReportTo {
+    results: Arc<ChangeResults>,
+    slot: usize,
+}
+
+impl ReportTo {
+    fn send(self, result: Result<(), Term>) {
+        self.results.report(self.slot, result);
+    }
 }
 
 /// A process's slot for a recorded code change, shared by its control block (written by
@@ -374,43 +390,61 @@ pub(crate) struct ChangeResults {
 }
 
 struct ResultsInner {
-    results: Vec<(u64, Result<(), Term>)>,
+    /// One per request, in the requester's order (no look-up by pid).
+    slots: Vec<Option<Result<(), Term>>>,
+    filled: usize,
     /// How many results are expected (`usize::MAX` until the requests are all made).
     expected: usize,
 }
 
 impl ChangeResults {
-    pub(crate) fn new() -> Arc<ChangeResults> {
+    /// A collection with `slots` places, one per process to be asked.
+    pub(crate) fn new(slots: usize) -> Arc<ChangeResults> {
         Arc::new(ChangeResults {
-            done: Mutex::new(ResultsInner { results: Vec::new(), expected: usize::MAX }),
+            done: Mutex::new(ResultsInner {
+                slots: std::iter::repeat_with(|| None).take(slots).collect(),
+                filled: 0,
+                expected: usize::MAX,
+            }),
             all_in: Condvar::new(),
         })
     }
 
-    fn report(&self, pid: u64, result: Result<(), Term>) {
+    /// Where the result for place `slot` goes.
+    pub(crate) fn slot(self: &Arc<Self>, slot: usize) -> ReportTo {
+        ReportTo { results: Arc::clone(self), slot }
+    }
+
+    fn report(&self, slot: usize, result: Result<(), Term>) {
         let mut done = lock(&self.done);
-        done.results.push((pid, result));
-        if done.results.len() >= done.expected {
+        let Some(place) = done.slots.get_mut(slot) else { return };
+        if place.is_some() {
+            return;
+        }
+        *place = Some(result);
+        done.filled += 1;
+        if done.filled >= done.expected {
             self.all_in.notify_all();
         }
     }
 
-    /// Waits until `expected` results are in or `deadline` passes; the results so far.
+    /// Waits until `expected` results are in or `deadline` passes; every place, `None`
+    /// where no result came.
     pub(crate) fn wait(
         &self,
         expected: usize,
         deadline: std::time::Instant,
-    ) -> Vec<(u64, Result<(), Term>)> {
+    ) -> Vec<Option<Result<(), Term>>> {
         let mut done = lock(&self.done);
         done.expected = expected;
-        while done.results.len() < expected {
+        while done.filled < expected {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
             }
             done = self.all_in.wait_timeout(done, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        std::mem::take(&mut done.results)
+        std::mem::take(&mut done.slots)
     }
 }
 
@@ -533,7 +567,7 @@ impl Pcb {
             return false;
         }
         let replaced = self.change.put(PendingChange { mode, extra, report: None });
-        Self::superseded(self.pid_number(), replaced);
+        Self::superseded(replaced);
         true
     }
 
@@ -545,35 +579,34 @@ impl Pcb {
         self: &Arc<Self>,
         mode: ChangeMode,
         extra: Term,
-        report: &Arc<ChangeResults>,
+        report: ReportTo,
     ) -> Result<Option<Arc<Pcb>>, ()> {
         if self.status.load(Ordering::SeqCst) & EXITED != 0 {
             return Err(());
         }
-        let replaced =
-            self.change.put(PendingChange { mode, extra, report: Some(Arc::clone(report)) });
-        Self::superseded(self.pid_number(), replaced);
+        let replaced = self.change.put(PendingChange { mode, extra, report: Some(report) });
+        Self::superseded(replaced);
         let status = self.status.fetch_or(CHANGE, Ordering::SeqCst);
         if status & EXITED != 0 {
             // It exited meanwhile; its exit may have missed the request: report it here
             // unless the exit did.
             if let Some(change) = self.change.take() {
-                Self::report_exit(self.pid_number(), change);
+                Self::report_exit(change);
             }
             return Ok(None);
         }
         Ok(self.claim().then(|| Arc::clone(self)))
     }
 
-    fn superseded(pid: u64, replaced: Option<PendingChange>) {
+    fn superseded(replaced: Option<PendingChange>) {
         if let Some(PendingChange { report: Some(report), .. }) = replaced {
-            report.report(pid, Err(Term::atom("superseded")));
+            report.send(Err(Term::atom("superseded")));
         }
     }
 
-    fn report_exit(pid: u64, change: PendingChange) {
+    fn report_exit(change: PendingChange) {
         if let Some(report) = change.report {
-            report.report(pid, Err(Term::atom("exited")));
+            report.send(Err(Term::atom("exited")));
         }
     }
 
@@ -635,7 +668,7 @@ impl Pcb {
         };
         drop(left);
         if let Some(change) = self.change.take() {
-            Self::report_exit(self.pid_number(), change);
+            Self::report_exit(change);
         }
     }
 
@@ -1062,7 +1095,7 @@ impl Server {
                 Some(change) => {
                     let result = self.migrate(&held, Some(change.mode), &change.extra);
                     if let Some(report) = change.report {
-                        report.report(self.pid.0, result.clone());
+                        report.send(result.clone());
                     }
                     result?;
                 }
@@ -1117,11 +1150,11 @@ impl Server {
         // SAFETY: the old state was made by the version `old` holds; it is not used again.
         unsafe { old_table.drop_state(self.state) };
         self.state = state;
-        let new_vsn = self.node.code.vsn_of(new.cell()).unwrap_or_else(|| "undefined".to_owned());
         log::info!(
-            "{} ({}): state migrated from vsn {old_vsn} to {new_vsn}",
+            "{} ({}): state migrated from vsn {old_vsn} to {}",
             self.pid,
-            self.module()
+            self.module(),
+            to.as_str().filter(|v| !v.is_empty()).unwrap_or("undefined")
         );
         drop(old);
         Ok(())
@@ -1167,7 +1200,7 @@ impl Server {
         if self.pinned_to(&held) {
             // Nothing due; a change still recorded was for a version that never came.
             if let Some(stale) = self.change.take() {
-                Pcb::superseded(self.pid.0, Some(stale));
+                Pcb::superseded(Some(stale));
             }
             return Ok(false);
         }
@@ -1175,7 +1208,7 @@ impl Server {
             Some(pending) => {
                 let result = self.migrate(&held, Some(pending.mode), &pending.extra);
                 if let Some(report) = pending.report {
-                    report.report(self.pid.0, result.clone());
+                    report.send(result.clone());
                 }
                 result?;
             }
@@ -1187,7 +1220,7 @@ impl Server {
     fn change_code(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<(), Term> {
         // An explicit change replaces whatever was recorded before it.
         if let Some(stale) = self.change.take() {
-            Pcb::superseded(self.pid.0, Some(stale));
+            Pcb::superseded(Some(stale));
         }
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         let same = self.pinned_to(&held);
@@ -1210,7 +1243,7 @@ impl Server {
         let change = self.change.take()?;
         let result = self.change_code(Some(change.mode), &change.extra);
         if let Some(report) = change.report {
-            report.report(self.pid.0, result.clone());
+            report.send(result.clone());
         }
         result.err().map(Exit::Abrupt)
     }

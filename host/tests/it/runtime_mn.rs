@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use hotcode::release_handler::{ErrorAction, ReleaseError, ReleaseHandler};
-use hotcode::{Node, ProcessError};
+use hotcode::{ChangeMode, Node, ProcessError};
 use plugin_api::Term;
 
 use crate::{LONG, fixtures, node_with};
@@ -226,5 +226,74 @@ fn a_code_change_that_fails_on_one_of_a_thousand_processes_fails_the_install() {
     for &&pid in &survivors {
         node.resume(pid).expect("resume");
         assert_eq!(node.call(pid, Term::atom("vsn"), LONG).expect("vsn"), Term::Int(2));
+    }
+}
+
+#[test]
+fn a_code_change_recorded_before_the_load_wakes_nothing_and_runs_before_the_next_callback() {
+    let node = node_with(&[("ch3", fixtures::module_lib("ch_app-1", "ch3"))]);
+    let pids: Vec<_> = (0..3)
+        .map(|_| node.start_gen_server("ch3", Term::List(vec![]), None).expect("start"))
+        .collect();
+    // Two suspended, as a relup's `suspend` leaves them; the third left out of it.
+    for (pid, suspended) in node.suspend_many(&pids[..2], LONG) {
+        suspended.unwrap_or_else(|e| panic!("suspend {pid}: {e}"));
+    }
+    let extra = Term::tuple([Term::atom("served"), Term::Int(40)]);
+    assert_eq!(node.record_code_change(&pids, ChangeMode::Up, &extra), 3);
+    crate::load_version(&node, "ch3", fixtures::plugin("fixture-ch3-v2"));
+    // Recording woke nobody: the suspended states still pin version 1.
+    let holders = node.code().holders("ch3").expect("holders");
+    let old = holders.old.expect("version 1 is old now");
+    for pid in &pids[..2] {
+        assert!(
+            old.holders.iter().any(|h| h.process == Some(pid.id())),
+            "{pid} migrated before anything asked it to: {:?}",
+            old.holders
+        );
+    }
+    // The process left out migrates before its next callback, with the recorded Extra.
+    assert_eq!(node.call(pids[2], Term::atom("served"), LONG).expect("served"), Term::Int(40));
+    // The suspended ones at their first callback after the resume, with the same Extra.
+    for (pid, resumed) in node.resume_many(&pids[..2]) {
+        resumed.unwrap_or_else(|e| panic!("resume {pid}: {e}"));
+    }
+    for &pid in &pids {
+        assert_eq!(node.call(pid, Term::atom("version"), LONG).expect("version"), Term::Int(2));
+        assert_eq!(node.call(pid, Term::atom("served"), LONG).expect("served"), Term::Int(40));
+    }
+    // Migrated: nothing pins version 1 any more.
+    let holders = node.code().holders("ch3").expect("holders");
+    assert!(holders.old.as_ref().is_none_or(|v| v.holders.is_empty()), "{holders:?}");
+}
+
+#[test]
+fn change_code_many_applies_a_recorded_change_on_the_workers_and_reports_each_result() {
+    let node = node_with(&[("ch3", fixtures::module_lib("ch_app-1", "ch3"))]);
+    let pids: Vec<_> = (0..50)
+        .map(|_| node.start_gen_server("ch3", Term::List(vec![]), None).expect("start"))
+        .collect();
+    for (pid, suspended) in node.suspend_many(&pids, LONG) {
+        suspended.unwrap_or_else(|e| panic!("suspend {pid}: {e}"));
+    }
+    crate::load_version(&node, "ch3", fixtures::plugin("fixture-ch3-v2"));
+    let gone = pids[7];
+    node.stop(gone, Term::atom("normal"), LONG).expect("stop");
+    let extra = Term::tuple([Term::atom("served"), Term::Int(7)]);
+    let results = node.change_code_many(&pids, ChangeMode::Up, &extra, LONG);
+    assert_eq!(results.iter().map(|(p, _)| *p).collect::<Vec<_>>(), pids, "in the given order");
+    for (pid, result) in &results {
+        if *pid == gone {
+            assert!(matches!(result, Err(ProcessError::NoProc { .. })), "{result:?}");
+        } else {
+            result.as_ref().unwrap_or_else(|e| panic!("change_code {pid}: {e}"));
+        }
+    }
+    // Applied while still suspended: version 1 is free before any resume.
+    let holders = node.code().holders("ch3").expect("holders");
+    assert!(holders.old.as_ref().is_none_or(|v| v.holders.is_empty()), "{holders:?}");
+    drop(node.resume_many(&pids));
+    for &pid in pids.iter().filter(|p| **p != gone) {
+        assert_eq!(node.call(pid, Term::atom("served"), LONG).expect("served"), Term::Int(7));
     }
 }
