@@ -735,7 +735,17 @@ impl InitJob {
         match init(&handle, &args, pin_key, pid) {
             Ok((state, pin)) => {
                 let _ = started.send(Ok(()));
-                Some(Server { node, pid, handle, state, parent, change, pin: Some(pin), pin_key })
+                Some(Server {
+                    node,
+                    pid,
+                    handle,
+                    state,
+                    parent,
+                    change,
+                    failed_report: None,
+                    pin: Some(pin),
+                    pin_key,
+                })
             }
             Err(reason) => {
                 // Nothing to clean up in the plugin: a failed init leaves no state.
@@ -772,6 +782,8 @@ struct Server {
     /// that arrived before the older version was loaded (systools puts a downgrade's
     /// code_change before its load).
     change: Arc<ChangeSlot>,
+    /// Where a failed code change's result goes once the process has exited on it.
+    failed_report: Option<ReportTo>,
     /// The version that made the state, pinned under `pin_key` (see the `hold` module).
     pin: Option<&'static hold::VersionCell>,
     pin_key: u64,
@@ -1094,9 +1106,7 @@ impl Server {
                 // A change recorded before the load: convert the way it asked.
                 Some(change) => {
                     let result = self.migrate(&held, Some(change.mode), &change.extra);
-                    if let Some(report) = change.report {
-                        report.send(result.clone());
-                    }
+                    self.report(change.report, &result);
                     result?;
                 }
                 // The module moved on without an explicit code_change: Extra = [].
@@ -1207,9 +1217,7 @@ impl Server {
         match self.change.take() {
             Some(pending) => {
                 let result = self.migrate(&held, Some(pending.mode), &pending.extra);
-                if let Some(report) = pending.report {
-                    report.send(result.clone());
-                }
+                self.report(pending.report, &result);
                 result?;
             }
             None => self.migrate(&held, mode, extra)?,
@@ -1242,10 +1250,19 @@ impl Server {
     fn apply_requested(&mut self) -> Option<Exit> {
         let change = self.change.take()?;
         let result = self.change_code(Some(change.mode), &change.extra);
-        if let Some(report) = change.report {
-            report.send(result.clone());
-        }
+        self.report(change.report, &result);
         result.err().map(Exit::Abrupt)
+    }
+
+    /// Reports a code change's result: a success now; a failure once the process has
+    /// exited on it (see [`exit`](Self::exit)), so that whoever learns of the failure
+    /// finds the process gone, as the failure says.
+    fn report(&mut self, to: Option<ReportTo>, result: &Result<(), Term>) {
+        match (to, result) {
+            (Some(to), Ok(())) => to.send(Ok(())),
+            (Some(to), Err(_)) => self.failed_report = Some(to),
+            (None, _) => {}
+        }
     }
 
     /// [`SysMsg::Adopt`]: a state made elsewhere, taken through the current version's
@@ -1313,7 +1330,10 @@ impl Server {
         } else {
             log::debug!("{} ({}) exited: {reason}", self.pid, self.module());
         }
-        self.node.exited(self.pid, &self.parent, reason);
+        self.node.exited(self.pid, &self.parent, reason.clone());
+        if let Some(report) = self.failed_report {
+            report.send(Err(reason));
+        }
     }
 }
 
