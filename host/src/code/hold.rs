@@ -256,10 +256,15 @@ pub(crate) fn unpin_process(key: u64) {
     }
 }
 
-/// Enters `cell`'s version on this thread without checking that it is current: the caller
-/// knows the version is kept loaded (a process's state pin keeps it). `None` if calls nest
-/// too deeply or the thread is exiting.
-pub(crate) fn enter_cell(cell: &'static VersionCell) -> Option<Hold> {
+/// Enters `cell`'s version on this thread without checking that it is current. `None` if
+/// calls nest too deeply or the thread is exiting.
+///
+/// # Safety
+///
+/// `cell`'s version must be kept loaded until the hold is published: a pin of the
+/// caller's in the pin table ([`pin_process`]) does that. Without one, the version could be
+/// unloaded and its cell reused before the hold counts.
+pub(crate) unsafe fn enter_cell(cell: &'static VersionCell) -> Option<Hold> {
     let record = own_record().ok()?;
     let depth = LOCAL.with(|local| local.depth.get());
     if depth >= MAX_DEPTH {
