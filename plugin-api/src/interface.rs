@@ -7,7 +7,9 @@
 //!   declaring module can only call through the safe methods, so nobody can copy a function
 //!   pointer out of a table and keep it after the library is gone;
 //! - one safe method per function, for the host side, which turns the boundary types of the
-//!   result into host-owned values ([`IntoHost`]) while the version is still held;
+//!   result into host-owned values ([`IntoHost`]) while the version is still held. A
+//!   function returns its value directly (in registers when it fits) and reports a failure
+//!   through a trailing `&mut ROption<RPluginError>` the method passes in and tests;
 //! - a trait the plugin implements with plain Rust functions, and a `const` constructor that
 //!   wraps each of them in a shim that catches panics on the plugin side.
 //!
@@ -26,7 +28,9 @@ use crate::term::{RTerm, Term, TermDecodeError};
 /// # Safety
 ///
 /// Implementors must be `#[repr(C)]` tables whose every field is an `extern "C"` fn pointer
-/// that catches panics before returning, and whose `LAYOUT` describes exactly that struct.
+/// that catches panics before returning (and, for a synchronous interface, returns an
+/// initialised value whenever it leaves its error slot empty), and whose `LAYOUT` describes
+/// exactly that struct.
 /// The host reads a table it got from a plugin as `&Self` after checking only the layout.
 /// The [`interface!`](macro@crate::interface) macro upholds this; don't implement it by hand.
 pub unsafe trait Interface: StableAbi + Sync + 'static {
