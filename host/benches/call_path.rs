@@ -7,7 +7,7 @@
 //!   v1 exports for this benchmark) looked up once in a library opened by hand: no
 //!   interface shim, no versioning, the floor;
 //! - `shim_fn_ptr`: a `&'static` table read once from a library opened by hand: the
-//!   interface's shim (panic guard, `RResult`) but no versioning;
+//!   interface's shim (panic guard, error slot) but no versioning;
 //! - `handle`: `Handle::call`, hotcode's per-thread hold slots;
 //! - `lock_and_lookup_per_call`: an `RwLock` around the library and a `dlsym` on every
 //!   call, as popular hot-reload crates do;

@@ -58,8 +58,11 @@ pub const MAGIC: [u8; 8] = *b"HOTCODE\0";
 ///
 /// Version 2 added [`ModuleDescriptor::panic_strategy`]; version 3 passes the host's
 /// [`HostServices`] to [`ModuleDescriptor::on_load`]; version 4 adds the host's async services
-/// ([`HostServices::sleep_ms`]) and futures across the boundary ([`FfiFuture`](crate::future::FfiFuture)).
-pub const ABI_VERSION: u32 = 4;
+/// ([`HostServices::sleep_ms`]) and futures across the boundary ([`FfiFuture`](crate::future::FfiFuture));
+/// version 5 has a library interface's functions return their value directly (in registers
+/// when it fits) and write an error only on failure, through a trailing
+/// `&mut ROption<RPluginError>` argument, instead of returning an `RResult`.
+pub const ABI_VERSION: u32 = 5;
 
 /// How a plugin was compiled to handle panics (its `panic` profile setting).
 ///

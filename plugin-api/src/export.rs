@@ -184,13 +184,15 @@ macro_rules! export_module {
 /// Support for the macros; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    use std::any::Any;
     use std::cell::Cell;
+    use std::mem::MaybeUninit;
     use std::panic::{self, AssertUnwindSafe};
     use std::sync::Once;
 
-    use abi_stable::std_types::{RResult, RString};
+    use abi_stable::std_types::{ROption, RResult, RString};
 
-    use crate::abi::{PluginErrorKind, RPluginError};
+    use crate::abi::{PluginError, PluginErrorKind, RPluginError};
     use crate::services::HostServices;
 
     /// How much of a panic's file name is kept; longer names keep their tail.
@@ -237,7 +239,11 @@ pub mod __private {
                 if previous.is_some() || cfg!(panic = "abort") {
                     // A panic while an earlier one on this thread is still unwinding (a
                     // destructor panicked), or a plugin built to abort: Rust is about to
-                    // abort the process, and this line is the only trace it leaves.
+                    // abort the process, and this line is the only trace it leaves. A mark
+                    // left by a panic the plugin caught itself is cleared only by the next
+                    // panic a guard catches (the guards touch no thread-local on success),
+                    // so this may also print for a panic that then unwinds normally; the
+                    // line says "if" for that reason.
                     warn_abort(info, site.as_ref(), previous.as_ref());
                 }
             }));
@@ -285,38 +291,73 @@ pub mod __private {
     }
 
     /// Runs `f`, turning a panic into an [`RPluginError`] instead of unwinding.
+    ///
+    /// The success path touches no thread-local (in a `dlopen`ed library each access is a
+    /// call to `__tls_get_addr`): the panic hook's mark is read and cleared only on the
+    /// failure branch.
+    #[inline]
     pub fn guard<T>(f: impl FnOnce() -> T) -> RResult<T, RPluginError> {
-        // A panic the plugin caught itself earlier leaves its mark; it is not in flight.
-        LAST_PANIC.with(|last| last.set(None));
         match panic::catch_unwind(AssertUnwindSafe(f)) {
             Ok(value) => RResult::ROk(value),
+            Err(payload) => RResult::RErr(panic_error(payload)),
+        }
+    }
+
+    /// Runs `f` for an interface shim: its value on success, with `error` left untouched;
+    /// on a panic, the panic as an error in `error` and an uninitialised value, which the
+    /// caller must not read (the interface's host-side methods test `error` first).
+    #[inline]
+    pub fn guard_out<T>(
+        f: impl FnOnce() -> T,
+        error: &mut ROption<RPluginError>,
+    ) -> MaybeUninit<T> {
+        match panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => MaybeUninit::new(value),
             Err(payload) => {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
-                let site = LAST_PANIC.with(|last| last.take());
-                // The payload's drop glue lives in this plugin: drop it here, not in the
-                // host, and inside `catch_unwind`: a payload whose `Drop` panics is leaked
-                // rather than let that second panic unwind out of the plugin.
-                if let Err(second) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                    LAST_PANIC.with(|last| last.set(None));
-                    std::mem::forget(second);
-                }
-                let message = match site {
-                    Some(site) => {
-                        let file = String::from_utf8_lossy(&site.file[..site.len]);
-                        format!("panicked at {file}:{}:{}: {what}", site.line, site.column)
-                    }
-                    None => format!("panicked: {what}"),
-                };
-                RResult::RErr(RPluginError {
-                    kind: PluginErrorKind::Panic,
-                    message: RString::from(message),
-                    reason: abi_stable::std_types::ROption::RNone,
-                })
+                *error = ROption::RSome(panic_error(payload));
+                MaybeUninit::uninit()
             }
+        }
+    }
+
+    /// Copies a plugin's error into host memory: the failure branch of every interface
+    /// method, kept out of line and marked cold so the success path stays short.
+    #[cold]
+    #[inline(never)]
+    pub fn cold_error(error: RPluginError) -> PluginError {
+        error.into_host()
+    }
+
+    /// A caught panic as an error naming where it happened: the guards' failure branch.
+    #[cold]
+    #[inline(never)]
+    fn panic_error(payload: Box<dyn Any + Send>) -> RPluginError {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        // The hook's mark for this panic; taking it also clears it, so the next panic on
+        // this thread is not mistaken for one raised while this one was unwinding.
+        let site = LAST_PANIC.with(|last| last.take());
+        // The payload's drop glue lives in this plugin: drop it here, not in the host, and
+        // inside `catch_unwind`: a payload whose `Drop` panics is leaked rather than let
+        // that second panic unwind out of the plugin.
+        if let Err(second) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            LAST_PANIC.with(|last| last.set(None));
+            std::mem::forget(second);
+        }
+        let message = match site {
+            Some(site) => {
+                let file = String::from_utf8_lossy(&site.file[..site.len]);
+                format!("panicked at {file}:{}:{}: {what}", site.line, site.column)
+            }
+            None => format!("panicked: {what}"),
+        };
+        RPluginError {
+            kind: PluginErrorKind::Panic,
+            message: RString::from(message),
+            reason: ROption::RNone,
         }
     }
 }

@@ -7,7 +7,9 @@
 //!   declaring module can only call through the safe methods, so nobody can copy a function
 //!   pointer out of a table and keep it after the library is gone;
 //! - one safe method per function, for the host side, which turns the boundary types of the
-//!   result into host-owned values ([`IntoHost`]) while the version is still held;
+//!   result into host-owned values ([`IntoHost`]) while the version is still held. A
+//!   function returns its value directly (in registers when it fits) and reports a failure
+//!   through a trailing `&mut ROption<RPluginError>` the method passes in and tests;
 //! - a trait the plugin implements with plain Rust functions, and a `const` constructor that
 //!   wraps each of them in a shim that catches panics on the plugin side.
 //!
@@ -19,7 +21,6 @@
 use abi_stable::StableAbi;
 use abi_stable::std_types::{RString, RVec};
 
-use crate::abi::{PluginError, RPluginError};
 use crate::term::{RTerm, Term, TermDecodeError};
 
 /// A function table type declared with [`interface!`](macro@crate::interface).
@@ -27,21 +28,14 @@ use crate::term::{RTerm, Term, TermDecodeError};
 /// # Safety
 ///
 /// Implementors must be `#[repr(C)]` tables whose every field is an `extern "C"` fn pointer
-/// that catches panics before returning, and whose `LAYOUT` describes exactly that struct.
+/// that catches panics before returning (and, for a synchronous interface, returns an
+/// initialised value whenever it leaves its error slot empty), and whose `LAYOUT` describes
+/// exactly that struct.
 /// The host reads a table it got from a plugin as `&Self` after checking only the layout.
 /// The [`interface!`](macro@crate::interface) macro upholds this; don't implement it by hand.
 pub unsafe trait Interface: StableAbi + Sync + 'static {
     /// The interface's name, checked at load time alongside the layout.
     const NAME: &'static str;
-}
-
-/// Copies a plugin's error into host memory: the failure branch of every interface
-/// method, kept out of line and marked cold so the success path stays short.
-#[doc(hidden)]
-#[cold]
-#[inline(never)]
-pub fn cold_error(error: RPluginError) -> PluginError {
-    error.into_host()
 }
 
 /// A boundary type returned by a plugin, and how the host copies it into its own memory.
@@ -139,13 +133,16 @@ macro_rules! interface {
         #[derive($crate::abi_stable::StableAbi)]
         $vis struct $name {
             $(
-                $method: extern "C" fn( $($argty),* )
-                    -> $crate::abi_stable::std_types::RResult<$ret, $crate::RPluginError>,
+                $method: extern "C" fn(
+                    $($argty,)*
+                    &mut $crate::abi_stable::std_types::ROption<$crate::RPluginError>,
+                ) -> ::core::mem::MaybeUninit<$ret>,
             )*
         }
 
         // SAFETY: the struct above is `#[repr(C)]`, made only of `extern "C"` fn pointers
-        // built by `table_for`, each of which catches panics; LAYOUT comes from its derive.
+        // built by `table_for`, each of which catches panics and either returns an
+        // initialised value or stores an error; LAYOUT comes from its derive.
         unsafe impl $crate::Interface for $name {
             const NAME: &'static str = ::core::stringify!($name);
         }
@@ -163,10 +160,11 @@ macro_rules! interface {
             /// turns a panic into an error before it can reach the `extern "C"` boundary.
             pub const fn table_for<T: $imp>() -> Self {
                 $(
-                    extern "C" fn $method<T: $imp>( $($arg: $argty),* )
-                        -> $crate::abi_stable::std_types::RResult<$ret, $crate::RPluginError>
-                    {
-                        $crate::__private::guard(move || T::$method($($arg),*))
+                    extern "C" fn $method<T: $imp>(
+                        $($arg: $argty,)*
+                        error: &mut $crate::abi_stable::std_types::ROption<$crate::RPluginError>,
+                    ) -> ::core::mem::MaybeUninit<$ret> {
+                        $crate::__private::guard_out(move || T::$method($($arg),*), error)
                     }
                 )*
                 $name { $( $method: $method::<T>, )* }
@@ -175,18 +173,25 @@ macro_rules! interface {
             $(
                 $(#[$fmeta])*
                 // Inline (across crates too): the success path is a call through the table
-                // and a tag test; the error's copy is out of line and cold.
+                // (the value comes back in registers when it fits) and a test of the error
+                // slot; the error's copy is out of line and cold.
                 #[inline]
                 #[allow(clippy::too_many_arguments)]
                 pub fn $method(&self, $($arg: $argty),* )
                     -> ::core::result::Result<<$ret as $crate::IntoHost>::Host, $crate::PluginError>
                 {
-                    match (self.$method)($($arg),*) {
-                        $crate::abi_stable::std_types::RResult::ROk(value) => {
+                    let mut error = $crate::abi_stable::std_types::ROption::RNone;
+                    let value = (self.$method)($($arg,)* &mut error);
+                    match error {
+                        $crate::abi_stable::std_types::ROption::RNone => {
+                            // SAFETY: the shim `table_for` built (the only kind of function
+                            // a table holds) returns an initialised value whenever it leaves
+                            // the error slot empty.
+                            let value = unsafe { value.assume_init() };
                             ::core::result::Result::Ok($crate::IntoHost::into_host(value))
                         }
-                        $crate::abi_stable::std_types::RResult::RErr(error) => {
-                            ::core::result::Result::Err($crate::interface::cold_error(error))
+                        $crate::abi_stable::std_types::ROption::RSome(error) => {
+                            ::core::result::Result::Err($crate::__private::cold_error(error))
                         }
                     }
                 }
@@ -264,7 +269,7 @@ macro_rules! interface {
                             ::core::result::Result::Ok(future)
                         }
                         $crate::abi_stable::std_types::RResult::RErr(error) => {
-                            ::core::result::Result::Err(error.into_host())
+                            ::core::result::Result::Err($crate::__private::cold_error(error))
                         }
                     }
                 }

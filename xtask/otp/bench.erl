@@ -42,6 +42,13 @@ main([Out, Mode]) ->
     Up100 = upgrade(100, case Quick of true -> 4; false -> 200 end, V1, V2, ""),
     Up1k = upgrade(1000, case Quick of true -> 2; false -> 40 end, V1, V2, "_1k"),
     Up10k = upgrade(10000, case Quick of true -> 2; false -> 10 end, V1, V2, "_10k"),
+    Failed = [{K, V} || {K, V} <- Calls ++ Up100 ++ Up1k ++ Up10k,
+                        lists:suffix("failed_calls", K) orelse K =:= "calls_failed_100",
+                        V =/= 0],
+    Failed =:= [] orelse begin
+        io:format(standard_error, "otp: failed calls: ~p~n", [Failed]),
+        halt(1)
+    end,
     Fields = [{"otp_release", list_to_integer(erlang:system_info(otp_release))},
               {"schedulers", erlang:system_info(schedulers_online)}]
         ++ Calls ++ Spawn ++ Up100 ++ Up1k ++ Up10k
@@ -144,9 +151,9 @@ spawn_memory(N) ->
     {Mem0, Rss0} = {erlang:memory(total), rss()},
     T0 = now_us(),
     Timed = [begin
-                 S = now_us(),
+                 S = erlang:monotonic_time(nanosecond),
                  {ok, P} = gen_server:start(?MOD, [], []),
-                 {P, now_us() - S}
+                 {P, (erlang:monotonic_time(nanosecond) - S) / 1000}
              end || _ <- lists:seq(1, N)],
     erlang:garbage_collect(),
     {Mem1, Rss1} = {erlang:memory(total), rss()},

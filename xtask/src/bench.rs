@@ -94,18 +94,23 @@ enum Otp {
 /// Runs `xtask/otp/bench.erl` into `<target>/bench-results/otp.json` when the whole
 /// benchmark set runs (no `args`) or `HOTCODE_OTP=1`, unless `HOTCODE_OTP=0`.
 fn run_otp(args: &[String], target: &Path) -> Otp {
-    let wanted = match std::env::var("HOTCODE_OTP").as_deref() {
-        Ok("0") => false,
-        Ok("1") => true,
-        _ => args.is_empty(),
-    };
-    if !wanted {
-        return Otp::NotMeasured(
-            "not run with a benchmark selection; HOTCODE_OTP=1 runs it too".to_owned(),
-        );
+    let asked = std::env::var("HOTCODE_OTP");
+    match asked.as_deref() {
+        Ok("0") => return Otp::NotMeasured("HOTCODE_OTP=0".to_owned()),
+        Ok("1") => {}
+        _ if !args.is_empty() => {
+            return Otp::NotMeasured(
+                "not run with a benchmark selection; HOTCODE_OTP=1 runs it too".to_owned(),
+            );
+        }
+        _ => {}
     }
     let escript = match crate::tools::escript() {
         Ok(path) => path,
+        // Asked for by name: no Erlang is a failure, not a quiet null.
+        Err(why) if asked.as_deref() == Ok("1") => {
+            return Otp::Failed(format!("HOTCODE_OTP=1 but {why}"));
+        }
         Err(why) => {
             eprintln!("xtask: OTP side by side not measured: {why}");
             return Otp::NotMeasured(why);
@@ -307,6 +312,20 @@ fn summarize(src: &Sources) -> Vec<Row> {
             round(otp("upgrade.calls_per_cycle_during_window"), 1),
             None,
         ),
+        otp_row(
+            "otp.upgrade.steady_calls_per_window",
+            round(otp("upgrade.steady_calls_per_window"), 1),
+            None,
+        ),
+        // hotcode's window over OTP's for the same work: below 1, hotcode is ahead.
+        otp_row(
+            "upgrade.window_p99_vs_otp",
+            round(
+                ratio(up("suspend_window_us_p99"), otp("upgrade.window_ms_p99").map(|ms| ms * 1e3)),
+                3,
+            ),
+            None,
+        ),
         row("upgrade_1k.window_ms_p50", round(up1k("window_ms_p50"), 2), None),
         row("upgrade_1k.window_ms_p99", round(up1k("window_ms_p99"), 2), None),
         otp_row("otp.upgrade_1k.window_ms_p50", round(otp("upgrade_1k.window_ms_p50"), 2), None),
@@ -314,6 +333,16 @@ fn summarize(src: &Sources) -> Vec<Row> {
         row(
             "upgrade_1k.callers_rate_during_vs_steady",
             round(up1k("callers_rate_during_vs_steady"), 3),
+            None,
+        ),
+        otp_row(
+            "otp.upgrade_1k.callers_rate_during_vs_steady",
+            round(otp("upgrade_1k.callers_rate_during_vs_steady"), 3),
+            None,
+        ),
+        otp_row(
+            "upgrade_1k.window_p99_vs_otp",
+            round(ratio(up1k("window_ms_p99"), otp("upgrade_1k.window_ms_p99")), 3),
             None,
         ),
         row("upgrade_10k.window_ms_p50", round(up10k("window_ms_p50"), 1), None),
@@ -332,6 +361,11 @@ fn summarize(src: &Sources) -> Vec<Row> {
         otp_row(
             "otp.upgrade_10k.callers_rate_during_vs_steady",
             round(otp("upgrade_10k.callers_rate_during_vs_steady"), 3),
+            None,
+        ),
+        otp_row(
+            "upgrade_10k.window_p99_vs_otp",
+            round(ratio(up10k("window_ms_p99"), otp("upgrade_10k.window_ms_p99")), 3),
             None,
         ),
         row("soak.cycles", round(soak("cycles"), 0), None),

@@ -121,6 +121,16 @@ pub enum ClusterError {
         /// The endpoints.
         endpoints: String,
     },
+    /// A record the cluster holds cannot be read (not the JSON it should be).
+    #[error("etcd at {endpoints}: the record at {key} is unreadable: {why}")]
+    BadRecord {
+        /// The record's key.
+        key: String,
+        /// The endpoints.
+        endpoints: String,
+        /// Why it cannot be read.
+        why: String,
+    },
     /// A request got no answer in time.
     #[error("node {node}: etcd at {endpoints} did not answer {what} within {after:?}")]
     Unanswered {
@@ -233,10 +243,10 @@ fn check_word(what: &'static str, value: &str) -> Result<(), ClusterError> {
         Some("is empty")
     } else if value.len() > 255 {
         Some("is longer than 255 bytes")
-    } else if value.contains('/') {
-        Some("contains '/'")
-    } else if value.chars().any(char::is_control) {
-        Some("contains a control character")
+    } else if value == "." || value == ".." {
+        Some("is `.` or `..`")
+    } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        Some("has a character other than ASCII letters, digits, `_`, `.` and `-`")
     } else {
         None
     };
@@ -663,9 +673,11 @@ impl Reader {
 
     /// The rollout recorded in the cluster, if any ([`rollout::RolloutState`]).
     pub fn rollout(&self) -> Result<Option<rollout::RolloutState>, ClusterError> {
-        self.rt
+        let raw = self
+            .rt
             .block_on(rollout::read_state(self.client.clone()))
-            .map_err(self.etcd("reading the rollout"))
+            .map_err(self.etcd("reading the rollout"))?;
+        rollout::parse_state(raw, &self.endpoints)
     }
 
     /// The ids of the ops queued for `node`, oldest first.
@@ -803,8 +815,10 @@ mod tests {
 
     #[test]
     fn names_and_attempts_are_words() {
-        assert!(check_word("node name", "n1").is_ok());
-        for bad in ["", "a/b", "a\nb"] {
+        for good in ["n1", "web-1.eu_west", "a..b", "-"] {
+            assert!(check_word("node name", good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a/b", "a\nb", ".", "..", "n 1", "n*", "n\u{e9}", "a\\b", "%2F", "n:1"] {
             assert!(check_word("node name", bad).is_err(), "{bad:?}");
         }
         assert!(check_word("node name", &"x".repeat(256)).is_err());

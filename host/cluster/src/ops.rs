@@ -3,10 +3,22 @@
 //! Whoever drives a fleet (the `hotcode fleet` command, through a [`Driver`](crate::rollout::Driver))
 //! writes an [`Op`] at `/hotcode/ops/<node>/<id>`; the node, which watches its own queue
 //! ([`Member::serve_ops`]), runs it and writes the [`OpResult`] at
-//! `/hotcode/results/<node>/<id>`. An op whose result exists is never run again, so an op is
-//! executed once whatever happens to the watch, and a node that restarts does not repeat
-//! what it did before. Neither key is bound to a lease: a paused rollout's history outlives
-//! the command that wrote it, and a node's answers outlive the node.
+//! `/hotcode/results/<node>/<id>`. An op whose result exists is never run again, so a node
+//! that restarts does not repeat what it answered before. An op is run *at least once*,
+//! not exactly once: the node runs it, then writes its result, so a node that dies between
+//! the two runs it again when it comes back (the release operations are made to be run
+//! again: an unpacked release is unpacked, an installed one installed).
+//!
+//! An op belongs to a rollout (its id is `<rollout>-<n>`): before running one, the node
+//! reads the rollout's record ([`state_key`](crate::rollout::state_key)) and runs the op
+//! only if that rollout is the current one and is running, or the op is a rollback;
+//! otherwise it answers that the op is stale and runs nothing. So a node that was away
+//! while its rollout failed, paused or was aborted does not act on it when it comes back.
+//! The driver also withdraws the ops nobody answered when a rollout stops
+//! ([`Driver::withdraw`](crate::rollout::Driver::withdraw)).
+//!
+//! Neither key is bound to a lease: a paused rollout's history outlives the command that
+//! wrote it, and a node's answers outlive the node.
 //!
 //! This module knows nothing of how an op is run: the node hands [`Member::serve_ops`] a
 //! function (the host's runs it through the node's control socket, as `hotcode ctl` does).
@@ -17,6 +29,7 @@ use std::time::Duration;
 use etcd_client::{GetOptions, SortOrder, SortTarget, WatchOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::{Phase, parse_state, read_state};
 use crate::{ClusterError, Member, PREFIX, check_word};
 
 /// One release operation for one node.
@@ -89,12 +102,18 @@ pub fn results_prefix(node: &str) -> String {
     format!("{PREFIX}results/{node}/")
 }
 
+/// The start of the answer to an op whose rollout is not running any more.
+pub const STALE: &str = "stale:";
+
 /// How often an idle node looks at `stop` while it waits for ops.
 const WATCH_SLICE: Duration = Duration::from_millis(500);
 
 impl Member {
-    /// Runs the ops queued for this node, in the order they were queued, each once, until
-    /// `stop` is set: `run` does the work; its result is written beside the op. The queue
+    /// Runs the ops queued for this node, in the order they were queued, each once (at
+    /// least once if the node dies before writing the result), until `stop` is set: `run`
+    /// does the work; its result is written beside the op. An op of a rollout that is not
+    /// the current one, or not running (except a rollback), is answered [`STALE`] and not
+    /// run. The queue
     /// is read, then watched from that read on; each new op (or a closed watch) reads it
     /// again. Returns when `stop` is set (looked at between ops, and every half second
     /// while idle), or with an error if etcd fails.
@@ -112,15 +131,25 @@ impl Member {
                     return Ok(());
                 }
                 let result = match op {
-                    Ok(op) => {
-                        log::info!(
-                            "node {}: fleet op {}: {}",
-                            self.node,
-                            op.id,
-                            op.kind.describe()
-                        );
-                        run(&op)
-                    }
+                    Ok(op) => match self.stale(&op)? {
+                        Some(why) => {
+                            log::warn!("node {}: fleet op {}: {why}", self.node, op.id);
+                            OpResult {
+                                id: op.id.clone(),
+                                ok: false,
+                                text: format!("{STALE} {why}"),
+                            }
+                        }
+                        None => {
+                            log::info!(
+                                "node {}: fleet op {}: {}",
+                                self.node,
+                                op.id,
+                                op.kind.describe()
+                            );
+                            run(&op)
+                        }
+                    },
                     Err(why) => OpResult { id: key.clone(), ok: false, text: why },
                 };
                 let text = serde_json::to_string(&result).unwrap_or_default();
@@ -159,6 +188,30 @@ impl Member {
             })?;
         }
         Ok(())
+    }
+
+    /// Why `op` must not run (its rollout is not the current one, or not running and the
+    /// op is no rollback), or `None` if it may.
+    fn stale(&self, op: &Op) -> Result<Option<String>, ClusterError> {
+        let raw = self
+            .rt
+            .block_on(read_state(self.client.clone()))
+            .map_err(self.etcd("reading the rollout"))?;
+        let state = match parse_state(raw, &self.endpoints) {
+            Ok(state) => state,
+            Err(e) => return Ok(Some(format!("op {} not run: {e}", op.id))),
+        };
+        let Some(state) = state else {
+            return Ok(Some(format!("op {}: no rollout is recorded", op.id)));
+        };
+        let ours = op.id.strip_prefix(state.id.as_str()).is_some_and(|rest| rest.starts_with('-'));
+        Ok(if !ours {
+            Some(format!("op {}: not of the current rollout {}", op.id, state.id))
+        } else if state.phase != Phase::Running && op.kind != OpKind::Rollback {
+            Some(format!("op {}: rollout {} is {}", op.id, state.id, state.phase.word()))
+        } else {
+            None
+        })
     }
 
     /// The ops without a result, oldest first (a key that is no op gets an error result),

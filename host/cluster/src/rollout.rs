@@ -117,6 +117,7 @@ pub struct Driver {
     client: Client,
     endpoints: String,
     lease: i64,
+    revision: i64,
     keepalive: Option<JoinHandle<()>>,
 }
 
@@ -140,7 +141,7 @@ impl Driver {
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(REQUEST_TIMEOUT);
         let ttl = i64::try_from(DRIVER_TTL.as_secs()).unwrap_or(10);
-        let (client, lease) = rt.block_on(async {
+        let (client, lease, revision) = rt.block_on(async {
             let mut client =
                 Client::connect(endpoints, Some(options)).await.map_err(etcd("connecting"))?;
             let lease = client.lease_grant(ttl, None).await.map_err(etcd("granting a lease"))?.id();
@@ -168,10 +169,17 @@ impl Driver {
                     .unwrap_or_else(|| "?".to_owned());
                 return Err(ClusterError::Locked { holder, endpoints: joined.clone() });
             }
-            Ok((client, lease))
+            let revision = taken.header().map_or(0, |h| h.revision());
+            Ok((client, lease, revision))
         })?;
         let keepalive = rt.spawn(keep_alive(client.clone(), lease, DRIVER_TTL, "(fleet)".into()));
-        Ok(Driver { rt, client, endpoints: joined, lease, keepalive: Some(keepalive) })
+        Ok(Driver { rt, client, endpoints: joined, lease, revision, keepalive: Some(keepalive) })
+    }
+
+    /// The etcd revision at which this driver took the lock: it grows with every write
+    /// to the cluster, so no two lockings share it (a rollout's id is made of it).
+    pub fn revision(&self) -> i64 {
+        self.revision
     }
 
     fn etcd(&self, what: &'static str) -> impl FnOnce(etcd_client::Error) -> ClusterError + '_ {
@@ -189,8 +197,13 @@ impl Driver {
     }
 
     /// The rollout recorded, if any.
+    /// [`ClusterError::BadRecord`] if the record is there but unreadable.
     pub fn state(&self) -> Result<Option<RolloutState>, ClusterError> {
-        self.rt.block_on(read_state(self.client.clone())).map_err(self.etcd("reading the rollout"))
+        let raw = self
+            .rt
+            .block_on(read_state(self.client.clone()))
+            .map_err(self.etcd("reading the rollout"))?;
+        parse_state(raw, &self.endpoints)
     }
 
     /// Records `state`, if this driver still holds the lock ([`ClusterError::Locked`] if
@@ -214,17 +227,85 @@ impl Driver {
         }
     }
 
-    /// Queues `op` for `node`.
+    /// Queues `op` for `node`, if this driver still holds the lock
+    /// ([`ClusterError::Locked`] if it lost it: nothing is queued).
     pub fn submit(&self, node: &str, op: &Op) -> Result<(), ClusterError> {
         check_op_id(&op.id)?;
+        crate::check_word("node name", node)?;
         let text = serde_json::to_string(op).unwrap_or_default();
         let mut client = self.client.clone();
+        let done = self.rt.block_on(async {
+            let txn = Txn::new()
+                .when([Compare::lease(lock_key(), CompareOp::Equal, self.lease)])
+                .and_then([TxnOp::put(format!("{}{}", ops_prefix(node), op.id), text, None)]);
+            client.txn(txn).await.map_err(self.etcd("queueing an op"))
+        })?;
+        if done.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Locked {
+                holder: "(lost: the lease ran out)".into(),
+                endpoints: self.endpoints.clone(),
+            })
+        }
+    }
+
+    /// The ops of rollout `rollout` (ids `<rollout>-<n>`) that no node answered yet, as
+    /// `(node, op id)`.
+    pub fn unanswered(&self, rollout: &str) -> Result<Vec<(String, String)>, ClusterError> {
+        let client = self.client.clone();
+        let ops = format!("{PREFIX}ops/");
+        let results = format!("{PREFIX}results/");
+        let mine = format!("{rollout}-");
         self.rt.block_on(async {
-            client
-                .put(format!("{}{}", ops_prefix(node), op.id), text, None)
-                .await
-                .map(drop)
-                .map_err(self.etcd("queueing an op"))
+            let keys = |prefix: String| {
+                let mut client = client.clone();
+                async move {
+                    let answer = client
+                        .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_keys_only()))
+                        .await?;
+                    Ok::<BTreeSet<(String, String)>, etcd_client::Error>(
+                        answer
+                            .kvs()
+                            .iter()
+                            .filter_map(|kv| {
+                                let (node, id) =
+                                    kv.key_str().ok()?.strip_prefix(&prefix)?.split_once('/')?;
+                                Some((node.to_owned(), id.to_owned()))
+                            })
+                            .collect(),
+                    )
+                }
+            };
+            let queued = keys(ops).await.map_err(self.etcd("reading the op queues"))?;
+            let answered = keys(results).await.map_err(self.etcd("reading the op results"))?;
+            Ok(queued
+                .into_iter()
+                .filter(|(_, id)| id.starts_with(&mine))
+                .filter(|pair| !answered.contains(pair))
+                .collect())
+        })
+    }
+
+    /// Withdraws each op of `ops` (`(node, op id)`) that has no answer: in one etcd
+    /// transaction per op, its key is deleted if its result's key does not exist, so an
+    /// op a node answered meanwhile is kept with its answer. A node that comes back never
+    /// sees a withdrawn op. How many were withdrawn.
+    pub fn withdraw(&self, ops: &[(String, String)]) -> Result<usize, ClusterError> {
+        let mut client = self.client.clone();
+        self.rt.block_on(async {
+            let mut gone = 0;
+            for (node, id) in ops {
+                let result = format!("{}{id}", results_prefix(node));
+                let txn = Txn::new()
+                    .when([Compare::create_revision(result, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::delete(format!("{}{id}", ops_prefix(node)), None)]);
+                let done = client.txn(txn).await.map_err(self.etcd("withdrawing an op"))?;
+                if done.succeeded() {
+                    gone += 1;
+                }
+            }
+            Ok(gone)
         })
     }
 
@@ -345,12 +426,24 @@ impl Drop for Driver {
     }
 }
 
-/// The rollout recorded, if any.
-pub(crate) async fn read_state(
-    mut client: Client,
-) -> Result<Option<RolloutState>, etcd_client::Error> {
+/// The rollout's record as stored, if there is one.
+pub(crate) async fn read_state(mut client: Client) -> Result<Option<Vec<u8>>, etcd_client::Error> {
     let answer = client.get(state_key(), None).await?;
-    Ok(answer.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    Ok(answer.kvs().first().map(|kv| kv.value().to_vec()))
+}
+
+/// The rollout's record read from `raw` ([`read_state`]'s answer from the cluster at
+/// `endpoints`): [`ClusterError::BadRecord`] naming the key if it is not a rollout.
+pub(crate) fn parse_state(
+    raw: Option<Vec<u8>>,
+    endpoints: &str,
+) -> Result<Option<RolloutState>, ClusterError> {
+    let Some(raw) = raw else { return Ok(None) };
+    serde_json::from_slice(&raw).map(Some).map_err(|e| ClusterError::BadRecord {
+        key: state_key(),
+        endpoints: endpoints.to_owned(),
+        why: e.to_string(),
+    })
 }
 
 /// The ops queued for `node` (ids, oldest first), read through `client`.

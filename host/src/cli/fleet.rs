@@ -41,8 +41,9 @@ pub(crate) enum FleetOp {
         /// (NAME:REQUEST, e.g. svc_handler:ping); a reply is healthy.
         #[arg(long, value_name = "NAME:REQUEST")]
         health_call: Option<String>,
-        /// How many failures (failed ops, lost nodes, unhealthy nodes) are tolerated; the
-        /// failed nodes are rolled back and the rollout goes on.
+        /// How many failures (failed ops, lost nodes, unhealthy nodes) are tolerated after
+        /// the canary (any failure of the canary fails the rollout); the failed nodes are
+        /// rolled back and the rollout goes on.
         #[arg(long, value_name = "K", default_value_t = 0)]
         max_failures: u32,
         /// How long one wave (its ops and its gate) may take, in seconds.

@@ -2,8 +2,9 @@
 //!
 //! [`Handle::call`] enters the module's *current* version at call time (OTP's fully
 //! qualified call), holds it until the closure returns, and lets nested calls hold each
-//! version they enter. Holding costs a TLS access, a store to this thread's own slot and
-//! a re-read of `current`: no lock, no reference count, no shared write (see the `hold` module).
+//! version they enter. Holding costs a read and a write of one thread-local word, a store to
+//! this thread's own slot and a re-read of `current`: no lock, no reference count, no shared
+//! write (see the `hold` module). Every branch off the success path is cold and out of line.
 //!
 //! The closure gets `&I`, the version's function table, for as long as the call lasts.
 //! It cannot keep it: the reference's lifetime ends with the call, the table's fields are
@@ -108,10 +109,7 @@ impl<I: Interface> Handle<I> {
         let table = unsafe { &*(held.cell().table() as *const I) };
         let call = match f(table) {
             Ok(future) => AsyncCall::start(&self.module.name, &held, future),
-            Err(error) => AsyncCall::failed(
-                &self.module.name,
-                CallError::Plugin { module: self.module.name.clone(), error },
-            ),
+            Err(error) => AsyncCall::failed(&self.module.name, self.plugin_error(error)),
         };
         drop(held);
         call

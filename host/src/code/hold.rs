@@ -42,12 +42,17 @@ pub const MAX_DEPTH: usize = 32;
 ///
 /// `table` is the version's function table, set before the cell is published as current
 /// and cleared after the version is unloaded. `reap` asks the last releaser to wake the
-/// reaper. Aligned to its own cache-line pair: callers read it on every call, so no
-/// unrelated, written data may share its line.
+/// reaper. `full_fence` caches, next to the table the caller reads anyway, whether callers
+/// must fence for themselves (see [`membarrier`]). Aligned to its own cache-line pair:
+/// callers read it on every call, so no unrelated, written data may share its line.
 #[repr(align(128))]
 pub(crate) struct VersionCell {
     table: AtomicPtr<c_void>,
     reap: AtomicBool,
+    /// [`membarrier::callers_need_full_fence`] when the cell was acquired. That flag only
+    /// ever goes from true to false, so a cell's copy is never false while the flag is true:
+    /// any value a caller reads, even through a stale pointer to a recycled cell, is safe.
+    full_fence: AtomicBool,
     /// The id of the version using this cell, for logs; 0 when free.
     id: AtomicU64,
 }
@@ -57,13 +62,17 @@ static CELL_POOL: Mutex<Vec<&'static VersionCell>> = Mutex::new(Vec::new());
 impl VersionCell {
     /// Takes a free cell (or makes one) for version `id` with function table `table`.
     pub(crate) fn acquire(id: u64, table: *const c_void) -> &'static VersionCell {
+        // Registered before the cell caches the fence mode, so that it caches the cheap one.
+        membarrier::init();
         let cell = lock(&CELL_POOL).pop().unwrap_or_else(|| {
             Box::leak(Box::new(VersionCell {
                 table: AtomicPtr::new(ptr::null_mut()),
                 reap: AtomicBool::new(false),
+                full_fence: AtomicBool::new(true),
                 id: AtomicU64::new(0),
             }))
         });
+        cell.full_fence.store(membarrier::callers_need_full_fence(), Ordering::Relaxed);
         cell.table.store(table.cast_mut(), Ordering::Relaxed);
         cell.reap.store(false, Ordering::Relaxed);
         cell.id.store(id, Ordering::Relaxed);
@@ -83,6 +92,12 @@ impl VersionCell {
     #[inline(always)]
     pub(crate) fn table(&self) -> *const c_void {
         self.table.load(Ordering::Relaxed)
+    }
+
+    /// The caller's half of the fence protocol, in the mode this cell cached.
+    #[inline(always)]
+    fn caller_fence(&self) {
+        membarrier::caller_fence_with(self.full_fence.load(Ordering::Relaxed));
     }
 
     /// Asks whoever releases this cell last to wake the reaper. The caller must follow
@@ -106,6 +121,10 @@ pub struct ThreadInfo {
 }
 
 /// One thread's hold slots, padded so no two threads share a cache line.
+///
+/// Aligned to 128 bytes, so the low 7 bits of its address are free to carry the thread's
+/// nesting depth in [`TOP`].
+#[repr(align(128))]
 pub(crate) struct ThreadRecord {
     slots: CachePadded<[AtomicPtr<VersionCell>; MAX_DEPTH]>,
     info: ThreadInfo,
@@ -129,18 +148,16 @@ impl ThreadRecord {
 /// Every live thread that has ever called through a handle.
 static REGISTRY: Mutex<Vec<Arc<ThreadRecord>>> = Mutex::new(Vec::new());
 
-/// The calling thread's view: its record and current nesting depth. Const-initialised and
-/// free of drop glue, so reaching it is a plain TLS access with no lazy-init check beyond
-/// the null test.
-struct Local {
-    record: Cell<*const ThreadRecord>,
-    depth: Cell<usize>,
-}
+/// The bits of a [`TOP`] word that hold the nesting depth.
+const DEPTH_MASK: usize = 127;
+const _: () = assert!(std::mem::align_of::<ThreadRecord>() > DEPTH_MASK && MAX_DEPTH <= DEPTH_MASK);
 
 thread_local! {
-    static LOCAL: Local = const {
-        Local { record: Cell::new(ptr::null()), depth: Cell::new(0) }
-    };
+    /// The calling thread's one word on the call path: its record's address plus its
+    /// current nesting depth (the record is aligned past [`DEPTH_MASK`]), or 0 before the
+    /// thread registered. Const-initialised and free of drop glue, so reaching it is a plain
+    /// TLS access; a call reads it once on entry and writes it once on entry and on return.
+    static TOP: Cell<usize> = const { Cell::new(0) };
     /// Owns this thread's registration; its destructor unregisters the thread at exit.
     static REGISTRATION: RefCell<Option<Registration>> = const { RefCell::new(None) };
 }
@@ -149,7 +166,7 @@ struct Registration(Arc<ThreadRecord>);
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let _ = LOCAL.try_with(|local| local.record.set(ptr::null()));
+        let _ = TOP.try_with(|top| top.set(0));
         lock(&REGISTRY).retain(|r| !Arc::ptr_eq(r, &self.0));
     }
 }
@@ -172,6 +189,7 @@ pub(crate) enum EnterError {
 }
 
 #[cold]
+#[inline(never)]
 fn register() -> Result<*const ThreadRecord, EnterError> {
     membarrier::init();
     let thread = std::thread::current();
@@ -191,13 +209,32 @@ fn register() -> Result<*const ThreadRecord, EnterError> {
             *reg.borrow_mut() = Some(Registration(record));
         })
         .map_err(|_| EnterError::ThreadExiting)?;
-    LOCAL.with(|local| local.record.set(raw));
+    TOP.with(|top| top.set(raw as usize));
     Ok(raw)
 }
 
+/// This thread's [`TOP`] word, registering the thread first if needed.
+#[inline(always)]
+fn top() -> Result<usize, EnterError> {
+    let word = TOP.with(Cell::get);
+    if word == 0 { register().map(|record| record as usize) } else { Ok(word) }
+}
+
 fn own_record() -> Result<*const ThreadRecord, EnterError> {
-    let record = LOCAL.with(|local| local.record.get());
-    if record.is_null() { register() } else { Ok(record) }
+    top().map(|word| (word & !DEPTH_MASK) as *const ThreadRecord)
+}
+
+/// The slot a [`TOP`] word names: its record's slot at its depth.
+///
+/// # Safety
+/// `word` is this thread's non-zero TOP word with a depth below [`MAX_DEPTH`].
+#[inline(always)]
+unsafe fn slot_of(word: usize) -> &'static AtomicPtr<VersionCell> {
+    let record = (word & !DEPTH_MASK) as *const ThreadRecord;
+    // SAFETY: the caller's contract: the record is this thread's own, kept alive by its
+    // registration until the thread exits (and a hold never leaves its thread), and the
+    // depth is in bounds.
+    unsafe { (*record).slots.get_unchecked(word & DEPTH_MASK) }
 }
 
 /// Marks the calling thread as running hotcode process `pid` in `holders` reports (0: none).
@@ -284,32 +321,37 @@ pub(crate) fn unpin_process(key: u64) {
     }
 }
 
-/// Enters `cell`'s version on this thread without checking that it is current: the caller
-/// knows the version is kept loaded (a process's state pin keeps it). `None` if calls nest
-/// too deeply or the thread is exiting.
-pub(crate) fn enter_cell(cell: &'static VersionCell) -> Option<Hold> {
-    let record = own_record().ok()?;
-    let depth = LOCAL.with(|local| local.depth.get());
-    if depth >= MAX_DEPTH {
+/// Enters `cell`'s version on this thread without checking that it is current. `None` if
+/// calls nest too deeply or the thread is exiting.
+///
+/// # Safety
+///
+/// `cell`'s version must be kept loaded until the hold is published: a pin of the
+/// caller's in the pin table ([`pin_process`]) does that. Without one, the version could be
+/// unloaded and its cell reused before the hold counts.
+pub(crate) unsafe fn enter_cell(cell: &'static VersionCell) -> Option<Hold> {
+    let word = top().ok()?;
+    if word & DEPTH_MASK >= MAX_DEPTH {
         return None;
     }
-    // SAFETY: this thread's own record, alive until thread exit; `depth < MAX_DEPTH` was
-    // checked.
-    let slot = unsafe { (*record).slots.get_unchecked(depth) };
+    // SAFETY: this thread's own word, depth below MAX_DEPTH (checked above).
+    let slot = unsafe { slot_of(word) };
     // No re-check against `current` is needed: the pin already keeps the version loaded
     // and visible to every scan, and the hold is published before the pin can move.
     slot.store(cell.as_ptr(), Ordering::Relaxed);
-    membarrier::caller_fence();
-    LOCAL.with(|local| local.depth.set(depth + 1));
-    Some(Hold { slot, cell, depth, _not_send: PhantomData })
+    cell.caller_fence();
+    TOP.with(|top| top.set(word + 1));
+    Some(Hold { word, cell, _not_send: PhantomData })
 }
 
 /// A held version: while it lives, the thread is inside `cell`'s version and the version
 /// cannot be unloaded. Not `Send`: it describes the thread that made it.
+///
+/// Two words, so a call keeps little across the plugin call: the thread's [`TOP`] word at
+/// entry (which names the slot, and is restored on release) and the cell.
 pub(crate) struct Hold {
-    slot: *const AtomicPtr<VersionCell>,
+    word: usize,
     cell: &'static VersionCell,
-    depth: usize,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -332,43 +374,56 @@ impl Hold {
 }
 
 /// Enters the version `current` points at, holding it until the returned [`Hold`] drops.
-#[inline]
+///
+/// The success path is one TLS read and write, a slot store, a compiler fence and two reads
+/// of `current`; registration and every error are out of line.
+#[inline(always)]
 pub(crate) fn enter(current: &AtomicPtr<VersionCell>) -> Result<Hold, EnterError> {
-    let (mut record, depth) = LOCAL.with(|local| (local.record.get(), local.depth.get()));
-    if record.is_null() {
-        record = register()?;
+    let mut word = TOP.with(Cell::get);
+    if word == 0 {
+        word = register()? as usize;
     }
-    if depth >= MAX_DEPTH {
-        return Err(EnterError::TooDeep);
+    if word & DEPTH_MASK >= MAX_DEPTH {
+        return Err(too_deep());
     }
-    // SAFETY: `record` is this thread's own record, kept alive by its registration until
-    // the thread exits; `depth < MAX_DEPTH` was checked above.
-    let slot = unsafe { (*record).slots.get_unchecked(depth) };
+    // SAFETY: this thread's own non-zero word, depth below MAX_DEPTH (checked above).
+    let slot = unsafe { slot_of(word) };
     loop {
         let cell = current.load(Ordering::Acquire);
         if cell.is_null() {
-            return Err(EnterError::NotLoaded);
+            return Err(not_loaded());
         }
-        slot.store(cell, Ordering::Relaxed);
-        membarrier::caller_fence();
-        if current.load(Ordering::Acquire) == cell {
-            LOCAL.with(|local| local.depth.set(depth + 1));
-            // SAFETY: cells are leaked and never freed (type-stable), so the pointer read
-            // from `current` is valid for 'static; `current` only ever holds cell pointers.
-            let cell: &'static VersionCell = unsafe { &*cell };
-            return Ok(Hold { slot, cell, depth, _not_send: PhantomData });
+        // SAFETY: cells are leaked and never freed (type-stable), so the pointer read from
+        // `current` is valid for 'static; `current` only ever holds cell pointers.
+        let cell: &'static VersionCell = unsafe { &*cell };
+        slot.store(cell.as_ptr(), Ordering::Relaxed);
+        cell.caller_fence();
+        if ptr::eq(current.load(Ordering::Acquire), cell) {
+            TOP.with(|top| top.set(word + 1));
+            return Ok(Hold { word, cell, _not_send: PhantomData });
         }
         // `current` moved between our read and our publication: back off. A purger may
         // have seen our slot and be waiting for us, so release the same way a call does.
-        // SAFETY: as above, cell pointers are always valid.
-        release(slot, unsafe { &*cell });
+        release(slot, cell);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn too_deep() -> EnterError {
+    EnterError::TooDeep
+}
+
+#[cold]
+#[inline(never)]
+fn not_loaded() -> EnterError {
+    EnterError::NotLoaded
 }
 
 #[inline(always)]
 fn release(slot: &AtomicPtr<VersionCell>, cell: &'static VersionCell) {
     slot.store(ptr::null_mut(), Ordering::Release);
-    membarrier::caller_fence();
+    cell.caller_fence();
     if cell.reap.load(Ordering::Relaxed) {
         crate::code::reaper::on_release(cell);
     }
@@ -377,10 +432,10 @@ fn release(slot: &AtomicPtr<VersionCell>, cell: &'static VersionCell) {
 impl Drop for Hold {
     #[inline(always)]
     fn drop(&mut self) {
-        LOCAL.with(|local| local.depth.set(self.depth));
-        // SAFETY: the slot lives in this thread's record, alive until thread exit; a Hold
-        // never leaves the thread that made it.
-        release(unsafe { &*self.slot }, self.cell);
+        TOP.with(|top| top.set(self.word));
+        // SAFETY: `word` is this thread's TOP word from when the hold was made (a Hold
+        // never leaves its thread), with a depth below MAX_DEPTH.
+        release(unsafe { slot_of(self.word) }, self.cell);
     }
 }
 

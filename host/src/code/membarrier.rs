@@ -9,8 +9,9 @@
 //! caller's slot, or the caller's re-read sees the purger's change.
 //!
 //! Where `membarrier` is not available (old kernels, seccomp), callers fall back to a real
-//! `SeqCst` fence; the flag that selects it is read on every call but never written after
-//! start-up, so it costs a read of a shared, clean cache line.
+//! `SeqCst` fence; the flag that selects it is never written after start-up, and each
+//! version cell keeps a copy of it beside the function table, so a call reads it from the
+//! cache line it reads anyway.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering, compiler_fence, fence};
@@ -53,10 +54,18 @@ pub(crate) fn init() {
     });
 }
 
-/// The caller's half: orders a slot store before the following load of `current`.
+/// Whether callers must issue a full fence themselves. True until registration succeeded;
+/// it goes from true to false at most once and never back, so a copy taken earlier is
+/// either still right or errs on the safe side (a version cell caches it).
+pub(crate) fn callers_need_full_fence() -> bool {
+    CALLERS_NEED_FULL_FENCE.load(Ordering::SeqCst)
+}
+
+/// The caller's half: orders a slot store before the following load of `current`. `full`
+/// is [`callers_need_full_fence`], as read now or cached earlier.
 #[inline(always)]
-pub(crate) fn caller_fence() {
-    if CALLERS_NEED_FULL_FENCE.load(Ordering::Relaxed) {
+pub(crate) fn caller_fence_with(full: bool) {
+    if full {
         fence(Ordering::SeqCst);
     } else {
         compiler_fence(Ordering::SeqCst);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Sender};
 use plugin_api::Term;
@@ -593,16 +593,24 @@ impl Node {
 
     /// `sys:suspend(Dest, Timeout)`: after it, the process handles only system messages.
     ///
-    /// A gen_server's suspension is a flag of its control block: this returns at once, and
-    /// from its next message boundary (at once, if it is between callbacks) the process
-    /// takes only system messages; a callback already running finishes. A supervisor (a
-    /// thread of its own) answers a suspend message within `timeout`.
+    /// A gen_server's suspension is a flag of its control block: from its next message
+    /// boundary the process takes only system messages, and this returns once it is at
+    /// one (at once, if it is between callbacks), or with `Timeout` if a callback already
+    /// running has not returned within `timeout` (the flag stays set: resume it). A
+    /// supervisor (a thread of its own) answers a suspend message within `timeout`.
     pub fn suspend(&self, dest: impl Into<Dest>, timeout: Duration) -> Result<(), ProcessError> {
         let dest = dest.into();
         match self.inner.entry(&dest, |_, e| e.mailbox.clone())? {
             Mailbox::Pcb(pcb) => {
                 pcb.suspend();
-                Ok(())
+                // Like `sys:suspend`, it returns once the process is between callbacks; one
+                // stuck in a callback is reported as not answering (a caller that gives up
+                // resumes it, as the release handler does).
+                if pcb.wait_idle(Instant::now() + timeout) {
+                    Ok(())
+                } else {
+                    Err(ProcessError::Timeout { dest: dest.to_string(), after: timeout })
+                }
             }
             Mailbox::Thread { .. } => {
                 let (tx, rx) = channel::bounded(1);
@@ -616,25 +624,42 @@ impl Node {
     /// Suspends many processes at once: gen_servers by their flag, supervisors with every
     /// request sent before any answer is awaited, so the cost is one round trip, not one per
     /// process. Returns, per pid, whether it answered within `timeout` (measured from the
-    /// start).
+    /// start): a gen_server answers once no callback it started before its flag was set is
+    /// running. One that did not answer may still become suspended: resume it.
     pub fn suspend_many(
         &self,
         pids: &[Pid],
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
+        let deadline = Instant::now() + timeout;
         let mut results = Vec::with_capacity(pids.len());
         let mut threads = Vec::new();
+        let mut flagged = Vec::new();
+        let mut missing = false;
         for (&pid, mailbox) in pids.iter().zip(self.inner.mailboxes(pids)) {
             match mailbox {
                 Some(Mailbox::Pcb(pcb)) => {
                     pcb.suspend();
-                    results.push((pid, Ok(())));
+                    flagged.push((pid, pcb));
                 }
                 Some(Mailbox::Thread { .. }) => threads.push(pid),
-                None => results.push((pid, Err(ProcessError::NoProc { dest: pid.to_string() }))),
+                None => {
+                    missing = true;
+                    results.push((pid, Err(ProcessError::NoProc { dest: pid.to_string() })));
+                }
             }
         }
-        if threads.is_empty() {
+        // Every flag first, then the waits for callbacks already running: they overlap.
+        for (pid, pcb) in flagged {
+            let answer = if pcb.wait_idle(deadline) {
+                Ok(())
+            } else {
+                Err(ProcessError::Timeout { dest: pid.to_string(), after: timeout })
+            };
+            results.push((pid, answer));
+        }
+        if threads.is_empty() && !missing {
+            // Every pid was flagged, in the caller's order: nothing to reorder.
             return results;
         }
         results.extend(self.ask_many(&threads, timeout, SysMsg::Suspend, |_, ()| Ok(())));
@@ -1149,11 +1174,26 @@ impl Node {
         }
     }
 
-    /// Stops every process: applications first (in reverse start order), then the rest:
-    /// every other gen_server is told to terminate at once and each is given 5 s from then
-    /// (they stop in parallel, on the workers), then the supervisors, one by one.
+    /// Stops every process: applications first (in reverse start order), then supervisors
+    /// started by hand, outermost first (each stops its children by their specs), then
+    /// every other gen_server, told to terminate at once and each given 5 s from then (they
+    /// stop in parallel, on the workers).
     pub fn shutdown(&self) {
         crate::runtime::application::stop_all(&self.inner);
+        // Supervisors started by hand first, oldest (outermost) first: each stops its own
+        // children by their shutdown specs, and none is left to restart a child stopped
+        // behind its back.
+        let mut sups: Vec<Pid> = lock(&self.inner.procs)
+            .table
+            .iter()
+            .filter(|(_, e)| e.kind == ProcessKind::Supervisor)
+            .map(|(pid, _)| *pid)
+            .collect();
+        sups.sort_unstable();
+        for pid in sups {
+            self.inner.stop_child(pid, Shutdown::Timeout(Duration::from_secs(5)));
+        }
+        // Then every gen_server left, all at once.
         let mut pids: Vec<Pid> = lock(&self.inner.procs).table.keys().copied().collect();
         pids.sort_unstable_by(|a, b| b.cmp(a));
         self.inner.stop_gen_servers(&pids, Duration::from_secs(5));

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender};
 use plugin_api::behaviour::{GenServerTable, StatePtr};
@@ -234,7 +234,7 @@ pub(crate) enum SysMsg {
     },
     /// Graceful stop: `terminate(Reason, State)` runs.
     Terminate(Term),
-    /// Wakes a process whose kill flag was set (see [`ProcEntry::kill`]).
+    /// Wakes a supervisor thread whose kill flag was set, ahead of anything queued.
     Kill,
 }
 
@@ -447,6 +447,9 @@ impl ChangeResults {
         std::mem::take(&mut done.slots)
     }
 }
+/// Inside a callback for an ordinary message: a suspend waits for it to end, as OTP's
+/// `sys:suspend` returns only once the process is between callbacks.
+const BUSY: u32 = 1 << 5;
 
 /// A gen_server's control block: everything a process is, run by whichever worker takes it
 /// off the run queue.
@@ -538,9 +541,36 @@ impl Pcb {
         true
     }
 
-    /// `sys:suspend`: from its next message boundary it takes only system messages.
+    /// `sys:suspend`: from its next message boundary it takes only system messages. Call
+    /// [`wait_idle`](Self::wait_idle) for the boundary itself.
     pub(crate) fn suspend(&self) {
         self.status.fetch_or(SUSPENDED, Ordering::SeqCst);
+    }
+
+    /// Waits until no callback of an ordinary message is running (one that started before
+    /// the suspend), or it exited; false if that did not happen by `deadline`. Once this
+    /// returns true after [`suspend`](Self::suspend), no ordinary callback runs until the
+    /// resume: [`next`](Self::next) marks `BUSY` in the same atomic step that checks
+    /// `SUSPENDED`, so either the suspend sees the mark or the taker sees the suspend.
+    pub(crate) fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut round = 0u32;
+        loop {
+            let status = self.status.load(Ordering::SeqCst);
+            if status & BUSY == 0 || status & EXITED != 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Callbacks are usually microseconds: yield first, then sleep a little, so a
+            // callback that blocks costs the waiter no core.
+            if round < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            round = round.saturating_add(1);
+        }
     }
 
     /// `sys:resume`: it takes its waiting messages again, in order.
@@ -642,7 +672,20 @@ impl Pcb {
     /// The next message it may take: any, or while suspended the first system message.
     fn next(&self) -> Option<Msg> {
         let mut q = lock(&self.mailbox);
-        let msg = if self.status.load(Ordering::SeqCst) & SUSPENDED != 0 {
+        // An ordinary message is taken only with `BUSY` set by the same read-modify-write
+        // that finds the process not suspended (see `wait_idle`).
+        let suspended = if q.msgs.front().is_some_and(|m| !matches!(m, Msg::Sys(_))) {
+            let before = self.status.fetch_or(BUSY, Ordering::SeqCst);
+            if before & SUSPENDED != 0 {
+                self.status.fetch_and(!BUSY, Ordering::SeqCst);
+                true
+            } else {
+                false
+            }
+        } else {
+            self.status.load(Ordering::SeqCst) & SUSPENDED != 0
+        };
+        let msg = if suspended {
             if q.sys == 0 {
                 return None;
             }
@@ -669,6 +712,33 @@ impl Pcb {
         drop(left);
         if let Some(change) = self.change.take() {
             Self::report_exit(change);
+        }
+    }
+
+    /// After the host panicked while running it (on this worker): the process is gone. Its
+    /// state may be half-changed, so no plugin code sees it again: the state is leaked and
+    /// its pin kept, so its version stays loaded. Its callers, parent and links learn that
+    /// it exited with `{host_panic, Module}`. `SCHEDULED` stays set: no worker takes it again.
+    pub(crate) fn crashed(&self) {
+        hold::set_current_process(0);
+        let body = std::mem::replace(&mut *lock(&self.body), Body::Gone);
+        self.gone();
+        match body {
+            Body::Serving(server) => {
+                let reason = Term::tuple([Term::atom("host_panic"), Term::atom(server.module())]);
+                log::error!(
+                    "{} ({}): the host panicked while running it; it exits with {reason}, its \
+                     state is leaked and its version stays loaded",
+                    server.pid,
+                    server.module()
+                );
+                let (node, pid, parent) =
+                    (Arc::clone(&server.node), server.pid, server.parent.clone());
+                std::mem::forget(server);
+                node.exited(pid, &parent, reason);
+            }
+            // A panic in `init` dropped the spawner's channel: the start fails there.
+            Body::Init(_) | Body::Gone => {}
         }
     }
 
@@ -708,7 +778,11 @@ impl Pcb {
                 server.apply_requested()
             } else {
                 match self.next() {
-                    Some(msg) => server.handle(msg),
+                    Some(msg) => {
+                        let exit = server.handle(msg);
+                        self.status.fetch_and(!BUSY, Ordering::SeqCst);
+                        exit
+                    }
                     None => break,
                 }
             };
@@ -1074,7 +1148,10 @@ impl Server {
 
     /// Enters the version that made the state (which need not be current).
     fn enter_pinned(&self) -> Option<hold::Hold> {
-        self.pin.and_then(hold::enter_cell)
+        // SAFETY: `self.pin` is this process's entry in the pin table, present while its
+        // state exists (removed only by `exit`, which consumes the server), so the version
+        // stays loaded.
+        self.pin.and_then(|cell| unsafe { hold::enter_cell(cell) })
     }
 
     /// Moves the state's pin to the version `held` holds (the caller made the state there).
@@ -1308,7 +1385,7 @@ impl Server {
         match self.enter_pinned() {
             Some(held) => {
                 // SAFETY: the pinned version made the state, and the state is not used
-                // after this (the thread ends).
+                // after this (the server is consumed here).
                 let table = unsafe { held.table::<GenServerTable>() };
                 match how {
                     Exit::Graceful(r) => {

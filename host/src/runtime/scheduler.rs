@@ -68,6 +68,8 @@ pub(crate) struct Scheduler {
     /// How many processes are queued (`queue.ready`'s length, read without the lock by
     /// workers looking for work before they sleep).
     queued: AtomicUsize,
+    /// Whether the pool was reported as full (once).
+    full_reported: AtomicBool,
     started: Instant,
     states: Mutex<Vec<Arc<WorkerState>>>,
 }
@@ -89,6 +91,7 @@ pub(crate) fn get() -> &'static Scheduler {
             base,
             taken: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            full_reported: AtomicBool::new(false),
             started: Instant::now(),
             states: Mutex::new(Vec::new()),
         }));
@@ -172,6 +175,10 @@ impl Scheduler {
             state.since.store(self.now_ms(), Ordering::Relaxed);
             let again = catch_unwind(AssertUnwindSafe(|| pcb.run(BUDGET))).unwrap_or_else(|_| {
                 log::error!("scheduler: running <0.{}.0> panicked in the host", pcb.pid_number());
+                // Even the bookkeeping must not take the worker down with it.
+                if catch_unwind(AssertUnwindSafe(|| pcb.crashed())).is_err() {
+                    log::error!("scheduler: <0.{}.0>: its exit panicked too", pcb.pid_number());
+                }
                 false
             });
             state.since.store(0, Ordering::Relaxed);
@@ -208,7 +215,13 @@ impl Scheduler {
                 self.work.wait_timeout(q, RETIRE_AFTER).unwrap_or_else(|p| p.into_inner());
             q = guard;
             q.idle -= 1;
-            if waited.timed_out() && q.ready.is_empty() && q.workers > self.base {
+            // Retire only while `base` other workers are free: workers stuck in callbacks
+            // do not count, or the pool would shrink to them and stall.
+            if waited.timed_out()
+                && q.ready.is_empty()
+                && q.workers > self.base
+                && q.idle >= self.base
+            {
                 q.workers -= 1;
                 return None;
             }
@@ -220,11 +233,18 @@ impl Scheduler {
         loop {
             std::thread::sleep(GROW_AFTER);
             let taken = self.taken.load(Ordering::Relaxed);
-            let grow = {
+            let (grow, full) = {
                 let q = lock(&self.queue);
-                !q.ready.is_empty() && q.idle == 0 && taken == last && q.workers < MAX_WORKERS
+                let stalled = !q.ready.is_empty() && q.idle == 0 && taken == last;
+                (stalled && q.workers < MAX_WORKERS, stalled && q.workers >= MAX_WORKERS)
             };
             last = taken;
+            if full && !self.full_reported.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "scheduler: all {MAX_WORKERS} workers are inside callbacks with processes \
+                     waiting; the pool grows no further, and those processes wait"
+                );
+            }
             if grow && self.start_worker() {
                 log::info!(
                     "scheduler: every worker is inside a callback with processes waiting; \

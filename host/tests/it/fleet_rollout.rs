@@ -227,6 +227,12 @@ fn a_paused_rollout_is_aborted_as_it_stands() {
             ("n3", "not-started")
         ])
     );
+    // Run again: n1, on release 2 already (current), counts as installed.
+    let again = fleet_cmd(&etcd, &["install", "2", "--canary", "0", "--wave", "3"]);
+    assert_eq!(again.code, Some(0), "{again:?}");
+    for i in 0..3 {
+        assert_eq!(cli::releases(root(&f, i)), pairs(&[("1", "old"), ("2", "permanent")]));
+    }
 }
 
 #[test]
@@ -234,10 +240,19 @@ fn one_rollout_at_a_time_the_lock_refuses_a_second() {
     let etcd = LocalEtcd::start().expect("etcd");
     let f = fleet(&etcd, 3);
     // Bad input is refused before anything is taken or sent.
-    for (flag, value) in [("--wave", "0%"), ("--health-call", "no-request")] {
+    for (flag, value) in [
+        ("--wave", "0%"),
+        ("--health-call", "no-request"),
+        ("--progress-deadline", "18446744073709551615"),
+    ] {
         let out = fleet_cmd(&etcd, &["install", "2", flag, value]);
         assert_eq!(out.code, Some(1), "{out:?}");
         assert!(out.stderr.contains(value), "{out:?}");
+    }
+    for vsn in ["../2", ".hidden", ".."] {
+        let out = fleet_cmd(&etcd, &["install", vsn]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains(&format!("release {vsn:?}")), "{out:?}");
     }
     assert!(
         Reader::connect(&[etcd.url().to_owned()])
@@ -297,9 +312,13 @@ fn a_node_with_no_relup_back_restarts_to_its_permanent_release() {
 fn a_wave_not_through_its_gate_by_the_progress_deadline_fails_the_rollout() {
     let etcd = LocalEtcd::start().expect("etcd");
     let f = fleet(&etcd, 2);
-    // The gate never answers: it is killed at the deadline, and the canary rolled back.
-    let out =
-        fleet_cmd(&etcd, &["install", "2", "--progress-deadline", "1", "--health-cmd", "sleep 60"]);
+    // The gate never answers: it is killed at the deadline, and the canary rolled back. The
+    // deadline leaves the install (well under a second) room on a loaded machine; the gate
+    // blocks until it is killed, so only the deadline ends the wave.
+    let out = fleet_cmd(
+        &etcd,
+        &["install", "2", "--progress-deadline", "8", "--health-cmd", "sleep 600"],
+    );
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stdout.contains("killed"), "{}", out.stdout);
     assert!(out.stdout.contains("within the progress deadline"), "{}", out.stdout);
@@ -361,9 +380,91 @@ fn a_package_given_to_the_rollout_is_unpacked_by_every_node() {
         assert_eq!(cli::releases(root), pairs(&[("1", "permanent")]));
     }
     let pkg = package.display().to_string();
+    // A first rollout fails at the canary and is rolled back: n1 keeps release 2 unpacked.
+    let failed = fleet_cmd(&etcd, &["install", "2", "--package", &pkg, "--health-cmd", "false"]);
+    assert_eq!(failed.code, Some(1), "{failed:?}");
+    assert!(failed.stdout.contains("n1: rolled-back"), "{}", failed.stdout);
+    assert!(cli::releases(&roots[0]).iter().any(|(v, _)| v == "2"), "n1 unpacked release 2");
+    // Run again: n1 is not asked to unpack what it has.
     let out = fleet_cmd(&etcd, &["install", "2", "--package", &pkg, "--wave", "2"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     for root in &roots {
         assert_eq!(cli::releases(root), pairs(&[("1", "old"), ("2", "permanent")]));
     }
+}
+
+#[test]
+fn any_failure_of_the_canary_fails_the_rollout_whatever_the_threshold() {
+    let etcd = LocalEtcd::start().expect("etcd");
+    let f = fleet(&etcd, 2);
+    let out = fleet_cmd(
+        &etcd,
+        &["install", "2", "--max-failures", "1", "--health-cmd", "test \"$HOTCODE_NODE\" != n1"],
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("any failure of the canary fails the rollout"), "{}", out.stdout);
+    assert_eq!(cli::releases(root(&f, 1)), pairs(&[("1", "permanent"), ("2", "unpacked")]));
+    let doc = status(&etcd);
+    assert_eq!(doc["rollout"]["phase"], "rolled_back", "{doc}");
+    assert_eq!(places(&doc), pairs(&[("n1", "rolled-back"), ("n2", "not-started")]));
+    // Rolled back, the same release again: n1 has it unpacked, the rollout goes through.
+    let again = fleet_cmd(&etcd, &["install", "2", "--canary", "0", "--wave", "2"]);
+    assert_eq!(again.code, Some(0), "{again:?}");
+}
+
+#[test]
+fn a_rollout_whose_driver_died_running_is_not_promoted() {
+    use hotcode::cluster::rollout::{Phase, RolloutState};
+    let etcd = LocalEtcd::start().expect("etcd");
+    let driver = Driver::lock(&[etcd.url().to_owned()], "a driver that dies").expect("lock");
+    let plan = serde_json::json!({
+        "vsn": "2", "package": null, "canary": 1, "wave": {"nodes": 1}, "health": null,
+        "max_failures": 0, "progress_deadline": {"secs": 5, "nanos": 0}, "on_failure": "rollback"
+    });
+    let state = RolloutState {
+        id: "r1".into(),
+        vsn: "2".into(),
+        phase: Phase::Running,
+        waves: vec![vec!["n1".into()]],
+        wave: 0,
+        places: [("n1".to_owned(), "checking".to_owned())].into_iter().collect(),
+        failures: 0,
+        reason: None,
+        plan,
+        next_op: 1,
+    };
+    driver.put_state(&state).expect("record");
+    drop(driver);
+    let out = fleet_cmd(&etcd, &["promote"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("cannot be promoted"), "{out:?}");
+    let reader = Reader::connect(&[etcd.url().to_owned()]).expect("reader");
+    assert_eq!(reader.rollout().expect("read").expect("recorded").phase, Phase::Running);
+    // Abort takes it.
+    let out = fleet_cmd(&etcd, &["abort"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// The `--health-call` gate is bounded by the deadline even when the node never answers:
+/// a stopped (SIGSTOP) node fails the check by the deadline.
+#[test]
+fn a_health_call_to_a_stopped_node_ends_at_the_deadline() {
+    use hotcode::fleet::gate::Health;
+    use std::time::{Duration, Instant};
+    let scratch = cli::scratch();
+    let root = fixtures::service_root();
+    let node = Node::boot(root.path(), scratch.path());
+    let pid = libc::pid_t::try_from(node.pid()).expect("pid fits pid_t");
+    // SAFETY: kill(2) touches no memory of ours; the pid is our unreaped child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let gate = Health::parse_call("svc_handler:\"GET k\"").expect("gate");
+    let started = Instant::now();
+    let checked = gate.check("n1", Some(root.path()), "2", started + Duration::from_secs(2));
+    let took = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let why = checked.expect_err("a stopped node is not healthy");
+    assert!(why.contains("no answer within"), "{why}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    drop(node);
 }

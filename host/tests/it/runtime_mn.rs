@@ -49,12 +49,10 @@ fn a_hundred_thousand_processes_spawn_answer_a_call_each_and_shut_down() {
     let held = node.code().holders("ch3").expect("holders");
     assert_eq!(held.current.expect("current").holders.len(), N);
     let monitor = node.monitor(pids[N - 1]).expect("alive");
-    let start = Instant::now();
     node.shutdown();
     assert_eq!(monitor.wait(Duration::ZERO), Some(Term::atom("shutdown")));
     assert!(node.processes().is_empty(), "every process stopped");
     assert!(node.abandoned().is_empty(), "none abandoned: {:?}", node.abandoned());
-    assert!(start.elapsed() < Duration::from_secs(60), "shutdown took {:?}", start.elapsed());
     let held = node.code().holders("ch3").expect("holders");
     assert!(held.current.expect("current").holders.is_empty(), "no pin left behind");
 }
@@ -105,18 +103,22 @@ fn callbacks_blocked_on_every_worker_do_not_stop_other_processes() {
 }
 
 #[test]
-fn suspend_and_resume_are_flags_even_for_a_process_inside_a_callback() {
+fn a_suspend_waits_for_the_callback_in_progress_and_queued_calls_run_at_the_resume() {
     let node = node_with(&[("stubborn", fixtures::plugin("fixture-stubborn"))]);
     let pid = node.start_gen_server("stubborn", Term::List(vec![]), None).expect("start");
     let node = &node;
     std::thread::scope(|s| {
         let blocked = s.spawn(move || node_call(node, pid, "block"));
         until_n_blocked(node, 1);
-        // Inside a callback, it could not answer a suspend message: a flag needs no answer.
-        node.suspend(pid, Duration::from_millis(1)).expect("suspend");
+        // Inside a callback it is not between callbacks: like `sys:suspend`, the suspend
+        // does not return Ok until the callback ends; its flag stays set meanwhile.
+        let early = node.suspend(pid, Duration::from_millis(1));
+        assert!(matches!(early, Err(ProcessError::Timeout { .. })), "{early:?}");
         node.code().apply("stubborn", "release", vec![]).expect("release/0");
         assert_eq!(blocked.join().expect("caller"), Ok(Term::atom("released")));
     });
+    // Between callbacks now: a suspend answers at once.
+    node.suspend(pid, LONG).expect("suspend");
     // Suspended now: system messages are answered, calls wait in the mailbox.
     assert_eq!(node.get_state(pid, LONG).expect("state"), Term::Int(1));
     let waited = node.call(pid, Term::atom("ping"), Duration::from_millis(50));
@@ -221,7 +223,16 @@ fn a_code_change_that_fails_on_one_of_a_thousand_processes_fails_the_install() {
     // Exactly one worker crashed on its code_change (its supervisor restarted it); the
     // others migrated, and once resumed (the script stopped before its resume) serve
     // version 2.
-    let survivors: Vec<_> = workers.iter().filter(|p| node.is_alive(**p)).collect();
+    // The crashed one answers its code_change before it unregisters: wait (bounded) for
+    // its exit.
+    let deadline = Instant::now() + LONG;
+    let survivors = loop {
+        let alive: Vec<_> = workers.iter().filter(|p| node.is_alive(**p)).collect();
+        if alive.len() < N || Instant::now() >= deadline {
+            break alive;
+        }
+        std::thread::yield_now();
+    };
     assert_eq!(survivors.len(), N - 1);
     for &&pid in &survivors {
         node.resume(pid).expect("resume");

@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::code::trust::node_uid;
 use crate::release_handler::last_exit::{self, Ending};
@@ -44,6 +44,32 @@ pub fn request_with_progress(
     fields: &[String],
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Vec<String>, i32), ControlError> {
+    exchange(root, fields, progress, None)
+}
+
+/// [`request`], given up at `deadline`: every write and read on the socket is bounded by
+/// the time left, so a node that is stopped (SIGSTOP) or hung cannot hold the caller.
+///
+/// # Errors
+///
+/// As [`request`], and [`ControlError::TimedOut`] if the whole answer did not arrive
+/// before `deadline` (or it had passed already).
+pub fn request_until(
+    root: &Path,
+    fields: &[String],
+    deadline: Instant,
+) -> Result<(Vec<String>, i32), ControlError> {
+    exchange(root, fields, &mut |_| {}, Some(deadline))
+}
+
+/// One request; with a deadline, each socket operation is bounded by the time left.
+fn exchange(
+    root: &Path,
+    fields: &[String],
+    progress: &mut dyn FnMut(&str),
+    deadline: Option<Instant>,
+) -> Result<(Vec<String>, i32), ControlError> {
+    let given = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     if let Some(field) = fields.iter().find(|f| f.contains(['\t', '\n', '\r'])) {
         return Err(ControlError::BadField { field: field.clone() });
     }
@@ -65,26 +91,60 @@ pub fn request_with_progress(
     if uid != own && uid != 0 {
         return Err(ControlError::ForeignPeer { socket, uid, own });
     }
+    // The time left, or the error once there is none (a zero timeout means none to std).
+    let timed_out =
+        || ControlError::TimedOut { socket: socket.clone(), after: given.unwrap_or_default() };
+    let left = || -> Result<Option<Duration>, ControlError> {
+        match deadline {
+            None => Ok(None),
+            Some(d) => match d.saturating_duration_since(Instant::now()) {
+                left if left.is_zero() => Err(timed_out()),
+                left => Ok(Some(left)),
+            },
+        }
+    };
+    stream.set_write_timeout(left()?).map_err(io_error(&socket))?;
     let mut line = fields.join("\t");
     line.push('\n');
     // A node that refuses us answers and closes without reading the request, so writing
     // it may fail: the answer, already on its way, says why.
     let sent =
         stream.write_all(line.as_bytes()).and_then(|()| stream.shutdown(std::net::Shutdown::Write));
+    let expired = |e: &io::Error| {
+        deadline.is_some()
+            && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    };
     if let Err(e) = sent
         && !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
     {
-        return Err(ControlError::Io { path: socket, source: e });
+        if expired(&e) {
+            return Err(timed_out());
+        }
+        return Err(ControlError::Io { path: socket.clone(), source: e });
     }
+    let timer = stream.try_clone().map_err(io_error(&socket))?;
+    let mut reader = BufReader::new(stream);
     let mut lines = Vec::new();
-    for line in BufReader::new(stream).lines() {
-        let line = match line {
-            Ok(line) => line,
+    loop {
+        timer.set_read_timeout(left()?).map_err(io_error(&socket))?;
+        let mut line = String::new();
+        let line = match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    line.pop();
+                    if line.ends_with('\r') {
+                        line.pop();
+                    }
+                }
+                line
+            }
+            Err(e) if expired(&e) => return Err(timed_out()),
             // After a refusal, the node closed with our request unread, which resets the
             // connection once its answer has been read: the answer is complete. Without
             // one, the node went away before it took the connection: said below.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-            Err(e) => return Err(ControlError::Io { path: socket, source: e }),
+            Err(e) => return Err(ControlError::Io { path: socket.clone(), source: e }),
         };
         match line.strip_prefix(PROGRESS_PREFIX) {
             Some(step) => progress(step),

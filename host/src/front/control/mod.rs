@@ -118,7 +118,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use client::{PROGRESS_PREFIX, request, request_with_progress};
+pub use client::{PROGRESS_PREFIX, request, request_until, request_with_progress};
 pub use lock::RootLock;
 pub use server::Control;
 
@@ -214,6 +214,15 @@ pub enum ControlError {
     BadField {
         /// The field.
         field: String,
+    },
+    /// The node did not answer before the request's deadline ([`request_until`]): it is
+    /// stopped, hung, or still working; the connection was closed.
+    #[error("{}: no answer within {after:.1?}; gave up", socket.display())]
+    TimedOut {
+        /// The socket.
+        socket: PathBuf,
+        /// How long was given.
+        after: std::time::Duration,
     },
     /// The node broke the protocol: it closed the connection before its final line (it
     /// died or exited during the operation without recording why), or sent a final line

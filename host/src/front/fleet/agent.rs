@@ -93,6 +93,10 @@ fn run_op(root: &Path, op: &Op, can_reboot: bool) -> (OpResult, Option<String>) 
     let mut reboot_for = None;
     let outcome = match &op.kind {
         OpKind::Unpack { path } => ctl(root, &["unpack", path]),
+        // A rollout run again after an abort finds the release current already.
+        OpKind::Install { vsn, .. } if current(root).as_deref() == Some(vsn.as_str()) => {
+            Ok(format!("ok: release {vsn} is installed (current) already"))
+        }
         OpKind::Install { vsn, attempt: None } => ctl(root, &["install", vsn]),
         OpKind::Install { vsn, attempt: Some(a) } => ctl(root, &["install", vsn, "--attempt", a]),
         OpKind::MakePermanent { vsn } => ctl(root, &["make-permanent", vsn]),
@@ -140,6 +144,18 @@ fn ctl(root: &Path, fields: &[&str]) -> Result<String, String> {
         Ok((lines, code)) => Err(format!("{} (exit {code})", lines.join("\n"))),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The node's current (installed, not permanent) release, if it has one and says so.
+fn current(root: &Path) -> Option<String> {
+    let text = ctl(root, &["which-releases", "--json"]).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    doc["releases"]
+        .as_array()?
+        .iter()
+        .find(|r| r["status"] == "current")
+        .and_then(|r| r["vsn"].as_str())
+        .map(str::to_owned)
 }
 
 /// Back to the permanent release.

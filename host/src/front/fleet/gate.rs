@@ -67,7 +67,9 @@ impl Health {
                 // `ctl call` takes at most 60 s.
                 let ms = left.as_millis().clamp(1, 60_000).to_string();
                 let fields = ["call", name, request, &ms].map(str::to_owned);
-                match control::request(root, &fields) {
+                // The socket too is bounded by the deadline: a stopped node cannot hold
+                // the rollout (and its lock) past it.
+                match control::request_until(root, &fields, deadline) {
                     Ok((_, 0)) => Ok(()),
                     Ok((lines, code)) => {
                         Err(format!("call {name} {request}: {} (exit {code})", lines.join(" ")))

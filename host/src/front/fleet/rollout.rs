@@ -9,19 +9,25 @@
 //! permanent (`make_permanent` on its nodes) before the next wave starts.
 //!
 //! A failure is an op that failed, a node that left the cluster, or an unhealthy node.
-//! More than `max_failures` of them, or a wave not through its gate within the progress
+//! Any failure in the canary wave, more than `max_failures` of them in all (a failed
+//! `make_permanent` counted too), or a wave not through its gate within the progress
 //! deadline, fails the rollout: with `rollback`, the wave's upgraded nodes go back to their
 //! permanent release and the nodes of later waves are never sent anything; with `pause`,
 //! the rollout stops as it stands, for `promote` (the wave is taken as good: made
 //! permanent, then the next waves), `abort` (given up as it stands) or `rollback`.
-//! Failures within the threshold roll the failed nodes back and the rollout goes on.
+//! Failures within the threshold (after the canary) roll the failed nodes back and the
+//! rollout goes on.
+//!
+//! Ops are sent only after the record says the rollout is running (a node runs an op only
+//! then, or a rollback); an op unanswered by its deadline is withdrawn, and so is every
+//! unanswered op of a rollout that fails, pauses or is aborted.
 //!
 //! The whole rollout is recorded in etcd ([`RolloutState`]) at each step, under the
 //! cluster's rollout lock held by this command's lease: one rollout at a time.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hotcode_cluster::ops::{Op, OpKind};
 use hotcode_cluster::rollout::{Driver, NoAnswer, Phase, RolloutState};
@@ -128,6 +134,27 @@ pub enum FleetError {
         /// The release.
         vsn: String,
     },
+    /// A value given is not usable; nothing was taken or sent.
+    #[error("{what} {value:?}: {why}")]
+    Invalid {
+        /// What it is (`release`, `--progress-deadline`).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: String,
+    },
+    /// `promote` of a rollout still recorded as running: its driver is gone, and its
+    /// wave never went through the gate.
+    #[error(
+        "rollout {id} is recorded as running but no command drives it (its driver died): its \
+         wave never went through the health gate, so it cannot be promoted; `hotcode fleet \
+         rollback` or `abort` it"
+    )]
+    Orphaned {
+        /// The rollout.
+        id: String,
+    },
     /// The recorded plan cannot be read.
     #[error("rollout {id}: its recorded plan is unreadable: {why}")]
     BadPlan {
@@ -183,6 +210,27 @@ pub fn waves(nodes: &[String], canary: usize, wave: WaveSize) -> Vec<Vec<String>
     out
 }
 
+/// The instant `d` from now (a plan's deadline was checked by [`check_plan`] to fit).
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or(now)
+}
+
+/// Refuses a plan that cannot be run: a release name that is no version, a progress
+/// deadline too far to be a point in time.
+fn check_plan(plan: &Plan) -> Result<(), FleetError> {
+    crate::release::names::check_name(crate::release::names::NameKind::Vsn, &plan.vsn)
+        .map_err(|why| FleetError::Invalid { what: "release", value: plan.vsn.clone(), why })?;
+    if Instant::now().checked_add(plan.progress_deadline).is_none() {
+        return Err(FleetError::Invalid {
+            what: "--progress-deadline",
+            value: format!("{}", plan.progress_deadline.as_secs()),
+            why: "is too far in the future for this system's clock".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// What to call the one driving a rollout, in the lock.
 fn holder(what: &str) -> String {
     format!("hotcode fleet {what} (pid {})", std::process::id())
@@ -195,6 +243,7 @@ pub fn install(
     plan: &Plan,
     say: &mut dyn FnMut(&str),
 ) -> Result<RolloutState, FleetError> {
+    check_plan(plan)?;
     let driver = Driver::lock(endpoints, &holder(&format!("install {}", plan.vsn)))?;
     if let Some(old) = driver.state()?
         && !old.phase.finished()
@@ -215,9 +264,9 @@ pub fn install(
     if todo.is_empty() {
         return Err(FleetError::NoNodes { vsn: plan.vsn.clone() });
     }
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let mut state = RolloutState {
-        id: format!("r{millis}"),
+        // The lock's etcd revision: no two rollouts of a cluster share it.
+        id: format!("r{}", driver.revision()),
         vsn: plan.vsn.clone(),
         phase: Phase::Running,
         waves: waves(&todo, plan.canary, plan.wave),
@@ -254,7 +303,9 @@ fn paused(endpoints: &[String], what: &str) -> Result<(Driver, RolloutState, Pla
         }
         None => return Err(FleetError::NotPaused { found: None }),
     };
-    let plan = serde_json::from_value(state.plan.clone())
+    let plan: Plan = serde_json::from_value(state.plan.clone())
+        .map_err(|e| FleetError::BadPlan { id: state.id.clone(), why: e.to_string() })?;
+    check_plan(&plan)
         .map_err(|e| FleetError::BadPlan { id: state.id.clone(), why: e.to_string() })?;
     Ok((driver, state, plan))
 }
@@ -266,8 +317,16 @@ pub fn promote(
     say: &mut dyn FnMut(&str),
 ) -> Result<RolloutState, FleetError> {
     let (driver, mut state, plan) = paused(endpoints, "promote")?;
+    if state.phase == Phase::Running {
+        return Err(FleetError::Orphaned { id: state.id });
+    }
     let wave = state.waves.get(state.wave).cloned().unwrap_or_default();
-    let upgraded: Vec<String> = wave.iter().filter(|n| upgraded(&state, n)).cloned().collect();
+    // A node whose unpack or install failed has nothing to make permanent.
+    let upgraded: Vec<String> = wave
+        .iter()
+        .filter(|n| upgraded(&state, n) && !failed_before_gate(&state, n))
+        .cloned()
+        .collect();
     say(&format!(
         "promote {}: wave {} ({}) taken as good",
         state.id,
@@ -277,7 +336,9 @@ pub fn promote(
     state.phase = Phase::Running;
     state.reason = None;
     state.failures = 0;
-    let deadline = Instant::now() + plan.progress_deadline;
+    let deadline = after(plan.progress_deadline);
+    // Promoted, the record says running before any op is sent (nodes check it).
+    driver.put_state(&state)?;
     let made = step(&driver, &mut state, &upgraded, deadline, |_| OpKind::MakePermanent {
         vsn: plan.vsn.clone(),
     })?;
@@ -302,6 +363,7 @@ pub fn abort(endpoints: &[String], say: &mut dyn FnMut(&str)) -> Result<RolloutS
     not_started(&mut state);
     state.phase = Phase::Aborted;
     driver.put_state(&state)?;
+    withdraw_all(&driver, &state)?;
     say(&format!("rollout {} aborted as it stood", state.id));
     Ok(state)
 }
@@ -330,6 +392,29 @@ fn upgraded(state: &RolloutState, node: &str) -> bool {
         || place.starts_with("failed: unpack"))
 }
 
+/// Whether `node`'s unpack or install failed in this rollout (so nothing is to be made
+/// permanent on it).
+fn failed_before_gate(state: &RolloutState, node: &str) -> bool {
+    let place = state.places.get(node).map_or("", String::as_str);
+    place.starts_with("failed: unpack") || place.starts_with("failed: install")
+}
+
+/// Withdraws every op of the rollout that no node answered (the rollout stopped: a node
+/// that comes back must not run them).
+fn withdraw_all(driver: &Driver, state: &RolloutState) -> Result<(), FleetError> {
+    let left = driver.unanswered(&state.id)?;
+    if !left.is_empty() {
+        driver.withdraw(&left)?;
+    }
+    Ok(())
+}
+
+/// Whether `status` (a node's published JSON) lists release `vsn`, whatever its status.
+fn has_release(status: &str, vsn: &str) -> bool {
+    let doc: serde_json::Value = serde_json::from_str(status).unwrap_or_default();
+    doc["releases"].as_array().into_iter().flatten().any(|r| r["vsn"] == vsn)
+}
+
 /// Nodes of the waves after the current one were never sent anything.
 fn not_started(state: &mut RolloutState) {
     for wave in state.waves.iter().skip(state.wave + 1) {
@@ -348,15 +433,26 @@ fn step(
     deadline: Instant,
     kind: impl Fn(&str) -> OpKind,
 ) -> Result<Outcomes, FleetError> {
-    let mut pending = Vec::new();
+    let mut ops = Vec::new();
     for node in nodes {
         let op = Op { id: format!("{}-{}", state.id, state.next_op), kind: kind(node) };
         state.next_op += 1;
-        driver.submit(node, &op)?;
-        pending.push((node.clone(), op.id));
+        ops.push((node.clone(), op));
     }
+    // The record first: a node runs an op only if the record says its rollout is running.
     driver.put_state(state)?;
+    let mut pending = Vec::new();
+    for (node, op) in ops {
+        driver.submit(&node, &op)?;
+        pending.push((node, op.id));
+    }
     let answers = driver.wait(&pending, deadline)?;
+    // An op nobody answered is withdrawn: a node that comes back never runs it late.
+    let unanswered: Vec<(String, String)> =
+        pending.iter().filter(|p| !matches!(answers.get(*p), Some(Ok(_)))).cloned().collect();
+    if !unanswered.is_empty() {
+        driver.withdraw(&unanswered)?;
+    }
     Ok(pending
         .into_iter()
         .map(|(node, id)| {
@@ -383,10 +479,11 @@ fn drive(
     while state.wave < state.waves.len() {
         let k = state.wave;
         let wave = state.waves[k].clone();
-        let label =
-            if k == 0 && plan.canary > 0 { "canary".to_owned() } else { format!("wave {}", k + 1) };
+        let canary = k == 0 && plan.canary > 0;
+        let label = if canary { "canary".to_owned() } else { format!("wave {}", k + 1) };
         say(&format!("{label}: {} -> release {}", wave.join(" "), plan.vsn));
-        let deadline = Instant::now() + plan.progress_deadline;
+        let deadline = after(plan.progress_deadline);
+        let failures_before = state.failures;
         for node in &wave {
             state.places.insert(node.clone(), place::UPGRADING.to_owned());
         }
@@ -397,10 +494,18 @@ fn drive(
             state.failures += 1;
         };
         if let Some(package) = &plan.package {
-            let unpacked = step(driver, state, &going, deadline, |_| OpKind::Unpack {
+            // A node that has the release already (a rollout run again after a rollback
+            // or an abort) is not asked to unpack it again.
+            let members = driver.members()?;
+            let (has, needs): (Vec<String>, Vec<String>) = going.iter().cloned().partition(|n| {
+                members.iter().any(|m| &m.node == n && has_release(&m.status, &plan.vsn))
+            });
+            let unpacked = step(driver, state, &needs, deadline, |_| OpKind::Unpack {
                 path: package.clone(),
             })?;
-            going = keep_ok(state, unpacked, "unpack", &mut fail);
+            going = has;
+            going.extend(keep_ok(state, unpacked, "unpack", &mut fail));
+            going.sort_by_key(|n| wave.iter().position(|w| w == n));
         }
         let attempt = format!("{}-w{k}", state.id);
         let installed = step(driver, state, &going, deadline, |_| OpKind::Install {
@@ -437,41 +542,15 @@ fn drive(
         }
         // An op unanswered or a gate killed at the deadline leaves no time either.
         let late = Instant::now() >= deadline;
-        if state.failures > plan.max_failures || late {
-            let reason = if !late {
-                format!(
-                    "{label}: {} failure(s), more than --max-failures {}",
-                    state.failures, plan.max_failures
-                )
-            } else {
-                format!(
-                    "{label}: not through its gate within the progress deadline ({:?})",
-                    plan.progress_deadline
-                )
-            };
-            say(&format!("rollout {} failed: {reason}", state.id));
-            state.reason = Some(reason);
-            return match plan.on_failure {
-                OnFailure::Rollback => roll_back(driver, state, plan, say),
-                OnFailure::Pause => {
-                    state.phase = Phase::Paused;
-                    driver.put_state(state)?;
-                    say(&format!(
-                        "rollout {} paused: `hotcode fleet promote`, `abort` or `rollback`",
-                        state.id
-                    ));
-                    Ok(())
-                }
-            };
+        if let Some(reason) = too_many(state, plan, &label, canary, failures_before, late) {
+            return fail_rollout(driver, state, plan, reason, say);
         }
         // Failures within the threshold: those nodes go back; the wave passed.
         let failed: Vec<String> =
             wave.iter().filter(|n| upgraded(state, n) && !going.contains(n)).cloned().collect();
         if !failed.is_empty() {
             let back =
-                step(driver, state, &failed, Instant::now() + plan.progress_deadline, |_| {
-                    OpKind::Rollback
-                })?;
+                step(driver, state, &failed, after(plan.progress_deadline), |_| OpKind::Rollback)?;
             for (node, outcome) in back {
                 let place = match outcome {
                     Ok(()) => place::ROLLED_BACK.to_owned(),
@@ -480,7 +559,7 @@ fn drive(
                 state.places.insert(node, place);
             }
         }
-        let made = step(driver, state, &going, Instant::now() + plan.progress_deadline, |_| {
+        let made = step(driver, state, &going, after(plan.progress_deadline), |_| {
             OpKind::MakePermanent { vsn: plan.vsn.clone() }
         })?;
         for (node, outcome) in made {
@@ -495,6 +574,10 @@ fn drive(
                 }
             }
         }
+        // A make-permanent that failed counts too: the threshold is looked at again.
+        if let Some(reason) = too_many(state, plan, &label, canary, failures_before, false) {
+            return fail_rollout(driver, state, plan, reason, say);
+        }
         say(&format!("{label}: permanent on release {}", plan.vsn));
         state.wave += 1;
         driver.put_state(state)?;
@@ -506,6 +589,62 @@ fn drive(
         state.id, plan.vsn
     ));
     Ok(())
+}
+
+/// Why the rollout fails after a wave, if it does: more failures than `max_failures`,
+/// any failure in the canary wave (the threshold is for the later waves), or the wave
+/// `late` past its progress deadline.
+fn too_many(
+    state: &RolloutState,
+    plan: &Plan,
+    label: &str,
+    canary: bool,
+    failures_before: u32,
+    late: bool,
+) -> Option<String> {
+    if late {
+        Some(format!(
+            "{label}: not through its gate within the progress deadline ({:?})",
+            plan.progress_deadline
+        ))
+    } else if canary && state.failures > failures_before {
+        Some(format!(
+            "canary: {} failure(s); any failure of the canary fails the rollout",
+            state.failures - failures_before
+        ))
+    } else if state.failures > plan.max_failures {
+        Some(format!(
+            "{label}: {} failure(s), more than --max-failures {}",
+            state.failures, plan.max_failures
+        ))
+    } else {
+        None
+    }
+}
+
+/// The rollout failed for `reason`: rolled back or paused, as the plan says.
+fn fail_rollout(
+    driver: &Driver,
+    state: &mut RolloutState,
+    plan: &Plan,
+    reason: String,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), FleetError> {
+    say(&format!("rollout {} failed: {reason}", state.id));
+    state.reason = Some(reason);
+    match plan.on_failure {
+        OnFailure::Rollback => roll_back(driver, state, plan, say),
+        OnFailure::Pause => {
+            state.phase = Phase::Paused;
+            driver.put_state(state)?;
+            withdraw_all(driver, state)?;
+            say(&format!(
+                "rollout {} paused: `hotcode fleet promote`, `abort` or `rollback`",
+                state.id
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// The nodes of `outcomes` that succeeded; the others counted as failures.
@@ -533,10 +672,11 @@ fn roll_back(
     plan: &Plan,
     say: &mut dyn FnMut(&str),
 ) -> Result<(), FleetError> {
+    // What was sent and not answered is withdrawn first: no node installs it after.
+    withdraw_all(driver, state)?;
     let wave = state.waves.get(state.wave).cloned().unwrap_or_default();
     let back: Vec<String> = wave.iter().filter(|n| upgraded(state, n)).cloned().collect();
-    let outcomes =
-        step(driver, state, &back, Instant::now() + plan.progress_deadline, |_| OpKind::Rollback)?;
+    let outcomes = step(driver, state, &back, after(plan.progress_deadline), |_| OpKind::Rollback)?;
     for (node, outcome) in outcomes {
         let place = match outcome {
             Ok(()) => place::ROLLED_BACK.to_owned(),

@@ -294,6 +294,8 @@ pub(super) fn migrate_processes(node: &Node, module: &str, timeout: Duration) ->
             Ok(()) => Some(pid),
             Err(e) => {
                 log::warn!("watch: {module}: cannot suspend {pid}: {e}");
+                // One still inside a callback stays suspended unless told otherwise.
+                let _ = node.resume(pid);
                 None
             }
         })

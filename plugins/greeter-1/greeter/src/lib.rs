@@ -42,11 +42,14 @@ impl GreeterImpl for V1 {
     }
 }
 
-/// `Greeter::add` without the interface's shim (no panic guard, no `RResult`): what a bare
+/// `Greeter::add` without the interface's shim (no panic guard, no error slot): what a bare
 /// `extern "C"` fn pointer costs, for `host/benches/call_path.rs` to compare the handle with.
 /// Not part of the module's interface; nothing but the benchmark looks it up.
-// The one exported symbol outside `export_module!`: `no_mangle` counts as unsafe code
-// because two crates exporting the same name would clash at link time; this name is ours.
+// The one exported symbol outside `export_module!`. `no_mangle` counts as unsafe code because
+// an unmangled name can collide with another definition of the same name. The invariant that
+// makes it sound here: this name is defined by this crate alone, and the host opens every
+// plugin with RTLD_LOCAL, so no other object resolves a reference against this definition
+// (nor this library against another's).
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 pub extern "C" fn hotcode_bench_bare_add(a: u64, b: u64) -> u64 {
