@@ -164,6 +164,7 @@ pub(crate) fn run(
         fault_point("install: an instruction after the point of no return");
         log::debug!("eval {}", spanned.value);
         if let Err(reason) = eval(h, plan, &mut ctx, spanned) {
+            forget_recorded(h, &ctx);
             return Err(ReleaseError::AfterPointOfNoReturn {
                 at: format!("{}:{}", plan.script.display(), spanned.pos),
                 instruction: spanned.value.to_string(),
@@ -172,6 +173,7 @@ pub(crate) fn run(
         }
     }
     if let Err(reason) = settle(h, after, &ctx) {
+        forget_recorded(h, &ctx);
         return Err(ReleaseError::AfterPointOfNoReturn {
             at: plan.script.display().to_string(),
             instruction: "the state migrations the script leaves to the processes".to_owned(),
@@ -179,6 +181,16 @@ pub(crate) fn run(
         });
     }
     Ok(ctx.suspend_window)
+}
+
+/// After a failed step: the code changes this install recorded and no process applied
+/// are dropped, so that none converts a state in a later install.
+fn forget_recorded(h: &ReleaseHandler, ctx: &Ctx) {
+    let modules =
+        ctx.migrations.iter().map(|(m, _, _)| m).chain(ctx.deferred_down.iter().map(|(m, _, _)| m));
+    for module in modules {
+        h.node.forget_code_change(&gen_servers(h, module));
+    }
 }
 
 /// `sync_nodes(Id, Nodes)` within the install's attempt: the node list (given, or from
@@ -453,10 +465,10 @@ fn eval(
             // version becomes current: one left out of the suspension migrates before its
             // next callback with the script's Extra; the suspended ones migrate at the
             // script's `code_change`, on the workers in parallel.
-            if node.code().staged_vsn(module).is_some()
+            if let Some(vsn) = node.code().staged_vsn(module)
                 && let Some((_, mode, extra)) = ctx.migrations.iter().find(|(m, _, _)| m == module)
             {
-                node.record_code_change(&gen_servers(h, module), *mode, extra);
+                node.record_code_change(&gen_servers(h, module), *mode, extra, &vsn);
             }
             node.load_module(module, (*pre).into(), (*post).into()).map_err(|e| e.to_string())?;
             let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ctx.deferred_down)
@@ -536,10 +548,12 @@ fn eval(
             for (module, extra) in changes {
                 let pids: Vec<Pid> =
                     ctx.suspended.iter().filter(|(m, _)| m == module).map(|(_, p)| *p).collect();
-                if mode == ChangeMode::Down && node.code().staged_vsn(module).is_some() {
+                if mode == ChangeMode::Down
+                    && let Some(vsn) = node.code().staged_vsn(module)
+                {
                     // The older version is not loaded yet: recorded on each process now
                     // (nothing woken), converted right after its load.
-                    node.record_code_change(&pids, mode, extra);
+                    node.record_code_change(&pids, mode, extra, &vsn);
                     ctx.deferred_down.push((module.clone(), pids, extra.clone()));
                     continue;
                 }

@@ -596,8 +596,11 @@ impl Node {
     /// A gen_server's suspension is a flag of its control block: from its next message
     /// boundary the process takes only system messages, and this returns once it is at
     /// one (at once, if it is between callbacks), or with `Timeout` if a callback already
-    /// running has not returned within `timeout` (the flag stays set: resume it). A
-    /// supervisor (a thread of its own) answers a suspend message within `timeout`.
+    /// running has not returned within `timeout` (the flag stays set: resume it). Only
+    /// callbacks of ordinary messages are waited for: a code change requested through
+    /// [`change_code_many`](Self::change_code_many) may still be running when this returns
+    /// (its requester waits for its result). A supervisor (a thread of its own) answers a
+    /// suspend message within `timeout`.
     pub fn suspend(&self, dest: impl Into<Dest>, timeout: Duration) -> Result<(), ProcessError> {
         let dest = dest.into();
         match self.inner.entry(&dest, |_, e| e.mailbox.clone())? {
@@ -624,8 +627,8 @@ impl Node {
     /// Suspends many processes at once: gen_servers by their flag, supervisors with every
     /// request sent before any answer is awaited, so the cost is one round trip, not one per
     /// process. Returns, per pid, whether it answered within `timeout` (measured from the
-    /// start): a gen_server answers once no callback it started before its flag was set is
-    /// running. One that did not answer may still become suspended: resume it.
+    /// start): a gen_server answers once no callback of an ordinary message it started
+    /// before its flag was set is running. One that did not answer may still become suspended: resume it.
     pub fn suspend_many(
         &self,
         pids: &[Pid],
@@ -662,7 +665,9 @@ impl Node {
             // Every pid was flagged, in the caller's order: nothing to reorder.
             return results;
         }
-        results.extend(self.ask_many(&threads, timeout, SysMsg::Suspend, |_, ()| Ok(())));
+        // Within what is left of the same deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        results.extend(self.ask_many(&threads, left, SysMsg::Suspend, |_, ()| Ok(())));
         let order: HashMap<Pid, usize> = pids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
         results.sort_by_key(|(pid, _)| order.get(pid).copied().unwrap_or(usize::MAX));
         results
@@ -697,24 +702,45 @@ impl Node {
     }
 
     /// Records, on each of `pids` (gen_servers), the code change its state is to migrate
-    /// with (`mode` and `extra`) once its module's current version is no longer the one that
-    /// made the state: applied before the process's next callback after the module's
-    /// `load`, or at once by [`change_code_many`](Self::change_code_many). A write to each
-    /// control block, under one lock of the process table: no message, nothing woken.
-    /// Supervisors and processes not alive are skipped. Returns how many were recorded.
+    /// with (`mode` and `extra`) when its module's current version becomes `for_vsn`:
+    /// applied before the process's next callback after that version's `load`, or at once
+    /// by [`change_code_many`](Self::change_code_many). A migration to any other version
+    /// drops it unused, so a record left by a failed install never converts a state for a
+    /// later one. A write to each control block, under one lock of the process table: no
+    /// message, nothing woken. Supervisors and processes not alive are skipped. Returns how
+    /// many were recorded.
     ///
     /// The release handler records its script's `code_change` this way before the `load`
     /// it follows, so that a process running a callback between the two (one left out of
-    /// the suspension) migrates with the script's Extra, not an implicit `[]`.
-    pub fn record_code_change(&self, pids: &[Pid], mode: ChangeMode, extra: &Term) -> usize {
+    /// the suspension) migrates with the script's Extra, not an implicit `[]`; it forgets
+    /// the records ([`forget_code_change`](Self::forget_code_change)) if the install fails.
+    pub fn record_code_change(
+        &self,
+        pids: &[Pid],
+        mode: ChangeMode,
+        extra: &Term,
+        for_vsn: &str,
+    ) -> usize {
         self.inner
             .mailboxes(pids)
             .into_iter()
             .filter(|m| match m {
-                Some(Mailbox::Pcb(pcb)) => pcb.record_change(mode, extra.clone()),
+                Some(Mailbox::Pcb(pcb)) => {
+                    pcb.record_change(mode, extra.clone(), Some(for_vsn.to_owned()))
+                }
                 _ => false,
             })
             .count()
+    }
+
+    /// Drops the code change recorded on each of `pids` by
+    /// [`record_code_change`](Self::record_code_change) and not applied yet.
+    pub fn forget_code_change(&self, pids: &[Pid]) {
+        for mailbox in self.inner.mailboxes(pids).into_iter().flatten() {
+            if let Mailbox::Pcb(pcb) = mailbox {
+                pcb.forget_recorded();
+            }
+        }
     }
 
     /// `change_code` of many (suspended) processes at once. Each gen_server gets the change

@@ -216,7 +216,8 @@ pub(crate) enum SysMsg {
     },
     /// Migrate the state now if its version is no longer the module's current one, the way
     /// the install's script migrates its module (`mode` and `extra`; `None` an implicit
-    /// migration), unless a downgrade is pending; answers whether it migrated. A failure
+    /// migration), or with the change recorded for the version now current if there is
+    /// one; a record for another version is dropped. Answers whether it migrated. A failure
     /// crashes the process, as a failed `ChangeCode` does.
     Settle {
         mode: Option<ChangeMode>,
@@ -344,40 +345,88 @@ const EXITED: u32 = 1 << 3;
 /// A code change recorded in the control block's slot is to be applied now, by a worker,
 /// even while the process is suspended (see [`Pcb::request_change`]).
 const CHANGE: u32 = 1 << 4;
+/// Inside a callback for an ordinary message: a suspend waits for it to end, as OTP's
+/// `sys:suspend` returns only once the process is between callbacks.
+const BUSY: u32 = 1 << 5;
 
-/// A code change recorded for a process: the mode and Extra of the `code_change` its state
-/// migrates with when its module's current version is no longer the one that made it, and
-/// where to report the result if someone waits for it.
-pub(crate) struct PendingChange {
+/// A code change recorded for a process before its module's `load`: the mode and Extra of
+/// the `code_change` its state migrates with once the module's current version is `target`
+/// (the vsn that was staged when it was recorded). A migration to any other version does
+/// not use it: it is dropped then, so a record left by a failed install never converts a
+/// state for a later, unrelated one.
+pub(crate) struct Recorded {
     mode: ChangeMode,
     extra: Term,
-    report: Option<ReportTo>,
+    /// The vsn it is for; `None` only when no version was staged when it was recorded.
+    target: Option<String>,
 }
 
-/// Where one requested code change's result goes: a slot of a [`ChangeResults`].
+/// A code change requested through `sys:change_code` ([`Pcb::request_change`]): applied
+/// by the next worker to run the process, its result reported.
+pub(crate) struct Requested {
+    mode: ChangeMode,
+    extra: Term,
+    report: ReportTo,
+}
+
+/// Where one requested code change's result goes: a slot of a [`ChangeResults`]. Dropped
+/// unsent (a host panic while applying it, a process leaked after one), it reports the
+/// change as `lost`, so whoever waits learns it at once instead of at its deadline.
 pub(crate) struct ReportTo {
-    results: Arc<ChangeResults>,
+    results: Option<Arc<ChangeResults>>,
     slot: usize,
 }
 
 impl ReportTo {
-    fn send(self, result: Result<(), Term>) {
-        self.results.report(self.slot, result);
+    fn send(mut self, result: Result<(), Term>) {
+        if let Some(results) = self.results.take() {
+            results.report(self.slot, result);
+        }
     }
 }
 
-/// A process's slot for a recorded code change, shared by its control block (written by
-/// the release handler) and its server (read when the state migrates).
+impl ReportTo {
+    /// Lets go of it without a result, for a requester that accounts for the slot itself.
+    fn forget(mut self) {
+        self.results = None;
+    }
+}
+
+impl Drop for ReportTo {
+    fn drop(&mut self) {
+        if let Some(results) = self.results.take() {
+            results.report(self.slot, Err(Term::atom("lost")));
+        }
+    }
+}
+
+/// A process's code change slots, shared by its control block (written by the release
+/// handler) and its server (read when the state migrates): a recorded change and a
+/// requested one, kept apart so that applying a request never takes a record.
 #[derive(Default)]
-pub(crate) struct ChangeSlot(Mutex<Option<PendingChange>>);
+pub(crate) struct ChangeSlot(Mutex<Changes>);
+
+#[derive(Default)]
+struct Changes {
+    recorded: Option<Recorded>,
+    requested: Option<Requested>,
+}
 
 impl ChangeSlot {
-    fn take(&self) -> Option<PendingChange> {
-        lock(&self.0).take()
+    fn take_recorded(&self) -> Option<Recorded> {
+        lock(&self.0).recorded.take()
     }
 
-    fn put(&self, change: PendingChange) -> Option<PendingChange> {
-        lock(&self.0).replace(change)
+    fn record(&self, change: Recorded) {
+        lock(&self.0).recorded = Some(change);
+    }
+
+    fn take_requested(&self) -> Option<Requested> {
+        lock(&self.0).requested.take()
+    }
+
+    fn request(&self, change: Requested) -> Option<Requested> {
+        lock(&self.0).requested.replace(change)
     }
 }
 
@@ -412,7 +461,7 @@ impl ChangeResults {
 
     /// Where the result for place `slot` goes.
     pub(crate) fn slot(self: &Arc<Self>, slot: usize) -> ReportTo {
-        ReportTo { results: Arc::clone(self), slot }
+        ReportTo { results: Some(Arc::clone(self)), slot }
     }
 
     fn report(&self, slot: usize, result: Result<(), Term>) {
@@ -447,9 +496,6 @@ impl ChangeResults {
         std::mem::take(&mut done.slots)
     }
 }
-/// Inside a callback for an ordinary message: a suspend waits for it to end, as OTP's
-/// `sys:suspend` returns only once the process is between callbacks.
-const BUSY: u32 = 1 << 5;
 
 /// A gen_server's control block: everything a process is, run by whichever worker takes it
 /// off the run queue.
@@ -457,7 +503,9 @@ const BUSY: u32 = 1 << 5;
 /// The status word says whether the process is queued or running (`SCHEDULED`: one worker at
 /// most has it, so the server is never run twice at once), suspended (it then takes only
 /// system messages, and ordinary ones wait in order), to be killed at its next message
-/// boundary, or gone. A sender queues its message, then schedules the process if it is
+/// boundary, or gone; `CHANGE` asks a worker to apply a requested code change (even while
+/// suspended), and `BUSY` marks a callback of an ordinary message in progress, which a
+/// suspend waits for. A sender queues its message, then schedules the process if it is
 /// runnable and was not scheduled; a worker that stops running a process clears
 /// `SCHEDULED` and then checks again, so no message is left unseen between the two.
 pub(crate) struct Pcb {
@@ -465,7 +513,7 @@ pub(crate) struct Pcb {
     status: AtomicU32,
     mailbox: Mutex<Queue>,
     body: Mutex<Body>,
-    /// A code change recorded for it (see [`PendingChange`]).
+    /// A code change recorded for it (see [`ChangeSlot`]).
     change: Arc<ChangeSlot>,
 }
 
@@ -588,17 +636,26 @@ impl Pcb {
     }
 
     /// Records a code change for the process, to be applied before its next callback once
-    /// its module's current version is not the one that made its state: a write to its
-    /// control block that wakes nothing. A change recorded earlier is replaced (the one it
-    /// replaced, if someone waited for it, is reported as superseded). False if the process
-    /// has exited.
-    pub(crate) fn record_change(&self, mode: ChangeMode, extra: Term) -> bool {
+    /// its module's current version is `target` (see [`Recorded`]): a write to its control
+    /// block that wakes nothing. A change recorded earlier is replaced. False if the
+    /// process has exited.
+    pub(crate) fn record_change(
+        &self,
+        mode: ChangeMode,
+        extra: Term,
+        target: Option<String>,
+    ) -> bool {
         if self.status.load(Ordering::SeqCst) & EXITED != 0 {
             return false;
         }
-        let replaced = self.change.put(PendingChange { mode, extra, report: None });
-        Self::superseded(replaced);
+        self.change.record(Recorded { mode, extra, target });
         true
+    }
+
+    /// Drops a change recorded for the process and not yet applied (the install that
+    /// recorded it failed).
+    pub(crate) fn forget_recorded(&self) {
+        drop(self.change.take_recorded());
     }
 
     /// Requests the code change `sys:change_code` makes, applied by the next worker to run
@@ -612,15 +669,17 @@ impl Pcb {
         report: ReportTo,
     ) -> Result<Option<Arc<Pcb>>, ()> {
         if self.status.load(Ordering::SeqCst) & EXITED != 0 {
+            // Nothing to report: the caller learns it from the `Err`.
+            report.forget();
             return Err(());
         }
-        let replaced = self.change.put(PendingChange { mode, extra, report: Some(report) });
+        let replaced = self.change.request(Requested { mode, extra, report });
         Self::superseded(replaced);
         let status = self.status.fetch_or(CHANGE, Ordering::SeqCst);
         if status & EXITED != 0 {
             // It exited meanwhile; its exit may have missed the request: report it here
             // unless the exit did.
-            if let Some(change) = self.change.take() {
+            if let Some(change) = self.change.take_requested() {
                 Self::report_exit(change);
             }
             return Ok(None);
@@ -628,16 +687,14 @@ impl Pcb {
         Ok(self.claim().then(|| Arc::clone(self)))
     }
 
-    fn superseded(replaced: Option<PendingChange>) {
-        if let Some(PendingChange { report: Some(report), .. }) = replaced {
-            report.send(Err(Term::atom("superseded")));
+    fn superseded(replaced: Option<Requested>) {
+        if let Some(replaced) = replaced {
+            replaced.report.send(Err(Term::atom("superseded")));
         }
     }
 
-    fn report_exit(change: PendingChange) {
-        if let Some(report) = change.report {
-            report.send(Err(Term::atom("exited")));
-        }
+    fn report_exit(change: Requested) {
+        change.report.send(Err(Term::atom("exited")));
     }
 
     fn kill(self: &Arc<Self>) {
@@ -710,9 +767,10 @@ impl Pcb {
             std::mem::take(&mut q.msgs)
         };
         drop(left);
-        if let Some(change) = self.change.take() {
+        if let Some(change) = self.change.take_requested() {
             Self::report_exit(change);
         }
+        self.forget_recorded();
     }
 
     /// After the host panicked while running it (on this worker): the process is gone. Its
@@ -734,6 +792,10 @@ impl Pcb {
                 );
                 let (node, pid, parent) =
                     (Arc::clone(&server.node), server.pid, server.parent.clone());
+                let mut server = server;
+                if let Some(report) = server.failed_report.take() {
+                    report.send(Err(reason.clone()));
+                }
                 std::mem::forget(server);
                 node.exited(pid, &parent, reason);
             }
@@ -1179,13 +1241,9 @@ impl Server {
     ) -> Result<R, Term> {
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         if !self.pinned_to(&held) {
-            match self.change.take() {
+            match self.recorded_for(&held) {
                 // A change recorded before the load: convert the way it asked.
-                Some(change) => {
-                    let result = self.migrate(&held, Some(change.mode), &change.extra);
-                    self.report(change.report, &result);
-                    result?;
-                }
+                Some(change) => self.migrate(&held, Some(change.mode), &change.extra)?,
                 // The module moved on without an explicit code_change: Extra = [].
                 None => self.migrate(&held, None, &Term::List(vec![]))?,
             }
@@ -1193,6 +1251,24 @@ impl Server {
         // SAFETY: the handle is for GenServerTable (checked for every version at load).
         let table = unsafe { held.table::<GenServerTable>() };
         f(table, self.state).map_err(|e| e.exit_reason())
+    }
+
+    /// The change recorded for a migration into the version `held` holds, taken; a change
+    /// recorded for another version is dropped (see [`Recorded`]).
+    fn recorded_for(&self, held: &hold::Hold) -> Option<Recorded> {
+        let change = self.change.take_recorded()?;
+        match &change.target {
+            Some(target) if self.node.code.vsn_of(held.cell()).as_ref() != Some(target) => {
+                log::debug!(
+                    "{} ({}): a code change recorded for vsn {target} dropped: the module \
+                     moved to another version",
+                    self.pid,
+                    self.module()
+                );
+                None
+            }
+            _ => Some(change),
+        }
     }
 
     /// Moves the state from its pinned version into the version `new` holds. A failure is
@@ -1281,22 +1357,18 @@ impl Server {
         self.export_from(&old, &old_vsn, to, down_extra)
     }
 
-    /// [`SysMsg::Settle`]: the migration the script makes, made now if it is still due.
+    /// [`SysMsg::Settle`]: the migration the script makes, made now if it is still due
+    /// (with the change recorded for this version, if any, else with `mode` and `extra`).
+    /// When nothing is due, a change still recorded was for a version that never came: it
+    /// is dropped.
     fn settle(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<bool, Term> {
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         if self.pinned_to(&held) {
-            // Nothing due; a change still recorded was for a version that never came.
-            if let Some(stale) = self.change.take() {
-                Pcb::superseded(Some(stale));
-            }
+            drop(self.change.take_recorded());
             return Ok(false);
         }
-        match self.change.take() {
-            Some(pending) => {
-                let result = self.migrate(&held, Some(pending.mode), &pending.extra);
-                self.report(pending.report, &result);
-                result?;
-            }
+        match self.recorded_for(&held) {
+            Some(recorded) => self.migrate(&held, Some(recorded.mode), &recorded.extra)?,
             None => self.migrate(&held, mode, extra)?,
         }
         Ok(true)
@@ -1304,17 +1376,15 @@ impl Server {
 
     fn change_code(&mut self, mode: Option<ChangeMode>, extra: &Term) -> Result<(), Term> {
         // An explicit change replaces whatever was recorded before it.
-        if let Some(stale) = self.change.take() {
-            Pcb::superseded(Some(stale));
-        }
+        drop(self.change.take_recorded());
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         let same = self.pinned_to(&held);
         if same && mode == Some(ChangeMode::Down) {
             // The older version is not loaded yet: convert when it becomes current.
-            self.change.put(PendingChange {
+            self.change.record(Recorded {
                 mode: ChangeMode::Down,
                 extra: extra.clone(),
-                report: None,
+                target: self.node.code.staged_vsn(self.module()),
             });
             return Ok(());
         }
@@ -1325,7 +1395,7 @@ impl Server {
     /// `sys:change_code` applies it (a downgrade whose older version is not loaded yet
     /// stays recorded for its load), its result reported; how the process ends if it failed.
     fn apply_requested(&mut self) -> Option<Exit> {
-        let change = self.change.take()?;
+        let change = self.change.take_requested()?;
         let result = self.change_code(Some(change.mode), &change.extra);
         self.report(change.report, &result);
         result.err().map(Exit::Abrupt)
@@ -1334,11 +1404,10 @@ impl Server {
     /// Reports a code change's result: a success now; a failure once the process has
     /// exited on it (see [`exit`](Self::exit)), so that whoever learns of the failure
     /// finds the process gone, as the failure says.
-    fn report(&mut self, to: Option<ReportTo>, result: &Result<(), Term>) {
-        match (to, result) {
-            (Some(to), Ok(())) => to.send(Ok(())),
-            (Some(to), Err(_)) => self.failed_report = Some(to),
-            (None, _) => {}
+    fn report(&mut self, to: ReportTo, result: &Result<(), Term>) {
+        match result {
+            Ok(()) => to.send(Ok(())),
+            Err(_) => self.failed_report = Some(to),
         }
     }
 

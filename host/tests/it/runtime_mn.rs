@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use hotcode::release_handler::{ErrorAction, ReleaseError, ReleaseHandler};
-use hotcode::{ChangeMode, Node, ProcessError};
+use hotcode::{ChangeMode, Node, ProcessError, PurgeMethod::BrutalPurge};
 use plugin_api::Term;
 
 use crate::{LONG, fixtures, node_with};
@@ -251,8 +251,9 @@ fn a_code_change_recorded_before_the_load_wakes_nothing_and_runs_before_the_next
         suspended.unwrap_or_else(|e| panic!("suspend {pid}: {e}"));
     }
     let extra = Term::tuple([Term::atom("served"), Term::Int(40)]);
-    assert_eq!(node.record_code_change(&pids, ChangeMode::Up, &extra), 3);
-    crate::load_version(&node, "ch3", fixtures::plugin("fixture-ch3-v2"));
+    node.code().load_object_code("ch3", fixtures::plugin("fixture-ch3-v2")).expect("stage");
+    assert_eq!(node.record_code_change(&pids, ChangeMode::Up, &extra, "2"), 3);
+    node.code().load("ch3", BrutalPurge, BrutalPurge).expect("load");
     // Recording woke nobody: the suspended states still pin version 1.
     let holders = node.code().holders("ch3").expect("holders");
     let old = holders.old.expect("version 1 is old now");
@@ -276,6 +277,27 @@ fn a_code_change_recorded_before_the_load_wakes_nothing_and_runs_before_the_next
     // Migrated: nothing pins version 1 any more.
     let holders = node.code().holders("ch3").expect("holders");
     assert!(holders.old.as_ref().is_none_or(|v| v.holders.is_empty()), "{holders:?}");
+}
+
+#[test]
+fn a_code_change_recorded_for_another_version_or_forgotten_is_never_applied() {
+    let node = node_with(&[("ch3", fixtures::module_lib("ch_app-1", "ch3"))]);
+    let pids: Vec<_> = (0..2)
+        .map(|_| node.start_gen_server("ch3", Term::List(vec![]), None).expect("start"))
+        .collect();
+    let extra = Term::tuple([Term::atom("served"), Term::Int(40)]);
+    // One recorded for a vsn that is never loaded (an install that failed before it), one
+    // recorded for vsn 2 and then forgotten (the install that recorded it failed).
+    node.code().load_object_code("ch3", fixtures::plugin("fixture-ch3-v2")).expect("stage");
+    assert_eq!(node.record_code_change(&pids[..1], ChangeMode::Up, &extra, "3"), 1);
+    assert_eq!(node.record_code_change(&pids[1..], ChangeMode::Up, &extra, "2"), 1);
+    node.forget_code_change(&pids[1..]);
+    node.code().load("ch3", BrutalPurge, BrutalPurge).expect("load");
+    // Both migrate to version 2 with the implicit Extra `[]`: the counter starts at 0.
+    for &pid in &pids {
+        assert_eq!(node.call(pid, Term::atom("version"), LONG).expect("version"), Term::Int(2));
+        assert_eq!(node.call(pid, Term::atom("served"), LONG).expect("served"), Term::Int(0));
+    }
 }
 
 #[test]
