@@ -11,7 +11,11 @@
 //! - `handle`: `Handle::call`, hotcode's per-thread hold slots;
 //! - `lock_and_lookup_per_call`: an `RwLock` around the library and a `dlsym` on every
 //!   call, as popular hot-reload crates do;
-//! - `arc_clone_per_call`: a reference count taken and dropped on every call.
+//! - `arc_clone_per_call`: a reference count taken and dropped on every call;
+//! - `hot_lib_reloader`: the real hot-lib-reloader crate (a dev-dependency, not an
+//!   imitation), its `#[hot_module]` calling `hotcode_bench_hlr_add` (the bare add with the
+//!   Rust ABI, which is how that crate calls) in its own copy of greeter v1: per call it
+//!   clones an `Arc`, takes an `RwLock` read and looks the symbol up.
 //!
 //! Each runs on one thread, then on two threads at once (time per call per thread), where
 //! any shared write on the call path shows up as contention. Criterion measures each
@@ -19,9 +23,9 @@
 //! measures the ratios SPEC §10 sets targets for (handle ÷ bare pointer on one thread, as a
 //! throughput loop of independent calls and as a latency chain where each call takes the
 //! previous result; and the handle's one-thread ÷ two-thread time per call), plus handle ÷
-//! shim, in interleaved batches, so that both sides of each ratio run under the same
-//! machine conditions (see [`paired`]), and writes them to
-//! `target/bench-results/call_paired.json`.
+//! shim and hot-lib-reloader ÷ bare pointer (throughput), in interleaved batches, so that
+//! both sides of each ratio run under the same machine conditions (see [`paired`]), and
+//! writes them to `target/bench-results/call_paired.json`.
 //!
 //! Needs the release-built plugins: run through `cargo xtask bench`.
 
@@ -29,7 +33,8 @@
 mod common;
 
 use std::hint::black_box;
-use std::sync::{Arc, Barrier, RwLock, mpsc};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier, OnceLock, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{Mode, percentile, plugin};
@@ -49,7 +54,7 @@ fn bare_of(lib: &Library) -> BareAdd {
 }
 
 /// Opens a private copy of greeter v1 by hand and returns its table, for the baselines.
-fn open_by_hand(scratch: &std::path::Path, tag: &str) -> (Library, &'static Greeter) {
+fn open_by_hand(scratch: &Path, tag: &str) -> (Library, &'static Greeter) {
     let copy = scratch.join(format!("greeter-{tag}.so"));
     std::fs::copy(plugin("greeter_v1"), &copy).expect("copy plugin");
     // SAFETY: a hotcode plugin built from this workspace; its initialisers are std's.
@@ -68,12 +73,44 @@ fn table_of(lib: &Library) -> &'static Greeter {
     }
 }
 
-/// Which of a pool's three jobs a batch runs, and how.
+/// Where hot-lib-reloader finds its library: set once by [`hlr_stage`] before the first call.
+static HLR_LIB_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The directory the `#[hot_module]` below reads its library from, when first called.
+fn hlr_lib_dir() -> &'static Path {
+    HLR_LIB_DIR.get().expect("hlr_stage runs before the first hot-lib-reloader call")
+}
+
+/// greeter v1 as hot-lib-reloader sees it: the crate's own attribute macro, as its users
+/// write it. The first call of `hotcode_bench_hlr_add` creates the crate's `LibReloader`
+/// (copying `lib_dir/libgreeter_v1.so` beside itself and loading the copy, and starting its
+/// file-watch threads); every call after that clones the loader's `Arc`, takes its `RwLock`
+/// for reading and looks the symbol up in the library.
+#[hot_lib_reloader::hot_module(dylib = "greeter_v1", lib_dir = super::hlr_lib_dir())]
+mod hlr_greeter {
+    #[hot_functions]
+    unsafe extern "Rust" {
+        pub fn hotcode_bench_hlr_add(a: u64, b: u64) -> u64;
+    }
+}
+
+/// Gives hot-lib-reloader a directory of its own holding greeter v1 under the name it builds
+/// from `dylib` (`libgreeter_v1.so`): pointed at the plugin directory it would write its
+/// loaded copy there and, its loader being a static that is never dropped, leave it behind.
+fn hlr_stage(scratch: &Path) {
+    let dir = scratch.join("hot-lib-reloader");
+    std::fs::create_dir_all(&dir).expect("create hot-lib-reloader's directory");
+    std::fs::copy(plugin("greeter_v1"), dir.join("libgreeter_v1.so")).expect("copy plugin");
+    HLR_LIB_DIR.set(dir).expect("staged once");
+}
+
+/// Which of a pool's four jobs a batch runs, and how.
 #[derive(Clone, Copy)]
 enum Job {
     A(Loop),
     B(Loop),
     C(Loop),
+    D(Loop),
 }
 
 /// How a batch calls.
@@ -135,8 +172,8 @@ fn pin_to_nth_cpu(n: usize) {
 /// start-up and each thread's first-call set-up (registering its hold slots) never land in
 /// a sample, and a thread never moves between CPUs.
 ///
-/// A pool has three jobs (`A`, `B` and `C`: the bare, shim and handle calls) so that both
-/// sides of a ratio can run on the very same thread. [`Workers::run`] hands the first
+/// A pool has four jobs (`A` to `D`: the bare, shim, handle and hot-lib-reloader calls) so
+/// that both sides of a ratio can run on the very same thread. [`Workers::run`] hands the first
 /// `threads` workers the same batch; they start together (a barrier), each times only its
 /// own loop, and the result is the mean time per thread: for two threads, the time per
 /// call *per thread*, which is what the scaling target compares with the one-thread time.
@@ -148,15 +185,16 @@ struct Workers {
 impl Workers {
     /// One worker per barrier; `barriers[k - 1]` must have `k` parties (it starts a batch
     /// run on `k` workers).
-    fn spawn<'scope, 'env, FA, FB, FC>(
+    fn spawn<'scope, 'env, FA, FB, FC, FD>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         barriers: &'env [Barrier],
-        (a, b, c): (&'env FA, &'env FB, &'env FC),
+        (a, b, c, d): (&'env FA, &'env FB, &'env FC, &'env FD),
     ) -> Workers
     where
         FA: Fn(u64) -> u64 + Sync,
         FB: Fn(u64) -> u64 + Sync,
         FC: Fn(u64) -> u64 + Sync,
+        FD: Fn(u64) -> u64 + Sync,
     {
         let (done_tx, done) = mpsc::channel();
         let starts = (0..barriers.len())
@@ -169,12 +207,14 @@ impl Workers {
                     black_box(a(black_box(0)));
                     black_box(b(black_box(0)));
                     black_box(c(black_box(0)));
+                    black_box(d(black_box(0)));
                     for (job, iters, threads) in start_rx {
                         barriers[threads - 1].wait();
                         let took = match job {
                             Job::A(how) => timed(a, iters, how),
                             Job::B(how) => timed(b, iters, how),
                             Job::C(how) => timed(c, iters, how),
+                            Job::D(how) => timed(d, iters, how),
                         };
                         if done_tx.send(took).is_err() {
                             break;
@@ -212,7 +252,7 @@ fn bench_on<F: Fn(u64) -> u64 + Sync>(
 ) {
     let barriers = barriers(threads);
     std::thread::scope(|s| {
-        let workers = Workers::spawn(s, &barriers, (call, call, call));
+        let workers = Workers::spawn(s, &barriers, (call, call, call, call));
         group.bench_function(name, |b| {
             b.iter_custom(|n| workers.run(Job::A(Loop::Throughput), n, threads))
         });
@@ -239,16 +279,17 @@ const PAIRED_BATCH: u64 = 500_000;
 /// about 1.6 times slower than the other, switching every few seconds (another tenant on
 /// the host, presumably), and its two CPUs differ a little. Two variants measured by
 /// criterion seconds apart can land in different modes, and their ratio is then off by
-/// that factor either way. Here each round runs a batch of each kind back to back (bare,
-/// shim and handle throughput loops and bare and handle latency chains on worker 0, then
-/// handle and bare on workers 0 and 1 at once), reversing the order every other round, and
-/// takes the ratios within the round; the medians over the rounds are what
-/// `cargo xtask bench` reports as the ratios.
-fn paired<B, S, H>(bare_call: &B, shim_call: &S, handle_call: &H)
+/// that factor either way. Here each round runs a batch of each kind back to back
+/// (hot-lib-reloader, bare, shim and handle throughput loops and bare and handle latency
+/// chains on worker 0, then handle and bare on workers 0 and 1 at once), reversing the
+/// order every other round, and takes the ratios within the round; the medians over the
+/// rounds are what `cargo xtask bench` reports as the ratios.
+fn paired<B, S, H, R>(bare_call: &B, shim_call: &S, handle_call: &H, hlr_call: &R)
 where
     B: Fn(u64) -> u64 + Sync,
     S: Fn(u64) -> u64 + Sync,
     H: Fn(u64) -> u64 + Sync,
+    R: Fn(u64) -> u64 + Sync,
 {
     let mode = common::mode("call/paired");
     let (rounds, batch) = match mode {
@@ -267,15 +308,16 @@ where
         (Job::C(Chain), 1),      // 4: handle, latency chain
         (Job::C(Throughput), 2), // 5: handle on two threads
         (Job::A(Throughput), 2), // 6: bare on two threads
+        (Job::D(Throughput), 1), // 7: hot-lib-reloader
     ];
-    let mut ns: [Vec<f64>; 7] = Default::default();
+    let mut ns: [Vec<f64>; 8] = Default::default();
     let started = Instant::now();
     std::thread::scope(|s| {
-        let workers = Workers::spawn(s, &barriers, (bare_call, shim_call, handle_call));
+        let workers = Workers::spawn(s, &barriers, (bare_call, shim_call, handle_call, hlr_call));
         for round in 0..rounds {
             // Each ratio's batches are neighbours or near; reversing the order every other
             // round makes a drift within a round favour neither side.
-            let forward = [0, 2, 1, 3, 4, 5, 6];
+            let forward = [7, 0, 2, 1, 3, 4, 5, 6];
             let mut order = forward;
             if round % 2 == 1 {
                 order.reverse();
@@ -287,7 +329,7 @@ where
             }
         }
     });
-    let [bare_1, shim_1, handle_1, bare_chain, handle_chain, handle_2, bare_2] = &ns;
+    let [bare_1, shim_1, handle_1, bare_chain, handle_chain, handle_2, bare_2, hlr_1] = &ns;
     let each = |a: &[f64], b: &[f64]| -> Vec<f64> {
         let mut v: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
         v.sort_by(f64::total_cmp);
@@ -296,6 +338,7 @@ where
     let vs_bare = each(handle_1, bare_1);
     let vs_bare_chain = each(handle_chain, bare_chain);
     let vs_shim = each(handle_1, shim_1);
+    let hlr_vs_bare = each(hlr_1, bare_1);
     let scaling = each(handle_1, handle_2);
     let bare_scaling = each(bare_1, bare_2);
     let median = |v: &[f64]| {
@@ -315,6 +358,9 @@ where
         ("ratio_handle_vs_shim", percentile(&vs_shim, 0.5)),
         ("ratio_handle_vs_shim_p10", percentile(&vs_shim, 0.1)),
         ("ratio_handle_vs_shim_p90", percentile(&vs_shim, 0.9)),
+        ("ratio_hot_lib_reloader_vs_bare", percentile(&hlr_vs_bare, 0.5)),
+        ("ratio_hot_lib_reloader_vs_bare_p10", percentile(&hlr_vs_bare, 0.1)),
+        ("ratio_hot_lib_reloader_vs_bare_p90", percentile(&hlr_vs_bare, 0.9)),
         ("two_thread_scaling", percentile(&scaling, 0.5)),
         ("two_thread_scaling_p10", percentile(&scaling, 0.1)),
         ("two_thread_scaling_p90", percentile(&scaling, 0.9)),
@@ -322,6 +368,7 @@ where
         ("ns_median.bare_1thread", median(bare_1)),
         ("ns_median.shim_1thread", median(shim_1)),
         ("ns_median.handle_1thread", median(handle_1)),
+        ("ns_median.hot_lib_reloader_1thread", median(hlr_1)),
         ("ns_median.bare_chain", median(bare_chain)),
         ("ns_median.handle_chain", median(handle_chain)),
         ("ns_median.bare_2thread", median(bare_2)),
@@ -329,7 +376,7 @@ where
         ("duration_s", started.elapsed().as_secs_f64()),
     ];
     for (key, value) in &fields {
-        eprintln!("call/paired: {key:<32} {value:.3}");
+        eprintln!("call/paired: {key:<36} {value:.3}");
     }
     if matches!(mode, Mode::Bench) {
         let path = common::write_results("call_paired", &fields);
@@ -351,6 +398,9 @@ fn main() {
     let locked = RwLock::new(locked_lib);
     let (arc_lib, arc_table) = open_by_hand(scratch.path(), "arc");
     let shared: Arc<(Library, &'static Greeter)> = Arc::new((arc_lib, arc_table));
+    hlr_stage(scratch.path());
+    // The first call loads the library (and fails here, not inside a sample, if it cannot).
+    assert_eq!(hlr_greeter::hotcode_bench_hlr_add(2, 3), 5, "hot-lib-reloader's greeter v1");
 
     let bare_call = |i| bare(i, 1);
     let shim_call = |i| shim.add(i, 1).unwrap_or(0);
@@ -363,6 +413,7 @@ fn main() {
         let version = Arc::clone(&shared);
         version.1.add(i, 1).unwrap_or(0)
     };
+    let hlr_call = |i| hlr_greeter::hotcode_bench_hlr_add(i, 1);
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -376,9 +427,10 @@ fn main() {
         bench_on(&mut group, "handle", threads, &handle_call);
         bench_on(&mut group, "lock_and_lookup_per_call", threads, &locked_call);
         bench_on(&mut group, "arc_clone_per_call", threads, &arc_call);
+        bench_on(&mut group, "hot_lib_reloader", threads, &hlr_call);
         group.finish();
     }
-    paired(&bare_call, &shim_call, &handle_call);
+    paired(&bare_call, &shim_call, &handle_call, &hlr_call);
     c.final_summary();
     drop(shim_lib);
     drop(bare_lib);

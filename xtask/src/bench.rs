@@ -209,7 +209,7 @@ struct Row {
 /// Every summary key, in order, with its value (rounded for people: sub-ns noise and
 /// fractions of a microsecond mean nothing here) and its target.
 ///
-/// The absolute call times are criterion's; the two call-path ratios come from the
+/// The absolute call times are criterion's; the call-path ratios come from the
 /// benchmark's paired measurement (`call_paired.json`), which runs both sides of each ratio
 /// in alternating batches. This machine changes speed by about 1.6 times every few seconds,
 /// so a ratio of two criterion results measured seconds apart can be off by that factor
@@ -239,6 +239,8 @@ fn summarize(src: &Sources) -> Vec<Row> {
         row("call_ns.handle", round(one("handle"), 2), None),
         row("call_ns.lock_and_lookup_per_call", round(one("lock_and_lookup_per_call"), 2), None),
         row("call_ns.arc_clone_per_call", round(one("arc_clone_per_call"), 2), None),
+        // The real hot-lib-reloader crate calling the same add (see benches/call_path.rs).
+        row("call_ns.hot_lib_reloader", round(one("hot_lib_reloader"), 2), None),
         // Throughput loop: independent calls.
         row(
             "call_ratio_handle_vs_bare",
@@ -252,6 +254,12 @@ fn summarize(src: &Sources) -> Vec<Row> {
             None,
         ),
         row("call_ratio_handle_vs_shim", round(paired("ratio_handle_vs_shim"), 3), None),
+        // hot-lib-reloader's throughput loop over the bare pointer's, paired like the handle's.
+        row(
+            "call_ratio_hot_lib_reloader_vs_bare",
+            round(paired("ratio_hot_lib_reloader_vs_bare"), 3),
+            None,
+        ),
         // Per-thread rate with two threads over the one-thread rate: t1 / t2.
         row(
             "two_thread_scaling",
@@ -462,15 +470,25 @@ fn print_table(rows: &[Row]) {
 /// long the scenarios took (from the same result files; not part of the summary).
 fn print_details(src: &Sources) {
     let mut lines = Vec::new();
-    for bench in
-        ["bare_fn_ptr", "shim_fn_ptr", "handle", "lock_and_lookup_per_call", "arc_clone_per_call"]
-    {
+    for bench in [
+        "bare_fn_ptr",
+        "shim_fn_ptr",
+        "handle",
+        "lock_and_lookup_per_call",
+        "arc_clone_per_call",
+        "hot_lib_reloader",
+    ] {
         if let Some(ns) = src.criterion_ns("call_2thread", bench) {
             lines.push(format!("criterion call_2thread/{bench}: {ns:.2} ns per call per thread"));
         }
     }
     let paired = |key: &str| src.scenario("call_paired", key);
-    for ratio in ["ratio_handle_vs_bare", "ratio_handle_vs_bare_chain", "ratio_handle_vs_shim"] {
+    for ratio in [
+        "ratio_handle_vs_bare",
+        "ratio_handle_vs_bare_chain",
+        "ratio_handle_vs_shim",
+        "ratio_hot_lib_reloader_vs_bare",
+    ] {
         if let (Some(p10), Some(p90)) =
             (paired(&format!("{ratio}_p10")), paired(&format!("{ratio}_p90")))
         {
