@@ -183,13 +183,17 @@ pub(crate) fn run(
     Ok(ctx.suspend_window)
 }
 
-/// After a failed step: the code changes this install recorded and no process applied
-/// are dropped, so that none converts a state in a later install.
+/// After a failed step: the code changes this install recorded for a version it has not
+/// loaded are dropped, so that none converts a state in a later install. Those for a
+/// version it did load stay: a process left out of the suspension still migrates with the
+/// script's Extra.
 fn forget_recorded(h: &ReleaseHandler, ctx: &Ctx) {
     let modules =
         ctx.migrations.iter().map(|(m, _, _)| m).chain(ctx.deferred_down.iter().map(|(m, _, _)| m));
     for module in modules {
-        h.node.forget_code_change(&gen_servers(h, module));
+        if h.node.code().staged_vsn(module).is_some() {
+            h.node.forget_code_change(&gen_servers(h, module));
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Sender};
+use crossbeam::channel::{self, Receiver, Sender};
 use plugin_api::Term;
 
 use crate::code::code_server::{CodeServer, Purged};
@@ -25,6 +25,9 @@ use crate::runtime::process::{
 };
 use crate::runtime::scheduler;
 use crate::runtime::supervisor::{ChildInfo, Shutdown, SupRequest, spawn_supervisor};
+
+/// System requests sent and their answers still to come, per pid (or why the send failed).
+type Asked<A> = Vec<(Pid, Result<Receiver<A>, ProcessError>)>;
 
 /// Why a [`Node::preflight_code_change`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -625,10 +628,11 @@ impl Node {
     }
 
     /// Suspends many processes at once: gen_servers by their flag, supervisors with every
-    /// request sent before any answer is awaited, so the cost is one round trip, not one per
-    /// process. Returns, per pid, whether it answered within `timeout` (measured from the
-    /// start): a gen_server answers once no callback of an ordinary message it started
-    /// before its flag was set is running. One that did not answer may still become suspended: resume it.
+    /// request sent before any answer is awaited (and before the gen_servers' waits), so the
+    /// cost is one round trip, not one per process. Returns, per pid, whether it answered
+    /// within `timeout` (one deadline for all, measured from the start): a gen_server
+    /// answers once no callback of an ordinary message it started before its flag was set
+    /// is running. One that did not answer may still become suspended: resume it.
     pub fn suspend_many(
         &self,
         pids: &[Pid],
@@ -652,7 +656,9 @@ impl Node {
                 }
             }
         }
-        // Every flag first, then the waits for callbacks already running: they overlap.
+        // Every flag and every supervisor's request first, then the waits for callbacks
+        // already running and for the supervisors' answers: they overlap.
+        let asked = self.ask_send(&threads, SysMsg::Suspend);
         for (pid, pcb) in flagged {
             let answer = if pcb.wait_idle(deadline) {
                 Ok(())
@@ -665,9 +671,7 @@ impl Node {
             // Every pid was flagged, in the caller's order: nothing to reorder.
             return results;
         }
-        // Within what is left of the same deadline.
-        let left = deadline.saturating_duration_since(Instant::now());
-        results.extend(self.ask_many(&threads, left, SysMsg::Suspend, |_, ()| Ok(())));
+        results.extend(Self::ask_collect(asked, deadline, timeout, |_, ()| Ok(())));
         let order: HashMap<Pid, usize> = pids.iter().enumerate().map(|(i, p)| (*p, i)).collect();
         results.sort_by_key(|(pid, _)| order.get(pid).copied().unwrap_or(usize::MAX));
         results
@@ -703,17 +707,18 @@ impl Node {
 
     /// Records, on each of `pids` (gen_servers), the code change its state is to migrate
     /// with (`mode` and `extra`) when its module's current version becomes `for_vsn`:
-    /// applied before the process's next callback after that version's `load`, or at once
-    /// by [`change_code_many`](Self::change_code_many). A migration to any other version
-    /// drops it unused, so a record left by a failed install never converts a state for a
-    /// later one. A write to each control block, under one lock of the process table: no
-    /// message, nothing woken. Supervisors and processes not alive are skipped. Returns how
-    /// many were recorded.
+    /// applied before the process's next callback after that version's `load` (a
+    /// [`change_code_many`](Self::change_code_many) of the process replaces it with its own
+    /// change). A migration to any other version drops it unused, so a record left by a
+    /// failed install never converts a state for a later one. A write to each control
+    /// block, under one lock of the process table: no message, nothing woken. Supervisors
+    /// and processes not alive are skipped. Returns how many were recorded.
     ///
     /// The release handler records its script's `code_change` this way before the `load`
     /// it follows, so that a process running a callback between the two (one left out of
-    /// the suspension) migrates with the script's Extra, not an implicit `[]`; it forgets
-    /// the records ([`forget_code_change`](Self::forget_code_change)) if the install fails.
+    /// the suspension) migrates with the script's Extra, not an implicit `[]`; if the
+    /// install fails, it forgets ([`forget_code_change`](Self::forget_code_change)) those
+    /// for a version it did not load.
     pub fn record_code_change(
         &self,
         pids: &[Pid],
@@ -744,10 +749,15 @@ impl Node {
     }
 
     /// `change_code` of many (suspended) processes at once. Each gen_server gets the change
-    /// recorded on its control block and is queued to the workers, which apply it (ahead of
-    /// any waiting message, suspended or not) in parallel, each result going to one
-    /// collection that this waits on once, until `timeout` (measured from the start).
-    /// Supervisors are sent a message each, as [`change_code`](Self::change_code) does.
+    /// requested on its control block (replacing one recorded there) and is queued to the
+    /// workers, which apply it (ahead of any waiting message, suspended or not) in
+    /// parallel, each result going to one collection that this waits on once, until
+    /// `timeout` (measured from the start). Supervisors are sent a message each, as
+    /// [`change_code`](Self::change_code) does. A gen_server's failure is a `CodeChange`
+    /// error whose reason is the one it exited with (it has exited when this returns), or
+    /// `superseded` (another request replaced this one before it ran), `exited` (it exited
+    /// before applying it), `{host_panic, Module}` (the host panicked while applying it) or
+    /// `lost` (the request was dropped unapplied).
     pub fn change_code_many(
         &self,
         pids: &[Pid],
@@ -919,14 +929,29 @@ impl Node {
         answer: impl Fn(String, A) -> Result<T, ProcessError>,
     ) -> Vec<(Pid, Result<T, ProcessError>)> {
         let deadline = std::time::Instant::now() + timeout;
-        let pending: Vec<_> = pids
-            .iter()
+        Self::ask_collect(self.ask_send(pids, request), deadline, timeout, answer)
+    }
+
+    /// The sending half of [`ask_many`](Self::ask_many): one request to each, answers not
+    /// awaited.
+    fn ask_send<A>(&self, pids: &[Pid], request: impl Fn(Sender<A>) -> SysMsg) -> Asked<A> {
+        pids.iter()
             .map(|&pid| {
                 let (tx, rx) = channel::bounded(1);
                 (pid, self.inner.send(&Dest::Pid(pid), Msg::Sys(request(tx))).map(|()| rx))
             })
-            .collect();
-        pending
+            .collect()
+    }
+
+    /// The waiting half of [`ask_many`](Self::ask_many): every answer by `deadline`, a
+    /// missing one reported as not given within `timeout`.
+    fn ask_collect<A, T>(
+        asked: Asked<A>,
+        deadline: Instant,
+        timeout: Duration,
+        answer: impl Fn(String, A) -> Result<T, ProcessError>,
+    ) -> Vec<(Pid, Result<T, ProcessError>)> {
+        asked
             .into_iter()
             .map(|(pid, rx)| {
                 let dest = pid.to_string();

@@ -370,7 +370,7 @@ pub(crate) struct Requested {
 }
 
 /// Where one requested code change's result goes: a slot of a [`ChangeResults`]. Dropped
-/// unsent (a host panic while applying it, a process leaked after one), it reports the
+/// unsent (by any path that lets go of a request without applying it), it reports the
 /// change as `lost`, so whoever waits learns it at once instead of at its deadline.
 pub(crate) struct ReportTo {
     results: Option<Arc<ChangeResults>>,
@@ -383,9 +383,7 @@ impl ReportTo {
             results.report(self.slot, result);
         }
     }
-}
 
-impl ReportTo {
     /// Lets go of it without a result, for a requester that accounts for the slot itself.
     fn forget(mut self) {
         self.results = None;
@@ -793,11 +791,13 @@ impl Pcb {
                 let (node, pid, parent) =
                     (Arc::clone(&server.node), server.pid, server.parent.clone());
                 let mut server = server;
-                if let Some(report) = server.failed_report.take() {
-                    report.send(Err(reason.clone()));
-                }
+                let report = server.failed_report.take();
                 std::mem::forget(server);
-                node.exited(pid, &parent, reason);
+                node.exited(pid, &parent, reason.clone());
+                // A code change it was applying: reported once it is gone, as a failure.
+                if let Some(report) = report {
+                    report.send(Err(reason));
+                }
             }
             // A panic in `init` dropped the spawner's channel: the start fails there.
             Body::Init(_) | Body::Gone => {}
@@ -913,12 +913,13 @@ struct Server {
     handle: Handle<GenServerTable>,
     state: StatePtr,
     parent: Parent,
-    /// The code change recorded for it, applied when its state's version is no longer the
-    /// module's current one: a change recorded before its `load`, or a down-mode change
-    /// that arrived before the older version was loaded (systools puts a downgrade's
-    /// code_change before its load).
+    /// Its code changes: one recorded for a version (applied when that version becomes
+    /// current: a change recorded before its `load`, or a down-mode change that arrived
+    /// before the older version was loaded, as systools puts a downgrade's code_change
+    /// before its load), and one requested through `sys:change_code`.
     change: Arc<ChangeSlot>,
-    /// Where a failed code change's result goes once the process has exited on it.
+    /// Where the result of the requested code change being applied goes if it fails, once
+    /// the process has exited on it.
     failed_report: Option<ReportTo>,
     /// The version that made the state, pinned under `pin_key` (see the `hold` module).
     pin: Option<&'static hold::VersionCell>,
@@ -1255,20 +1256,24 @@ impl Server {
 
     /// The change recorded for a migration into the version `held` holds, taken; a change
     /// recorded for another version is dropped (see [`Recorded`]).
+    /// A record for the version still staged (about to be loaded) is kept for its load.
     fn recorded_for(&self, held: &hold::Hold) -> Option<Recorded> {
         let change = self.change.take_recorded()?;
-        match &change.target {
-            Some(target) if self.node.code.vsn_of(held.cell()).as_ref() != Some(target) => {
-                log::debug!(
-                    "{} ({}): a code change recorded for vsn {target} dropped: the module \
-                     moved to another version",
-                    self.pid,
-                    self.module()
-                );
-                None
-            }
-            _ => Some(change),
+        let Some(target) = &change.target else { return Some(change) };
+        if self.node.code.vsn_of(held.cell()).as_ref() == Some(target) {
+            return Some(change);
         }
+        if self.node.code.staged_vsn(self.module()).as_ref() == Some(target) {
+            self.change.record(change);
+        } else {
+            log::debug!(
+                "{} ({}): a code change recorded for vsn {target} dropped: the module moved \
+                 to another version",
+                self.pid,
+                self.module()
+            );
+        }
+        None
     }
 
     /// Moves the state from its pinned version into the version `new` holds. A failure is
@@ -1379,36 +1384,41 @@ impl Server {
         drop(self.change.take_recorded());
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         let same = self.pinned_to(&held);
-        if same && mode == Some(ChangeMode::Down) {
-            // The older version is not loaded yet: convert when it becomes current.
+        if same
+            && mode == Some(ChangeMode::Down)
+            && let Some(older) = self.node.code.staged_vsn(self.module())
+        {
+            // The older version is staged but not loaded yet: convert when it becomes
+            // current (and only then).
             self.change.record(Recorded {
                 mode: ChangeMode::Down,
                 extra: extra.clone(),
-                target: self.node.code.staged_vsn(self.module()),
+                target: Some(older),
             });
             return Ok(());
         }
+        // With nothing staged, in place, as `sys:change_code` calls the module's
+        // `code_change` whatever is loaded.
         self.migrate(&held, mode, extra)
     }
 
     /// The code change requested through [`Pcb::request_change`], applied now as
     /// `sys:change_code` applies it (a downgrade whose older version is not loaded yet
-    /// stays recorded for its load), its result reported; how the process ends if it failed.
+    /// stays recorded for its load); how the process ends if it failed. Its result is
+    /// reported at once on success; on a failure once the process has exited on it (see
+    /// [`exit`](Self::exit)), so that whoever learns of the failure finds the process
+    /// gone, as the failure says. The report waits in `failed_report` while the change
+    /// runs, so that a host panic in it is reported by [`Pcb::crashed`] too.
     fn apply_requested(&mut self) -> Option<Exit> {
-        let change = self.change.take_requested()?;
-        let result = self.change_code(Some(change.mode), &change.extra);
-        self.report(change.report, &result);
-        result.err().map(Exit::Abrupt)
-    }
-
-    /// Reports a code change's result: a success now; a failure once the process has
-    /// exited on it (see [`exit`](Self::exit)), so that whoever learns of the failure
-    /// finds the process gone, as the failure says.
-    fn report(&mut self, to: ReportTo, result: &Result<(), Term>) {
-        match result {
-            Ok(()) => to.send(Ok(())),
-            Err(_) => self.failed_report = Some(to),
+        let Requested { mode, extra, report } = self.change.take_requested()?;
+        self.failed_report = Some(report);
+        let result = self.change_code(Some(mode), &extra);
+        if result.is_ok()
+            && let Some(report) = self.failed_report.take()
+        {
+            report.send(Ok(()));
         }
+        result.err().map(Exit::Abrupt)
     }
 
     /// [`SysMsg::Adopt`]: a state made elsewhere, taken through the current version's
