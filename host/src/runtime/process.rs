@@ -357,8 +357,8 @@ const BUSY: u32 = 1 << 5;
 pub(crate) struct Recorded {
     mode: ChangeMode,
     extra: Term,
-    /// The vsn it is for; `None` only when no version was staged when it was recorded.
-    target: Option<String>,
+    /// The vsn it is for.
+    target: String,
 }
 
 /// A code change requested through `sys:change_code` ([`Pcb::request_change`]): applied
@@ -637,12 +637,7 @@ impl Pcb {
     /// its module's current version is `target` (see [`Recorded`]): a write to its control
     /// block that wakes nothing. A change recorded earlier is replaced. False if the
     /// process has exited.
-    pub(crate) fn record_change(
-        &self,
-        mode: ChangeMode,
-        extra: Term,
-        target: Option<String>,
-    ) -> bool {
+    pub(crate) fn record_change(&self, mode: ChangeMode, extra: Term, target: String) -> bool {
         if self.status.load(Ordering::SeqCst) & EXITED != 0 {
             return false;
         }
@@ -1254,12 +1249,12 @@ impl Server {
         f(table, self.state).map_err(|e| e.exit_reason())
     }
 
-    /// The change recorded for a migration into the version `held` holds, taken; a change
-    /// recorded for another version is dropped (see [`Recorded`]).
-    /// A record for the version still staged (about to be loaded) is kept for its load.
+    /// The change recorded for a migration into the version `held` holds, taken. One
+    /// recorded for another version is dropped (see [`Recorded`]), unless that version is
+    /// still staged (about to be loaded): it is kept for its load.
     fn recorded_for(&self, held: &hold::Hold) -> Option<Recorded> {
         let change = self.change.take_recorded()?;
-        let Some(target) = &change.target else { return Some(change) };
+        let target = &change.target;
         if self.node.code.vsn_of(held.cell()).as_ref() == Some(target) {
             return Some(change);
         }
@@ -1393,7 +1388,7 @@ impl Server {
             self.change.record(Recorded {
                 mode: ChangeMode::Down,
                 extra: extra.clone(),
-                target: Some(older),
+                target: older,
             });
             return Ok(());
         }
