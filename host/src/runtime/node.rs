@@ -731,7 +731,7 @@ impl Node {
             .into_iter()
             .filter(|m| match m {
                 Some(Mailbox::Pcb(pcb)) => {
-                    pcb.record_change(mode, extra.clone(), for_vsn.to_owned())
+                    pcb.record_change(mode, extra.clone(), Some(for_vsn.to_owned()))
                 }
                 _ => false,
             })

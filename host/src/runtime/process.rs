@@ -357,8 +357,10 @@ const BUSY: u32 = 1 << 5;
 pub(crate) struct Recorded {
     mode: ChangeMode,
     extra: Term,
-    /// The vsn it is for.
-    target: String,
+    /// The vsn it is for; `None` for a down change requested by hand before the older
+    /// version was even staged: the next version that becomes current (the release handler
+    /// always names one).
+    target: Option<String>,
 }
 
 /// A code change requested through `sys:change_code` ([`Pcb::request_change`]): applied
@@ -637,7 +639,12 @@ impl Pcb {
     /// its module's current version is `target` (see [`Recorded`]): a write to its control
     /// block that wakes nothing. A change recorded earlier is replaced. False if the
     /// process has exited.
-    pub(crate) fn record_change(&self, mode: ChangeMode, extra: Term, target: String) -> bool {
+    pub(crate) fn record_change(
+        &self,
+        mode: ChangeMode,
+        extra: Term,
+        target: Option<String>,
+    ) -> bool {
         if self.status.load(Ordering::SeqCst) & EXITED != 0 {
             return false;
         }
@@ -1254,7 +1261,7 @@ impl Server {
     /// still staged (about to be loaded): it is kept for its load.
     fn recorded_for(&self, held: &hold::Hold) -> Option<Recorded> {
         let change = self.change.take_recorded()?;
-        let target = &change.target;
+        let Some(target) = &change.target else { return Some(change) };
         if self.node.code.vsn_of(held.cell()).as_ref() == Some(target) {
             return Some(change);
         }
@@ -1379,21 +1386,16 @@ impl Server {
         drop(self.change.take_recorded());
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         let same = self.pinned_to(&held);
-        if same
-            && mode == Some(ChangeMode::Down)
-            && let Some(older) = self.node.code.staged_vsn(self.module())
-        {
-            // The older version is staged but not loaded yet: convert when it becomes
-            // current (and only then).
+        if same && mode == Some(ChangeMode::Down) {
+            // The older version is not loaded yet: convert when it becomes current (the
+            // staged one; by hand, before anything is staged, the next one loaded).
             self.change.record(Recorded {
                 mode: ChangeMode::Down,
                 extra: extra.clone(),
-                target: older,
+                target: self.node.code.staged_vsn(self.module()),
             });
             return Ok(());
         }
-        // With nothing staged, in place, as `sys:change_code` calls the module's
-        // `code_change` whatever is loaded.
         self.migrate(&held, mode, extra)
     }
 
