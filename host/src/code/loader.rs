@@ -178,16 +178,10 @@ pub(crate) fn open(
     check_elf(source).map_err(fail)?;
     check_permissions(source).map_err(fail)?;
     let copy = scratch.join(format!("{module}-{serial}.so"));
-    private_copy(source, &copy).map_err(|e| fail(LoadErrorKind::Io(e)))?;
-    // The digest is taken of the copy, the very bytes `dlopen` maps: a file renamed over
-    // the source after a check cannot slip in.
-    let found = match sha256_file(&copy) {
-        Ok(found) => found,
-        Err(e) => {
-            let _ = std::fs::remove_file(&copy);
-            return Err(fail(LoadErrorKind::Io(e)));
-        }
-    };
+    // The digest is taken of the bytes written to the copy, the very bytes `dlopen` maps
+    // (nobody else writes the copy): a file renamed over the source after a check, or
+    // changed while it is read, cannot slip in.
+    let found = private_copy(source, &copy).map_err(|e| fail(LoadErrorKind::Io(e)))?;
     if let Some(expected) = expected
         && &found != expected
     {
@@ -214,16 +208,34 @@ fn unlink_copy(copy: &Path) {
 }
 
 /// Copies `source` (a regular file, opened without following a FIFO) to `copy`, a new file
-/// only this process writes.
-fn private_copy(source: &Path, copy: &Path) -> std::io::Result<()> {
+/// only this process writes, and returns the SHA-256 of the bytes it wrote: one pass over
+/// them (read, hash, write), not a copy and then a second read to hash it.
+fn private_copy(source: &Path, copy: &Path) -> std::io::Result<Sha256> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut from = trust::open_regular(source)?;
     let mut to = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(copy)?;
-    if let Err(e) = std::io::copy(&mut from, &mut to) {
+    copy_hashing(&mut from, &mut to).inspect_err(|_| {
         let _ = std::fs::remove_file(copy);
-        return Err(e);
+    })
+}
+
+/// Writes everything `from` gives to `to`, hashing it on the way.
+fn copy_hashing(from: &mut impl Read, to: &mut impl std::io::Write) -> std::io::Result<Sha256> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                to.write_all(&buf[..n])?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    Ok(hasher.finalize().into())
 }
 
 fn open_copy(module: &str, copy: &Path, sha256: Sha256) -> Result<Opened, LoadErrorKind> {
