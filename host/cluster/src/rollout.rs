@@ -210,21 +210,7 @@ impl Driver {
     /// it lost it: its lease ran out).
     pub fn put_state(&self, state: &RolloutState) -> Result<(), ClusterError> {
         let text = serde_json::to_string(state).unwrap_or_default();
-        let mut client = self.client.clone();
-        let done = self.rt.block_on(async {
-            let txn = Txn::new()
-                .when([Compare::lease(lock_key(), CompareOp::Equal, self.lease)])
-                .and_then([TxnOp::put(state_key(), text, None)]);
-            client.txn(txn).await.map_err(self.etcd("writing the rollout"))
-        })?;
-        if done.succeeded() {
-            Ok(())
-        } else {
-            Err(ClusterError::Locked {
-                holder: "(lost: the lease ran out)".into(),
-                endpoints: self.endpoints.clone(),
-            })
-        }
+        self.put_under_lock(state_key(), text, "writing the rollout")
     }
 
     /// Queues `op` for `node`, if this driver still holds the lock
@@ -233,12 +219,23 @@ impl Driver {
         check_op_id(&op.id)?;
         crate::check_word("node name", node)?;
         let text = serde_json::to_string(op).unwrap_or_default();
+        self.put_under_lock(format!("{}{}", ops_prefix(node), op.id), text, "queueing an op")
+    }
+
+    /// Puts `value` at `key` in one transaction that holds only while the lock key is still
+    /// under this driver's lease ([`ClusterError::Locked`] if it is not: nothing written).
+    fn put_under_lock(
+        &self,
+        key: String,
+        value: String,
+        doing: &'static str,
+    ) -> Result<(), ClusterError> {
         let mut client = self.client.clone();
         let done = self.rt.block_on(async {
             let txn = Txn::new()
                 .when([Compare::lease(lock_key(), CompareOp::Equal, self.lease)])
-                .and_then([TxnOp::put(format!("{}{}", ops_prefix(node), op.id), text, None)]);
-            client.txn(txn).await.map_err(self.etcd("queueing an op"))
+                .and_then([TxnOp::put(key, value, None)]);
+            client.txn(txn).await.map_err(self.etcd(doing))
         })?;
         if done.succeeded() {
             Ok(())
