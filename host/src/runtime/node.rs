@@ -241,9 +241,9 @@ impl NodeInner {
                 sent.push((pid, mailbox, exit, module));
             }
         }
-        let deadline = std::time::Instant::now() + grace;
+        let deadline = Instant::now() + grace;
         for (pid, mailbox, exit, module) in sent {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             if exit.wait(Some(left)).is_some() {
                 continue;
             }
@@ -765,7 +765,7 @@ impl Node {
         extra: &Term,
         timeout: Duration,
     ) -> Vec<(Pid, Result<(), ProcessError>)> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let collected = ChangeResults::new(pids.len());
         let mut early: Vec<Option<Result<(), ProcessError>>> = Vec::with_capacity(pids.len());
         let mut runnable = Vec::new();
@@ -801,7 +801,7 @@ impl Node {
         } else {
             self.ask_many(
                 &threads,
-                deadline.saturating_duration_since(std::time::Instant::now()),
+                deadline.saturating_duration_since(Instant::now()),
                 |ack| SysMsg::ChangeCode { mode, extra: extra.clone(), ack },
                 |dest, answer| answer.map_err(|reason| ProcessError::CodeChange { dest, reason }),
             )
@@ -853,7 +853,7 @@ impl Node {
         extra: &Term,
         timeout: Duration,
     ) -> Result<(), PreflightFailure> {
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let Some(to) = self.inner.code.staged_vsn(module) else {
             return Err(PreflightFailure { pid: None, reason: format!("no staged {module}") });
         };
@@ -928,7 +928,7 @@ impl Node {
         request: impl Fn(Sender<A>) -> SysMsg,
         answer: impl Fn(String, A) -> Result<T, ProcessError>,
     ) -> Vec<(Pid, Result<T, ProcessError>)> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         Self::ask_collect(self.ask_send(pids, request), deadline, timeout, answer)
     }
 

@@ -782,7 +782,7 @@ impl Pcb {
         let body = std::mem::replace(&mut *lock(&self.body), Body::Gone);
         self.gone();
         match body {
-            Body::Serving(server) => {
+            Body::Serving(mut server) => {
                 let reason = Term::tuple([Term::atom("host_panic"), Term::atom(server.module())]);
                 log::error!(
                     "{} ({}): the host panicked while running it; it exits with {reason}, its \
@@ -792,7 +792,6 @@ impl Pcb {
                 );
                 let (node, pid, parent) =
                     (Arc::clone(&server.node), server.pid, server.parent.clone());
-                let mut server = server;
                 let report = server.failed_report.take();
                 std::mem::forget(server);
                 node.exited(pid, &parent, reason.clone());
@@ -1244,16 +1243,27 @@ impl Server {
     ) -> Result<R, Term> {
         let held = self.handle.hold().map_err(|e| undef(self.module(), &e.to_string()))?;
         if !self.pinned_to(&held) {
-            match self.recorded_for(&held) {
-                // A change recorded before the load: convert the way it asked.
-                Some(change) => self.migrate(&held, Some(change.mode), &change.extra)?,
-                // The module moved on without an explicit code_change: Extra = [].
-                None => self.migrate(&held, None, &Term::List(vec![]))?,
-            }
+            // Without a change recorded for this version the module moved on without an
+            // explicit code_change: Extra = [].
+            self.migrate_due(&held, None, &Term::List(vec![]))?;
         }
         // SAFETY: the handle is for GenServerTable (checked for every version at load).
         let table = unsafe { held.table::<GenServerTable>() };
         f(table, self.state).map_err(|e| e.exit_reason())
+    }
+
+    /// Migrates the state into the version `held` holds with the change recorded for that
+    /// version, if there is one (made before the load), else with `mode` and `extra`.
+    fn migrate_due(
+        &mut self,
+        held: &hold::Hold,
+        mode: Option<ChangeMode>,
+        extra: &Term,
+    ) -> Result<(), Term> {
+        match self.recorded_for(held) {
+            Some(recorded) => self.migrate(held, Some(recorded.mode), &recorded.extra),
+            None => self.migrate(held, mode, extra),
+        }
     }
 
     /// The change recorded for a migration into the version `held` holds, taken. One
@@ -1374,10 +1384,7 @@ impl Server {
             drop(self.change.take_recorded());
             return Ok(false);
         }
-        match self.recorded_for(&held) {
-            Some(recorded) => self.migrate(&held, Some(recorded.mode), &recorded.extra)?,
-            None => self.migrate(&held, mode, extra)?,
-        }
+        self.migrate_due(&held, mode, extra)?;
         Ok(true)
     }
 
